@@ -1,0 +1,56 @@
+-- auth_token: static tokens from the route's config.
+--
+-- config = {
+--   tokens = { [token] = { user = "alice", device = "phone", kind = "mobile",
+--                          channels = { "news", "orders:*" } } },   -- devices
+--   publishers = { [token] = { name = "backend", channels = { "*" } } }, -- /publish
+-- }
+-- The token comes from `Authorization: Bearer <token>` or `?token=`.
+-- On a websocket route only `tokens` are accepted, on a publish route only
+-- `publishers`.
+
+local type, pairs, tostring = type, pairs, tostring
+
+local _M = { name = "auth_token" }
+
+local function check_table(conf, key, required)
+  local t = conf[key]
+  if t == nil then return true end
+  if type(t) ~= "table" then return nil, key .. " must be a table of token = identity" end
+  for token, id in pairs(t) do
+    if type(token) ~= "string" or token == "" then return nil, key .. ": tokens must be non-empty strings" end
+    if type(id) ~= "table" then return nil, key .. "[" .. token .. "] must be a table" end
+    if required and type(id[required]) ~= "string" then
+      return nil, key .. "[...]." .. required .. " must be a string"
+    end
+    if id.channels ~= nil and type(id.channels) ~= "table" then
+      return nil, key .. "[...].channels must be a list of channel patterns"
+    end
+  end
+  return true
+end
+
+function _M.validate(conf)
+  local ok, err = check_table(conf, "tokens", "user")
+  if not ok then return nil, err end
+  ok, err = check_table(conf, "publishers", "name")
+  if not ok then return nil, err end
+  if conf.tokens == nil and conf.publishers == nil then
+    return nil, "set tokens (devices) or publishers"
+  end
+  return true
+end
+
+function _M.auth(req, conf)
+  if not req.token then
+    return nil, { status = 401, code = "unauthorized", message = "missing token: send Authorization: Bearer <token> or ?token=" }
+  end
+  local book = req.route_type == "publish" and conf.publishers or conf.tokens
+  local id = book and book[req.token]
+  if not id then
+    return nil, { status = 401, code = "unauthorized", message = "unknown token" }
+  end
+  return id
+end
+
+return _M

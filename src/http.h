@@ -1,0 +1,63 @@
+/* http.h — HTTP/1.1 requests on a connection, parsed by http_parser.
+ *
+ * While a connection speaks HTTP it owns an mp_http session: the parser, one
+ * arena holding the URL and headers (bounded by limits.max_header_bytes) and
+ * the body (bounded by limits.max_body_bytes). A complete request is routed
+ * by longest path prefix to the route's handler (health, publish, or the
+ * WebSocket upgrade); the answer is queued as one frame. Keep-alive and
+ * pipelining work; any answer that ends the connection (parse error, 408,
+ * 413, 431, 503) is followed by a close once written.
+ */
+#ifndef MP_HTTP_H
+#define MP_HTTP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "net.h"
+#include "server.h"
+
+#define MP_HTTP_MAX_HEADERS 64
+
+typedef struct mp_http_header {
+    const char *name;     /* lower-cased, NUL-terminated, in the arena */
+    const char *value;    /* NUL-terminated, in the arena */
+} mp_http_header;
+
+/* A parsed request, valid during its handler call only. */
+typedef struct mp_http_req {
+    const char *method;
+    const char *path;     /* decoded? no: raw path, without query */
+    const char *query;    /* raw query string without '?', "" if none */
+    const mp_http_header *headers;
+    int nheaders;
+    const char *body;
+    size_t body_len;
+    const mp_route *route;
+    int route_index;
+    mp_conn *conn;
+} mp_http_req;
+
+int mp_http_session_new(mp_conn *c);
+void mp_http_session_free(mp_conn *c);
+
+/* Feeds bytes read from the socket; may answer, upgrade or close c. */
+void mp_http_feed(mp_conn *c, const uint8_t *data, size_t len);
+
+/* The request timeout fired for c: answer 408 and close. */
+void mp_http_timeout(mp_conn *c);
+
+/* Header value by lower-case name, or NULL. */
+const char *mp_http_header_get(const mp_http_req *req, const char *name);
+
+/* Value of a query parameter, percent-decoded into out (bounded); NULL if absent. */
+const char *mp_http_query_get(const mp_http_req *req, const char *name, char *out, size_t outlen);
+
+/* Queues a complete answer. extra_headers is "" or lines ending in \r\n. */
+void mp_http_respond(mp_conn *c, int status, const char *extra_headers,
+                     const char *body, size_t body_len);
+
+/* Queues {"error":code,"message":message} with the given status. */
+void mp_http_error(mp_conn *c, int status, const char *code, const char *message);
+
+#endif

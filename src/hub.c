@@ -1,0 +1,162 @@
+/* hub.c — see hub.h. Channels sit in a uthash table keyed by name. */
+#include "hub.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uthash.h>
+
+#include "log.h"
+#include "server.h"
+
+struct mp_channel {
+    UT_hash_handle hh;
+    mp_sub *subs;          /* doubly linked subscriber list */
+    uint32_t nsubs;
+    uint64_t seq;
+    char name[];
+};
+
+static mp_channel *channels;
+static uint64_t next_message_id = 1;
+
+int mp_hub_valid_name(const char *name, size_t len)
+{
+    if (len == 0 || len > MP_NAME_MAX)
+        return 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)name[i];
+        int ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+                 ch == '_' || ch == '-' || ch == '.' || ch == ':' || ch == '@';
+        if (!ok)
+            return 0;
+    }
+    return 1;
+}
+
+mp_channel *mp_hub_channel(const char *name, int create)
+{
+    mp_channel *ch = NULL;
+    size_t len = strlen(name);
+    HASH_FIND(hh, channels, name, len, ch);
+    if (ch || !create)
+        return ch;
+    if (HASH_COUNT(channels) >= mp.cfg.max_channels)
+        return NULL;
+    ch = calloc(1, sizeof *ch + len + 1);
+    if (!ch)
+        return NULL;
+    memcpy(ch->name, name, len + 1);
+    HASH_ADD(hh, channels, name[0], len, ch);
+    return ch;
+}
+
+const char *mp_hub_channel_name(const mp_channel *ch) { return ch->name; }
+uint32_t mp_hub_channel_subscribers(const mp_channel *ch) { return ch->nsubs; }
+size_t mp_hub_channel_count(void) { return HASH_COUNT(channels); }
+
+int mp_hub_subscribe(mp_sub **subs, mp_conn *c, mp_channel *ch)
+{
+    for (mp_sub *s = *subs; s; s = s->conn_next)
+        if (s->ch == ch)
+            return 0;
+    mp_sub *s = malloc(sizeof *s);
+    if (!s)
+        return -1;
+    s->ch = ch;
+    s->conn = c;
+    s->ch_prev = NULL;
+    s->ch_next = ch->subs;
+    if (ch->subs)
+        ch->subs->ch_prev = s;
+    ch->subs = s;
+    ch->nsubs++;
+    s->conn_next = *subs;
+    *subs = s;
+    return 1;
+}
+
+static void unlink_from_channel(mp_sub *s)
+{
+    mp_channel *ch = s->ch;
+    if (s->ch_prev) s->ch_prev->ch_next = s->ch_next; else ch->subs = s->ch_next;
+    if (s->ch_next) s->ch_next->ch_prev = s->ch_prev;
+    ch->nsubs--;
+}
+
+int mp_hub_unsubscribe(mp_sub **subs, mp_channel *ch)
+{
+    for (mp_sub **pp = subs; *pp; pp = &(*pp)->conn_next) {
+        mp_sub *s = *pp;
+        if (s->ch == ch) {
+            *pp = s->conn_next;
+            unlink_from_channel(s);
+            free(s);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+void mp_hub_unsubscribe_all(mp_sub **subs)
+{
+    mp_sub *s = *subs;
+    while (s) {
+        mp_sub *next = s->conn_next;
+        unlink_from_channel(s);
+        free(s);
+        s = next;
+    }
+    *subs = NULL;
+}
+
+/* The envelope around data; the channel name needs no escaping (hub names
+ * are restricted to a safe alphabet). */
+static mp_frame *encode_message(const mp_channel *ch, uint64_t seq, const char *id,
+                                const char *data, size_t data_len)
+{
+    char prefix[MP_NAME_MAX + 128];
+    int n = snprintf(prefix, sizeof prefix, "{\"type\":\"message\",\"channel\":\"%s\",\"seq\":%llu,\"id\":\"%s\",\"data\":",
+                     ch->name, (unsigned long long)seq, id);
+    if (n < 0 || (size_t)n >= sizeof prefix)
+        return NULL;
+    size_t payload = (size_t)n + data_len + 1;
+    mp_frame *f = mp_frame_new(MP_WS_HEADER_MAX + payload);
+    if (!f)
+        return NULL;
+    uint8_t *p = f->data + MP_WS_HEADER_MAX;
+    memcpy(p, prefix, (size_t)n);
+    memcpy(p + n, data, data_len);
+    p[n + data_len] = '}';
+    mp_ws_frame_seal(f, MP_WS_TEXT, payload);
+    return f;
+}
+
+int mp_hub_publish(mp_channel *ch, const char *data, size_t data_len, mp_publish_result *out)
+{
+    uint64_t seq = ch->seq + 1;
+    snprintf(out->id, sizeof out->id, "%s-%llx", mp.boot_id, (unsigned long long)next_message_id);
+    mp_frame *f = encode_message(ch, seq, out->id, data, data_len);
+    if (!f)
+        return -1;
+    ch->seq = seq;
+    next_message_id++;
+    out->seq = seq;
+    out->recipients = 0;
+    for (mp_sub *s = ch->subs; s; s = s->ch_next)
+        if (mp_conn_send(s->conn, f) == 0)
+            out->recipients++;
+    mp_frame_unref(f);
+    mp.stats.messages_published++;
+    mp.stats.frames_queued += out->recipients;
+    return 0;
+}
+
+void mp_hub_free_all(void)
+{
+    mp_channel *ch, *tmp;
+    HASH_ITER(hh, channels, ch, tmp) {
+        HASH_DEL(channels, ch);
+        free(ch);   /* subscriptions were freed with their connections */
+    }
+}

@@ -1,0 +1,146 @@
+/* main.c — start here.
+ *
+ * moonpush: publishers POST messages over HTTP, devices receive them over
+ * WebSocket. Reading order for a newcomer:
+ *   main()            loads the config through Lua (lua_host.c), listens (net.c)
+ *   net.c on_accept   a connection starts as HTTP
+ *   http.c dispatch   routes a request: health, publish, or WebSocket upgrade
+ *   ws.c handshake    auth plugin decides who it is; joins user:<id> in the hub
+ *   publish.c         POST /publish -> hub.c mp_hub_publish: one frame, N refs
+ *   net.c on_prepare  once per loop iteration, writev every dirty queue
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include "hub.h"
+#include "log.h"
+#include "lua_host.h"
+#include "net.h"
+#include "server.h"
+
+#define MOONPUSH_VERSION "0.1.0"
+#define SHUTDOWN_GRACE_SECONDS 5.0
+
+mp_server mp;
+
+static ev_signal sigint_watcher, sigterm_watcher;
+static ev_timer shutdown_timer;
+static ev_prepare shutdown_check;   /* before the loop blocks: after this iteration's closes */
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: moonpush [-c CONFIG]            run the server (default examples/moonpush.lua)\n"
+            "       moonpush --check-config CONFIG  validate a config and its plugins, then exit\n"
+            "       moonpush --version\n");
+}
+
+static void close_going_away(mp_conn *c, void *arg)
+{
+    (void)arg;
+    mp_conn_close_ws(c, 1001, "server shutting down");
+}
+
+/* Exits the loop once every connection has said goodbye, or at the grace limit. */
+static void on_shutdown_check(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+    (void)w; (void)revents;
+    if (mp.nconns == 0)
+        ev_break(loop, EVBREAK_ALL);
+}
+
+static void on_shutdown_timeout(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)w; (void)revents;
+    mp_warn("shutdown grace period over", "open_connections=%d", mp.nconns);
+    ev_break(loop, EVBREAK_ALL);
+}
+
+static void on_stop_signal(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    (void)revents;
+    if (mp.stopping) {
+        ev_break(loop, EVBREAK_ALL);   /* second signal: do not wait */
+        return;
+    }
+    mp.stopping = 1;
+    mp_info("shutting down", "signal=%d connections=%d", w->signum, mp.nconns);
+    mp_net_stop_accepting();
+    mp_net_each_ws(close_going_away, NULL);
+    ev_timer_init(&shutdown_timer, on_shutdown_timeout, SHUTDOWN_GRACE_SECONDS, 0.);
+    ev_timer_start(loop, &shutdown_timer);
+    ev_prepare_init(&shutdown_check, on_shutdown_check);
+    ev_prepare_start(loop, &shutdown_check);
+    if (mp.nconns == 0)
+        ev_break(loop, EVBREAK_ALL);
+}
+
+static void make_boot_id(void)
+{
+    uint32_t r = 0;
+    if (getrandom(&r, sizeof r, 0) != sizeof r)
+        r = (uint32_t)time(NULL);
+    snprintf(mp.boot_id, sizeof mp.boot_id, "%08x", r);
+}
+
+int main(int argc, char **argv)
+{
+    const char *config_path = "examples/moonpush.lua";
+    int check_only = 0;
+    for (int i = 1; i < argc; i++) {
+        if ((strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) && i + 1 < argc) {
+            config_path = argv[++i];
+        } else if (strcmp(argv[i], "--check-config") == 0 && i + 1 < argc) {
+            config_path = argv[++i];
+            check_only = 1;
+        } else if (strcmp(argv[i], "--version") == 0) {
+            printf("moonpush %s\n", MOONPUSH_VERSION);
+            return 0;
+        } else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+            usage(stdout);
+            return 0;
+        } else {
+            usage(stderr);
+            return 2;
+        }
+    }
+
+    char err[512];
+    if (mp_lua_init(config_path, &mp.cfg, err, sizeof err) < 0) {
+        mp_error("invalid config", "file=%s error=\"%s\"", config_path, err);
+        return 1;
+    }
+    if (check_only) {
+        printf("%s: ok (%d routes)\n", config_path, mp.cfg.nroutes);
+        mp_lua_close();
+        mp_config_free(&mp.cfg);
+        return 0;
+    }
+
+    signal(SIGPIPE, SIG_IGN);
+    make_boot_id();
+    mp.loop = ev_default_loop(EVFLAG_AUTO);
+    mp.started = ev_now(mp.loop);
+    if (mp_net_listen() < 0)
+        return 1;
+    mp_net_start();
+    ev_signal_init(&sigint_watcher, on_stop_signal, SIGINT);
+    ev_signal_init(&sigterm_watcher, on_stop_signal, SIGTERM);
+    ev_signal_start(mp.loop, &sigint_watcher);
+    ev_signal_start(mp.loop, &sigterm_watcher);
+    mp_info("moonpush started", "version=%s boot_id=%s config=%s", MOONPUSH_VERSION, mp.boot_id, config_path);
+
+    ev_run(mp.loop, 0);
+
+    mp_net_free_all();
+    mp_hub_free_all();
+    mp_lua_close();
+    mp_config_free(&mp.cfg);
+    mp_info("moonpush stopped", NULL);
+    return 0;
+}

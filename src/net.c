@@ -1,0 +1,443 @@
+/* net.c — see net.h. From accept() to the last byte written. */
+#include "net.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "http.h"
+#include "hub.h"
+#include "log.h"
+#include "server.h"
+#include "ws.h"
+
+#define LINGER_SECONDS 2.0
+#define ACCEPTS_PER_WAKEUP 64
+#define FLUSH_IOV 64
+#define FLUSH_ROUNDS 4      /* writev calls per connection per iteration */
+
+mp_tlist mp_request_list, mp_idle_list, mp_pong_list, mp_linger_list;
+
+static int listen_fd = -1;
+static ev_io accept_watcher;
+static ev_prepare flush_watcher;
+static mp_conn *dirty_head;         /* connections to flush in this iteration */
+static mp_conn *dead_head;          /* connections to free in this iteration */
+static uint64_t next_conn_id = 1;
+
+/* One read buffer for the whole process: data is handed to the HTTP parser or
+ * wslay, which keep what they need, before the next read. */
+static uint8_t read_buf[64 * 1024];
+
+static mp_conn *conn_of_tnode(mp_tnode *n)
+{
+    return (mp_conn *)((char *)n - offsetof(mp_conn, tnode));
+}
+
+static void mark_dirty(mp_conn *c)
+{
+    if (c->flags & (MP_CONN_DIRTY | MP_CONN_DEAD))
+        return;
+    c->flags |= MP_CONN_DIRTY;
+    c->dirty_next = dirty_head;
+    dirty_head = c;
+}
+
+/* ---- closing ------------------------------------------------------------ */
+
+static void detach_session(mp_conn *c)
+{
+    if (c->ws) {
+        mp_ws_session_free(c);
+        mp.nws--;
+    }
+    if (c->http)
+        mp_http_session_free(c);
+}
+
+void mp_conn_abort(mp_conn *c)
+{
+    if (c->flags & MP_CONN_DEAD)
+        return;
+    detach_session(c);
+    ev_io_stop(mp.loop, &c->rio);
+    ev_io_stop(mp.loop, &c->wio);
+    mp_tlist_remove(&c->tnode);
+    close(c->rio.fd);
+    mp.nconns--;
+    c->state = MP_CONN_CLOSING;
+    /* Off the dirty list first if it is there: it is singly linked, so the
+     * flush pass skips dead entries instead of unlinking. */
+    c->flags |= MP_CONN_DEAD;
+    if (!(c->flags & MP_CONN_DIRTY)) {
+        c->dirty_next = dead_head;
+        dead_head = c;
+    }
+}
+
+static void enter_closing(mp_conn *c)
+{
+    detach_session(c);
+    c->state = MP_CONN_CLOSING;
+    c->flags |= MP_CONN_CLOSE_AFTER;
+    mp_tlist_touch(&mp_linger_list, &c->tnode);
+    mark_dirty(c);
+}
+
+void mp_conn_close_ws(mp_conn *c, uint16_t code, const char *reason)
+{
+    if (c->state != MP_CONN_WS)
+        return;
+    if (c->flags & MP_CONN_SLOW)
+        mp_outq_drop_unstarted(&c->out);   /* it would never read them anyway */
+    mp_frame *f = code ? mp_ws_close_frame(code, reason) : NULL;
+    if (f) {
+        mp_outq_push(&c->out, f);
+        mp_frame_unref(f);
+    }
+    mp_debug("ws close", "conn=%llu code=%u", (unsigned long long)c->id, code);
+    enter_closing(c);
+}
+
+void mp_conn_close_after_flush(mp_conn *c)
+{
+    if (c->state == MP_CONN_CLOSING)
+        return;
+    enter_closing(c);
+}
+
+/* The queue is written: stop sending, then wait briefly for the peer's FIN so
+ * unread input does not turn our close into a reset that eats the last frame. */
+static void finish_close(mp_conn *c)
+{
+    c->flags &= (uint8_t)~MP_CONN_CLOSE_AFTER;
+    c->flags |= MP_CONN_WR_SHUT;
+    shutdown(c->rio.fd, SHUT_WR);
+    mp_tlist_touch(&mp_linger_list, &c->tnode);
+}
+
+/* ---- output ------------------------------------------------------------- */
+
+int mp_conn_send(mp_conn *c, mp_frame *f)
+{
+    if (c->flags & (MP_CONN_DEAD | MP_CONN_SLOW))
+        return -1;
+    if (mp_outq_push(&c->out, f) < 0) {
+        c->flags |= MP_CONN_SLOW;
+        c->close_code = 1011;
+        mark_dirty(c);
+        return -1;
+    }
+    if (c->state == MP_CONN_WS && c->out.bytes > mp.cfg.max_outbound_bytes) {
+        c->flags |= MP_CONN_SLOW;
+        c->close_code = 4001;
+    }
+    mark_dirty(c);
+    return 0;
+}
+
+/* Writes what the kernel takes. Returns -1 if the connection died. */
+static int flush(mp_conn *c)
+{
+    struct iovec iov[FLUSH_IOV];
+    for (int round = 0; round < FLUSH_ROUNDS && !mp_outq_empty(&c->out); round++) {
+        int n = mp_outq_iov(&c->out, iov, FLUSH_IOV);
+        ssize_t w = writev(c->rio.fd, iov, n);
+        mp.stats.writev_calls++;
+        if (w < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                break;
+            if (errno == EINTR)
+                continue;
+            mp_conn_abort(c);
+            return -1;
+        }
+        mp_outq_consume(&c->out, (size_t)w);
+    }
+    if (mp_outq_empty(&c->out)) {
+        ev_io_stop(mp.loop, &c->wio);
+        if (c->flags & MP_CONN_CLOSE_AFTER)
+            finish_close(c);
+    } else {
+        ev_io_start(mp.loop, &c->wio);
+    }
+    return 0;
+}
+
+static void close_slow(mp_conn *c)
+{
+    uint16_t code = c->close_code ? c->close_code : 4001;
+    if (code == 4001)
+        mp.stats.slow_consumer_closes++;
+    mp_info("slow consumer closed", "conn=%llu queued_bytes=%zu code=%u",
+            (unsigned long long)c->id, c->out.bytes, code);
+    mp_conn_close_ws(c, code, code == 4001 ? "slow consumer" : "internal error");
+    c->flags &= (uint8_t)~MP_CONN_SLOW;
+}
+
+static void on_prepare(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+    (void)loop; (void)w; (void)revents;
+    while (dirty_head) {
+        mp_conn *c = dirty_head;
+        dirty_head = c->dirty_next;
+        c->flags &= (uint8_t)~MP_CONN_DIRTY;
+        if (c->flags & MP_CONN_DEAD) {
+            c->dirty_next = dead_head;
+            dead_head = c;
+            continue;
+        }
+        if ((c->flags & MP_CONN_SLOW) && c->state == MP_CONN_WS)
+            close_slow(c);   /* re-marks dirty: handled later in this loop */
+        else
+            flush(c);
+    }
+    while (dead_head) {
+        mp_conn *c = dead_head;
+        dead_head = c->dirty_next;
+        mp_outq_clear(&c->out);
+        free(c);
+    }
+}
+
+static void on_writable(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop; (void)revents;
+    mp_conn *c = w->data;
+    flush(c);
+}
+
+/* ---- input -------------------------------------------------------------- */
+
+static void on_readable(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop; (void)revents;
+    mp_conn *c = w->data;
+    ssize_t n = read(w->fd, read_buf, sizeof read_buf);
+    if (n < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+            return;
+        mp_conn_abort(c);
+        return;
+    }
+    if (n == 0) {
+        mp_conn_abort(c);
+        return;
+    }
+    switch (c->state) {
+    case MP_CONN_HTTP:
+        mp_http_feed(c, read_buf, (size_t)n);
+        break;
+    case MP_CONN_WS:
+        mp_ws_feed(c, read_buf, (size_t)n);
+        break;
+    default:
+        /* Closing. Once everything we had is out, the peer's next bytes
+         * (its close reply) or FIN mean it has read our last frame. */
+        if (c->flags & MP_CONN_WR_SHUT)
+            mp_conn_abort(c);
+        break;
+    }
+}
+
+/* ---- timeouts ----------------------------------------------------------- */
+
+static void on_request_timeout(mp_tlist *l, mp_tnode *n)
+{
+    (void)l;
+    mp_http_timeout(conn_of_tnode(n));
+}
+
+static void on_idle(mp_tlist *l, mp_tnode *n)
+{
+    (void)l;
+    mp_conn *c = conn_of_tnode(n);
+    mp_ws_ping(c);
+    mp_tlist_touch(&mp_pong_list, n);
+}
+
+static void on_pong_timeout(mp_tlist *l, mp_tnode *n)
+{
+    (void)l;
+    mp_conn *c = conn_of_tnode(n);
+    mp.stats.idle_timeout_closes++;
+    mp_info("idle timeout", "conn=%llu remote=%s", (unsigned long long)c->id, c->remote);
+    mp_conn_close_ws(c, 4000, "idle timeout");
+}
+
+static void on_linger_timeout(mp_tlist *l, mp_tnode *n)
+{
+    (void)l;
+    mp_conn_abort(conn_of_tnode(n));
+}
+
+/* ---- accept ------------------------------------------------------------- */
+
+static void format_remote(const struct sockaddr_storage *sa, char *out, size_t outlen)
+{
+    char host[INET6_ADDRSTRLEN] = "?";
+    int port = 0;
+    if (sa->ss_family == AF_INET) {
+        const struct sockaddr_in *s4 = (const void *)sa;
+        inet_ntop(AF_INET, &s4->sin_addr, host, sizeof host);
+        port = ntohs(s4->sin_port);
+    } else if (sa->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *s6 = (const void *)sa;
+        inet_ntop(AF_INET6, &s6->sin6_addr, host, sizeof host);
+        port = ntohs(s6->sin6_port);
+    }
+    snprintf(out, outlen, "%s:%d", host, port);
+}
+
+/* Over the connection cap: one best-effort answer, then close. */
+static void reject_full(int fd)
+{
+    static const char body[] =
+        "{\"error\":\"too_many_connections\",\"message\":\"server connection limit reached\"}";
+    char resp[256];
+    int n = snprintf(resp, sizeof resp,
+                     "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                     "Connection: close\r\nContent-Length: %zu\r\n\r\n%s", sizeof body - 1, body);
+    ssize_t w = write(fd, resp, (size_t)n);
+    (void)w;
+    close(fd);
+    mp.stats.connections_rejected++;
+}
+
+static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)revents;
+    for (int i = 0; i < ACCEPTS_PER_WAKEUP; i++) {
+        struct sockaddr_storage sa;
+        socklen_t salen = sizeof sa;
+        int fd = accept4(w->fd, (struct sockaddr *)&sa, &salen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+                mp_warn("accept failed", "error=\"%s\"", strerror(errno));
+            return;
+        }
+        if (mp.nconns >= mp.cfg.max_connections || mp.stopping) {
+            reject_full(fd);
+            continue;
+        }
+        mp_conn *c = calloc(1, sizeof *c);
+        if (!c) {
+            close(fd);
+            continue;
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        c->id = next_conn_id++;
+        c->state = MP_CONN_HTTP;
+        format_remote(&sa, c->remote, sizeof c->remote);
+        mp_outq_init(&c->out);
+        ev_io_init(&c->rio, on_readable, fd, EV_READ);
+        ev_io_init(&c->wio, on_writable, fd, EV_WRITE);
+        c->rio.data = c->wio.data = c;
+        if (mp_http_session_new(c) < 0) {
+            close(fd);
+            free(c);
+            continue;
+        }
+        mp.nconns++;
+        mp.stats.connections_accepted++;
+        ev_io_start(loop, &c->rio);
+        mp_tlist_touch(&mp_request_list, &c->tnode);
+    }
+}
+
+int mp_net_listen(void)
+{
+    struct addrinfo hints = {0}, *res = NULL;
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    char port[16];
+    snprintf(port, sizeof port, "%d", mp.cfg.listen_port);
+    const char *host = mp.cfg.listen_host[0] ? mp.cfg.listen_host : NULL;
+    int rc = getaddrinfo(host, port, &hints, &res);
+    if (rc != 0) {
+        mp_error("cannot resolve listen address", "host=%s error=\"%s\"", mp.cfg.listen_host, gai_strerror(rc));
+        return -1;
+    }
+    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (fd >= 0)
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (fd < 0 || bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, 4096) < 0) {
+        mp_error("cannot listen", "addr=%s:%d error=\"%s\"", mp.cfg.listen_host, mp.cfg.listen_port, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        freeaddrinfo(res);
+        return -1;
+    }
+    freeaddrinfo(res);
+    listen_fd = fd;
+    mp_info("listening", "addr=%s:%d", mp.cfg.listen_host, mp.cfg.listen_port);
+    return 0;
+}
+
+void mp_net_start(void)
+{
+    ev_io_init(&accept_watcher, on_accept, listen_fd, EV_READ);
+    ev_io_start(mp.loop, &accept_watcher);
+    ev_prepare_init(&flush_watcher, on_prepare);
+    ev_prepare_start(mp.loop, &flush_watcher);
+    mp_tlist_init(&mp_request_list, mp.loop, mp.cfg.request_timeout, on_request_timeout);
+    mp_tlist_init(&mp_idle_list, mp.loop, mp.cfg.ping_interval, on_idle);
+    mp_tlist_init(&mp_pong_list, mp.loop, mp.cfg.idle_timeout - mp.cfg.ping_interval, on_pong_timeout);
+    mp_tlist_init(&mp_linger_list, mp.loop, LINGER_SECONDS, on_linger_timeout);
+}
+
+void mp_net_stop_accepting(void)
+{
+    ev_io_stop(mp.loop, &accept_watcher);
+    if (listen_fd >= 0) {
+        close(listen_fd);
+        listen_fd = -1;
+    }
+}
+
+void mp_net_each_ws(void (*fn)(mp_conn *c, void *arg), void *arg)
+{
+    mp_tlist *lists[] = {&mp_idle_list, &mp_pong_list};
+    for (int i = 0; i < 2; i++) {
+        /* fn may move the node to another list: take the next one first, and
+         * stop at the tail we started with so moved nodes are not revisited. */
+        mp_tnode *n = lists[i]->head, *last = lists[i]->tail;
+        while (n) {
+            mp_tnode *next = n == last ? NULL : n->next;
+            fn(conn_of_tnode(n), arg);
+            n = next;
+        }
+    }
+}
+
+static void abort_each(mp_tlist *l)
+{
+    while (l->head)
+        mp_conn_abort(conn_of_tnode(l->head));
+}
+
+void mp_net_free_all(void)
+{
+    abort_each(&mp_request_list);
+    abort_each(&mp_idle_list);
+    abort_each(&mp_pong_list);
+    abort_each(&mp_linger_list);
+    mp_tlist_stop(&mp_request_list);
+    mp_tlist_stop(&mp_idle_list);
+    mp_tlist_stop(&mp_pong_list);
+    mp_tlist_stop(&mp_linger_list);
+    on_prepare(mp.loop, &flush_watcher, 0);
+    ev_prepare_stop(mp.loop, &flush_watcher);
+    mp_net_stop_accepting();
+}

@@ -1,0 +1,98 @@
+/* net.h — sockets: the listener, client connections, their output and their
+ * one way out.
+ *
+ * A connection starts as HTTP (http.c parses it); a successful upgrade turns
+ * it into a WebSocket (ws.c). Either way its output is a queue of shared
+ * frames (outq.h) that is flushed at most once per loop iteration: senders
+ * only push and mark the connection dirty, and an ev_prepare pass — which runs
+ * after every callback of the iteration — writes each dirty connection's
+ * queue with writev. Under load, every frame queued to a connection in one
+ * iteration leaves in one syscall. The write watcher runs only while the
+ * kernel pushed back (EAGAIN).
+ *
+ * Closing: mp_conn_close_ws() queues a close frame and lets the queue drain;
+ * mp_conn_close_after_flush() does the same for an HTTP answer; both then
+ * shut down writing and linger briefly to read the peer's remainder, so the
+ * last frame is not lost to a reset. mp_conn_abort() drops everything. The
+ * memory itself is freed only in the prepare pass, never inside a callback
+ * that may still hold the pointer.
+ */
+#ifndef MP_NET_H
+#define MP_NET_H
+
+#include <ev.h>
+#include <netinet/in.h>
+#include <stdint.h>
+
+#include "frame.h"
+#include "outq.h"
+#include "tlist.h"
+
+typedef enum { MP_CONN_HTTP, MP_CONN_WS, MP_CONN_CLOSING } mp_conn_state;
+
+enum {
+    MP_CONN_DIRTY = 1 << 0,        /* on the dirty list: flush in this iteration */
+    MP_CONN_CLOSE_AFTER = 1 << 1,  /* shut down once the queue drains */
+    MP_CONN_DEAD = 1 << 2,         /* aborted: free in the prepare pass */
+    MP_CONN_SLOW = 1 << 3,         /* over its outbound bound: close with 4001 */
+    MP_CONN_WR_SHUT = 1 << 4,      /* closing: all sent, write side shut down */
+};
+
+struct mp_http;
+struct mp_ws;
+
+/* One client connection. Idle WebSocket size: sizeof(mp_conn) plus its
+ * mp_ws session and identity; see docs/benchmarks.md for the measured total. */
+typedef struct mp_conn {
+    ev_io rio;                  /* always on while the peer may send */
+    ev_io wio;                  /* only while the kernel buffer is full */
+    mp_tnode tnode;             /* on one timeout list (request, idle, pong, linger) */
+    mp_outq out;
+    struct mp_conn *dirty_next; /* dirty or dead list link */
+    struct mp_http *http;       /* while state == MP_CONN_HTTP */
+    struct mp_ws *ws;           /* while state == MP_CONN_WS */
+    uint64_t id;
+    uint8_t state;
+    uint8_t flags;
+    uint16_t close_code;        /* for a pending slow-consumer close */
+    char remote[48];            /* "ip:port", for logs and plugins */
+} mp_conn;
+
+/* Timeout lists (tlist.h), one per kind of wait. */
+extern mp_tlist mp_request_list;   /* HTTP: whole request within request_timeout */
+extern mp_tlist mp_idle_list;      /* WebSocket: silent for ping_interval -> ping */
+extern mp_tlist mp_pong_list;      /* WebSocket: pinged, silent until idle_timeout -> close 4000 */
+extern mp_tlist mp_linger_list;    /* closing: wait for the peer's FIN */
+
+/* Binds and listens on cfg.listen_host:listen_port. Returns -1 with a log line. */
+int mp_net_listen(void);
+
+/* Starts the accept watcher, the prepare pass and the timeout lists. */
+void mp_net_start(void);
+
+/* Stops accepting (shutdown drain). */
+void mp_net_stop_accepting(void);
+
+/* Queues a reference to f on c and marks c dirty. A WebSocket connection whose
+ * queue passes max_outbound_bytes is flagged slow and closed with 4001 in the
+ * prepare pass; frames sent to it meanwhile are dropped. Returns 0 if queued. */
+int mp_conn_send(mp_conn *c, mp_frame *f);
+
+/* Sends a close frame with code and reason, then shuts the connection down
+ * once the queue is written. Unregisters it from the hub at once. Code 0:
+ * the close frame is queued already (wslay answered a client's close). */
+void mp_conn_close_ws(mp_conn *c, uint16_t code, const char *reason);
+
+/* Stops reading requests; shuts down once the queued answer is written. */
+void mp_conn_close_after_flush(mp_conn *c);
+
+/* Drops the connection now (peer gone, write error). */
+void mp_conn_abort(mp_conn *c);
+
+/* Calls fn on every open WebSocket connection (shutdown, admin). fn may close it. */
+void mp_net_each_ws(void (*fn)(mp_conn *c, void *arg), void *arg);
+
+/* Frees every connection (exit path). */
+void mp_net_free_all(void);
+
+#endif

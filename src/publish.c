@@ -1,0 +1,187 @@
+/* publish.c — see publish.h. JSON is parsed with jansson; each item's data
+ * is serialised once, compactly, and becomes part of one shared frame. */
+#include "publish.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "hub.h"
+#include "log.h"
+#include "lua_host.h"
+#include "server.h"
+
+typedef struct item {
+    json_t *data;
+    mp_channel *ch;
+} item;
+
+static void fail(mp_conn *c, int status, const char *code, const char *prefix, const char *what)
+{
+    char msg[256];
+    snprintf(msg, sizeof msg, "%s%s", prefix, what);
+    mp_http_error(c, status, code, msg);
+}
+
+/* Checks one item and resolves its channel. Returns 0, or answers and returns -1. */
+static int check_item(mp_conn *c, const mp_identity *pub, json_t *obj, const char *where, item *out)
+{
+    if (!json_is_object(obj)) {
+        fail(c, 400, "bad_message", where, "a message is a JSON object");
+        return -1;
+    }
+    json_t *jch = json_object_get(obj, "channel");
+    json_t *juser = json_object_get(obj, "user");
+    if ((jch && juser) || (!jch && !juser)) {
+        fail(c, 400, "missing_target", where, "name exactly one of \"channel\" or \"user\"");
+        return -1;
+    }
+    json_t *target = jch ? jch : juser;
+    if (!json_is_string(target)) {
+        fail(c, 400, "bad_message", where, jch ? "\"channel\" must be a string" : "\"user\" must be a string");
+        return -1;
+    }
+    out->data = json_object_get(obj, "data");
+    if (!out->data) {
+        fail(c, 400, "missing_data", where, "missing \"data\"");
+        return -1;
+    }
+    const char *tname = json_string_value(target);
+    size_t tlen = json_string_length(target);
+    char name[MP_NAME_MAX + 8];
+    int n = snprintf(name, sizeof name, "%s%s", juser ? "user:" : "", tname);
+    if (!mp_hub_valid_name(tname, tlen) || n < 0 || (size_t)n >= sizeof name ||
+        !mp_hub_valid_name(name, (size_t)n)) {
+        fail(c, 400, "bad_channel", where, "channel and user names are 1-128 bytes of A-Z a-z 0-9 _ - . : @");
+        return -1;
+    }
+    if (!mp_identity_allows(pub, name)) {
+        char msg[MP_NAME_MAX + 64];
+        snprintf(msg, sizeof msg, "this publisher may not publish to %s", name);
+        fail(c, 403, "forbidden", where, msg);
+        return -1;
+    }
+    out->ch = mp_hub_channel(name, 1);
+    if (!out->ch) {
+        fail(c, 503, "unavailable", where, "the server holds limits.max_channels channels");
+        return -1;
+    }
+    return 0;
+}
+
+static json_t *publish_item(const item *it)
+{
+    char *data = json_dumps(it->data, JSON_COMPACT | JSON_ENCODE_ANY);
+    if (!data)
+        return NULL;
+    mp_publish_result r;
+    int rc = mp_hub_publish(it->ch, data, strlen(data), &r);
+    free(data);
+    if (rc < 0)
+        return NULL;
+    return json_pack("{s:s, s:I, s:s, s:I}", "channel", mp_hub_channel_name(it->ch), "seq", (json_int_t)r.seq,
+                     "id", r.id, "recipients", (json_int_t)r.recipients);
+}
+
+static int media_type_is(const char *ct, const char *type)
+{
+    size_t n = strlen(type);
+    return strncasecmp(ct, type, n) == 0 && (ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ');
+}
+
+/* JSON, or no type at all: anything else (a form, text) is refused rather
+ * than guessed at. */
+static int content_type_ok(const mp_http_req *req)
+{
+    const char *ct = mp_http_header_get(req, "content-type");
+    if (!ct)
+        return 1;
+    while (*ct == ' ')
+        ct++;
+    return media_type_is(ct, "application/json");
+}
+
+static void respond_json(mp_conn *c, json_t *answer)
+{
+    char *text = json_dumps(answer, JSON_COMPACT);
+    if (!text) {
+        mp_http_error(c, 500, "internal", "could not encode the answer");
+        return;
+    }
+    mp_http_respond(c, 200, "", text, strlen(text));
+    free(text);
+}
+
+void mp_publish_handle(mp_http_req *req)
+{
+    mp_conn *c = req->conn;
+    if (!content_type_ok(req)) {
+        mp_http_error(c, 415, "unsupported_media_type", "publish bodies are application/json");
+        return;
+    }
+    mp_identity *pub = NULL;
+    mp_denial deny;
+    if (mp_lua_auth(req, &pub, &deny) < 0) {
+        mp.stats.auth_denials++;
+        mp_http_error(c, deny.status, deny.code, deny.message);
+        return;
+    }
+    json_error_t jerr;
+    json_t *root = json_loadb(req->body, req->body_len, JSON_DECODE_ANY, &jerr);
+    if (!root) {
+        char msg[300];
+        snprintf(msg, sizeof msg, "invalid JSON at line %d column %d: %s", jerr.line, jerr.column, jerr.text);
+        mp_http_error(c, 400, "bad_json", msg);
+        free(pub);
+        return;
+    }
+    if (!json_is_object(root) && !json_is_array(root)) {
+        mp_http_error(c, 400, "bad_message", "the body is a message object or an array of them");
+        json_decref(root);
+        free(pub);
+        return;
+    }
+    int batch = json_is_array(root);
+    size_t count = batch ? json_array_size(root) : 1;
+    if (batch && count == 0) {
+        mp_http_error(c, 400, "empty_batch", "a batch needs at least one message");
+    } else if (count > mp.cfg.max_batch) {
+        mp_http_error(c, 400, "batch_too_large", "more messages than limits.max_batch");
+    } else {
+        item *items = calloc(count, sizeof *items);
+        int ok = items != NULL;
+        for (size_t i = 0; ok && i < count; i++) {
+            char where[40] = "";
+            if (batch)
+                snprintf(where, sizeof where, "item %zu: ", i);
+            ok = check_item(c, pub, batch ? json_array_get(root, i) : root, where, &items[i]) == 0;
+        }
+        if (!items)
+            mp_http_error(c, 503, "unavailable", "server out of memory");
+        if (ok) {
+            json_t *answer = batch ? json_array() : NULL;
+            for (size_t i = 0; i < count; i++) {
+                json_t *r = publish_item(&items[i]);
+                if (!r) {
+                    mp_error("publish failed", "channel=%s", mp_hub_channel_name(items[i].ch));
+                    continue;
+                }
+                if (batch)
+                    json_array_append_new(answer, r);
+                else
+                    answer = r;
+            }
+            if (answer) {
+                respond_json(c, answer);
+                json_decref(answer);
+            } else {
+                mp_http_error(c, 503, "unavailable", "server out of memory");
+            }
+        }
+        free(items);
+    }
+    json_decref(root);
+    free(pub);
+}

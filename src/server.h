@@ -1,0 +1,67 @@
+/* server.h — the one process-wide state: the loop, the config, counters.
+ *
+ * moonpush runs one libev loop per process and every module reaches the loop
+ * and the limits through `mp_server`. Nothing here is touched from another
+ * thread: there are none.
+ */
+#ifndef MP_SERVER_H
+#define MP_SERVER_H
+
+#include <ev.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum { MP_ROUTE_WEBSOCKET, MP_ROUTE_PUBLISH, MP_ROUTE_HEALTH } mp_route_type;
+
+typedef struct mp_route {
+    char *path;            /* path prefix, without trailing slash (except "/") */
+    size_t path_len;
+    mp_route_type type;
+    int has_auth;          /* the route's plugin chain has an auth hook */
+} mp_route;
+
+typedef struct mp_config {
+    char listen_host[64];
+    int listen_port;
+    int max_connections;
+    size_t max_header_bytes;
+    size_t max_body_bytes;
+    size_t max_batch;
+    size_t max_message_bytes;
+    size_t max_outbound_bytes;
+    size_t max_subscriptions;
+    size_t max_channels;
+    double request_timeout;  /* seconds */
+    double idle_timeout;
+    double ping_interval;
+    mp_route *routes;
+    int nroutes;
+} mp_config;
+
+typedef struct mp_stats {
+    uint64_t connections_accepted;
+    uint64_t connections_rejected;   /* over max_connections */
+    uint64_t http_requests;
+    uint64_t ws_handshakes;
+    uint64_t auth_denials;
+    uint64_t messages_published;
+    uint64_t frames_queued;          /* deliveries handed to outbound queues */
+    uint64_t writev_calls;
+    uint64_t slow_consumer_closes;
+    uint64_t idle_timeout_closes;
+} mp_stats;
+
+typedef struct mp_server {
+    struct ev_loop *loop;
+    mp_config cfg;
+    mp_stats stats;
+    int nconns;              /* open client connections (HTTP + WebSocket) */
+    int nws;                 /* of which WebSocket */
+    ev_tstamp started;
+    char boot_id[9];         /* 8 hex chars, new each start: prefix of message ids */
+    int stopping;
+} mp_server;
+
+extern mp_server mp;
+
+#endif

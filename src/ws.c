@@ -1,0 +1,511 @@
+/* ws.c — see ws.h. */
+#include "ws.h"
+
+#include <jansson.h>
+#include <openssl/evp.h>
+#include <openssl/sha.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <wslay/wslay.h>
+
+#include "hub.h"
+#include "log.h"
+#include "lua_host.h"
+#include "server.h"
+
+typedef struct mp_ws {
+    wslay_event_context_ptr wslay;  /* only while a message is arriving */
+    uint64_t fed;                   /* bytes handed to this wslay context */
+    uint64_t framed;                /* bytes of frames it completed */
+    uint64_t frame_size;            /* header + payload of the frame in progress */
+    uint64_t msg_bytes;             /* payload so far of the message in progress */
+    uint8_t in_fragment;            /* a fragmented message is not finished */
+    uint16_t nsubs;                 /* subscriptions besides user:<id> */
+    mp_identity *ident;
+    mp_sub *subs;
+} mp_ws;
+
+/* The bytes of the current read, handed to wslay by recv_cb. */
+static const uint8_t *feed_ptr;
+static size_t feed_left;
+
+static mp_frame *ping_frame;        /* one shared ping for every connection */
+
+/* ---- helpers ------------------------------------------------------------ */
+
+static void send_json(mp_conn *c, json_t *obj)
+{
+    char *text = json_dumps(obj, JSON_COMPACT);
+    json_decref(obj);
+    if (!text)
+        return;
+    mp_frame *f = mp_ws_frame(MP_WS_TEXT, text, strlen(text));
+    free(text);
+    if (f) {
+        mp_conn_send(c, f);
+        mp_frame_unref(f);
+    }
+}
+
+static void send_error(mp_conn *c, const char *code, const char *message, const char *channel)
+{
+    json_t *o = json_pack("{s:s, s:s, s:s}", "type", "error", "code", code, "message", message);
+    if (o && channel)
+        json_object_set_new(o, "channel", json_string(channel));
+    if (o)
+        send_json(c, o);
+}
+
+int mp_ws_accept_key(const char *key, char out[29])
+{
+    static const char guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+    size_t klen = strlen(key);
+    unsigned char decoded[32];
+    if (klen != 24 || EVP_DecodeBlock(decoded, (const unsigned char *)key, 24) != 18 || key[22] != '=' || key[23] != '=')
+        return -1;
+    char buf[24 + sizeof guid];
+    memcpy(buf, key, 24);
+    memcpy(buf + 24, guid, sizeof guid - 1);
+    unsigned char digest[SHA_DIGEST_LENGTH];
+    SHA1((const unsigned char *)buf, 24 + sizeof guid - 1, digest);
+    EVP_EncodeBlock((unsigned char *)out, digest, SHA_DIGEST_LENGTH);
+    return 0;
+}
+
+/* ---- client frames ------------------------------------------------------ */
+
+static int is_subscribed(const mp_ws *ws, const mp_channel *ch)
+{
+    for (const mp_sub *s = ws->subs; ch && s; s = s->conn_next)
+        if (s->ch == ch)
+            return 1;
+    return 0;
+}
+
+static void handle_subscribe(mp_conn *c, const char *name, int subscribe)
+{
+    mp_ws *ws = c->ws;
+    if (!mp_hub_valid_name(name, strlen(name))) {
+        send_error(c, "bad_channel", "channel names are 1-128 bytes of A-Z a-z 0-9 _ - . : @", name);
+        return;
+    }
+    char personal[MP_NAME_MAX + 8];
+    snprintf(personal, sizeof personal, "user:%s", ws->ident->user);
+    if (!subscribe) {
+        mp_channel *ch = mp_hub_channel(name, 0);
+        if (strcmp(name, personal) == 0) {
+            send_error(c, "forbidden", "the personal channel cannot be left", name);
+        } else if (!ch || mp_hub_unsubscribe(&ws->subs, ch) == 0) {
+            send_error(c, "not_subscribed", "not subscribed to this channel", name);
+        } else {
+            ws->nsubs--;
+            send_json(c, json_pack("{s:s, s:s}", "type", "unsubscribed", "channel", name));
+        }
+        return;
+    }
+    if (strcmp(name, personal) != 0 && !mp_identity_allows(ws->ident, name)) {
+        send_error(c, "forbidden", "this connection may not subscribe to that channel", name);
+        return;
+    }
+    mp_channel *ch = mp_hub_channel(name, 0);
+    if (!is_subscribed(ws, ch)) {
+        if (ws->nsubs >= mp.cfg.max_subscriptions) {
+            send_error(c, "too_many_subscriptions", "limits.max_subscriptions reached", name);
+            return;
+        }
+        if (!ch)
+            ch = mp_hub_channel(name, 1);
+        if (!ch || mp_hub_subscribe(&ws->subs, c, ch) < 0) {
+            send_error(c, "unavailable", ch ? "server out of memory" : "the server holds limits.max_channels channels", name);
+            return;
+        }
+        ws->nsubs++;
+    }
+    send_json(c, json_pack("{s:s, s:s}", "type", "subscribed", "channel", name));
+}
+
+static void handle_text(mp_conn *c, const uint8_t *msg, size_t len)
+{
+    json_error_t err;
+    json_t *root = json_loadb((const char *)msg, len, 0, &err);
+    if (!root || !json_is_object(root)) {
+        send_error(c, "bad_frame", "client frames are JSON objects with a \"type\"", NULL);
+        json_decref(root);
+        return;
+    }
+    const char *type = json_string_value(json_object_get(root, "type"));
+    const char *channel = json_string_value(json_object_get(root, "channel"));
+    if (!type) {
+        send_error(c, "bad_frame", "client frames are JSON objects with a \"type\"", NULL);
+    } else if (strcmp(type, "subscribe") == 0 || strcmp(type, "unsubscribe") == 0) {
+        if (!channel)
+            send_error(c, "bad_frame", "subscribe and unsubscribe need a string \"channel\"", NULL);
+        else
+            handle_subscribe(c, channel, type[0] == 's');
+    } else {
+        send_error(c, "unknown_type", "unknown frame type", NULL);
+    }
+    json_decref(root);
+}
+
+/* ---- wslay callbacks ---------------------------------------------------- */
+
+static ssize_t recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags, void *user)
+{
+    (void)flags;
+    mp_conn *c = user;
+    if (feed_left == 0) {
+        wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
+        return -1;
+    }
+    size_t n = len < feed_left ? len : feed_left;
+    memcpy(buf, feed_ptr, n);
+    feed_ptr += n;
+    feed_left -= n;
+    c->ws->fed += n;
+    return (ssize_t)n;
+}
+
+/* wslay's own output is only control frames (pong, close): at most 127
+ * bytes each, written in pieces (header, then payload). send_cb gathers the
+ * pieces into whole frames here, so each becomes one queue entry and a close
+ * wslay generated with no reason can be given the documented one. wslay
+ * drains synchronously (send_cb never blocks), so a frame never spans calls
+ * for two connections. */
+static uint8_t ctl_buf[2 + 125];
+static size_t ctl_len;
+
+static const char *close_reason(uint16_t code)
+{
+    switch (code) {
+    case 1000: return "bye";
+    case 1002: return "protocol error";
+    case 1003: return "binary messages not supported";
+    case 1007: return "invalid utf-8";
+    case 1009: return "message too big";
+    default:   return "";
+    }
+}
+
+static int emit_control_frame(wslay_event_context_ptr ctx, mp_conn *c, const uint8_t *b, size_t len)
+{
+    mp_frame *f;
+    if ((b[0] & 0x0f) == MP_WS_CLOSE && len == 2 && !wslay_event_get_close_received(ctx)) {
+        /* wslay closes a framing error (oversized or fragmented control
+         * frame, bad opcode) without a code: it is a protocol error. */
+        f = mp_ws_close_frame(1002, close_reason(1002));
+    } else if ((b[0] & 0x0f) == MP_WS_CLOSE && len >= 4) {
+        /* wslay's close (its own, or the echo of the client's code) goes out
+         * with the documented reason instead of none or the client's text. */
+        uint16_t code = (uint16_t)(b[2] << 8 | b[3]);
+        f = mp_ws_close_frame(code, close_reason(code));
+    } else {
+        f = mp_frame_copy(b, len);
+    }
+    if (!f)
+        return -1;
+    mp_conn_send(c, f);
+    mp_frame_unref(f);
+    return 0;
+}
+
+static ssize_t send_cb(wslay_event_context_ptr ctx, const uint8_t *data, size_t len, int flags, void *user)
+{
+    (void)flags;
+    mp_conn *c = user;
+    size_t take = len < sizeof ctl_buf - ctl_len ? len : sizeof ctl_buf - ctl_len;
+    memcpy(ctl_buf + ctl_len, data, take);
+    ctl_len += take;
+    while (ctl_len >= 2) {
+        size_t flen = 2 + (ctl_buf[1] & 0x7f);
+        if (ctl_len < flen)
+            break;
+        if (emit_control_frame(ctx, c, ctl_buf, flen) < 0) {
+            wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
+            return -1;
+        }
+        memmove(ctl_buf, ctl_buf + flen, ctl_len - flen);
+        ctl_len -= flen;
+    }
+    return (ssize_t)take;
+}
+
+static void frame_start_cb(wslay_event_context_ptr ctx, const struct wslay_event_on_frame_recv_start_arg *a, void *user)
+{
+    mp_ws *ws = ((mp_conn *)user)->ws;
+    uint64_t len = a->payload_length;
+    if (a->opcode == WSLAY_CONNECTION_CLOSE && len == 1) {
+        /* A status code is two bytes; wslay would answer with an empty close. */
+        wslay_event_queue_close(ctx, 1002, NULL, 0);
+        wslay_event_shutdown_read(ctx);
+        return;
+    }
+    /* Client frames carry a 4-byte mask (wslay rejects those that do not). */
+    ws->frame_size = 2 + 4 + len + (len < 126 ? 0 : len <= 0xffff ? 2 : 8);
+    if (a->opcode == WSLAY_TEXT_FRAME || a->opcode == WSLAY_BINARY_FRAME || a->opcode == WSLAY_CONTINUATION_FRAME) {
+        ws->in_fragment = !a->fin;
+        ws->msg_bytes = a->opcode == WSLAY_CONTINUATION_FRAME ? ws->msg_bytes + len : len;
+        /* Refuse on the declared length: waiting for the bytes of an
+         * oversized message would only let a client make us buffer them. */
+        if (ws->msg_bytes > mp.cfg.max_message_bytes && wslay_event_get_read_enabled(ctx)) {
+            wslay_event_queue_close(ctx, 1009, NULL, 0);
+            wslay_event_shutdown_read(ctx);
+        }
+    }
+}
+
+static void frame_end_cb(wslay_event_context_ptr ctx, void *user)
+{
+    (void)ctx;
+    mp_ws *ws = ((mp_conn *)user)->ws;
+    ws->framed += ws->frame_size;
+    ws->frame_size = 0;
+}
+
+static void msg_cb(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *a, void *user)
+{
+    mp_conn *c = user;
+    /* wslay has validated framing, masking, size and UTF-8 already. A pong
+     * it queued for a ping that arrived mid-message must leave before our
+     * answer to the message: flush its queue first. */
+    if (wslay_event_want_write(ctx))
+        wslay_event_send(ctx);
+    if (a->opcode == WSLAY_BINARY_FRAME)
+        wslay_event_queue_close(ctx, 1003, NULL, 0);
+    else if (a->opcode == WSLAY_TEXT_FRAME && c->state == MP_CONN_WS)
+        handle_text(c, a->msg, a->msg_length);
+}
+
+static const struct wslay_event_callbacks callbacks = {
+    .recv_callback = recv_cb,
+    .send_callback = send_cb,
+    .on_frame_recv_start_callback = frame_start_cb,
+    .on_frame_recv_end_callback = frame_end_cb,
+    .on_msg_recv_callback = msg_cb,
+};
+
+static void release_wslay(mp_ws *ws)
+{
+    if (ws->wslay) {
+        wslay_event_context_free(ws->wslay);
+        ws->wslay = NULL;
+    }
+    ws->fed = ws->framed = ws->frame_size = ws->msg_bytes = 0;
+    ws->in_fragment = 0;
+}
+
+void mp_ws_feed(mp_conn *c, const uint8_t *data, size_t len)
+{
+    mp_ws *ws = c->ws;
+    mp_tlist_touch(&mp_idle_list, &c->tnode);     /* any byte counts as life */
+    if (!ws->wslay) {
+        if (wslay_event_context_server_init(&ws->wslay, &callbacks, c) != 0) {
+            mp_conn_abort(c);
+            return;
+        }
+        wslay_event_config_set_max_recv_msg_length(ws->wslay, mp.cfg.max_message_bytes);
+    }
+    feed_ptr = data;
+    feed_left = len;
+    ctl_len = 0;
+    int rc = wslay_event_recv(ws->wslay);
+    if (c->state != MP_CONN_WS)
+        return;                                 /* a client frame closed it */
+    /* Even after an error wslay may have queued a close (1002, 1007, 1009):
+     * send it before deciding anything. */
+    if (wslay_event_want_write(ws->wslay))
+        wslay_event_send(ws->wslay);
+    if (wslay_event_get_close_sent(ws->wslay)) {
+        mp_conn_close_ws(c, 0, NULL);           /* the close frame is queued */
+        return;
+    }
+    if (rc != 0) {
+        mp_warn("wslay failed", "conn=%llu rc=%d", (unsigned long long)c->id, rc);
+        mp_conn_close_ws(c, rc == WSLAY_ERR_NOMEM ? 1011 : 1002,
+                         rc == WSLAY_ERR_NOMEM ? "internal error" : "protocol error");
+        return;
+    }
+    if (ws->fed == ws->framed && !ws->in_fragment && !wslay_event_want_write(ws->wslay))
+        release_wslay(ws);
+}
+
+void mp_ws_ping(mp_conn *c)
+{
+    if (!ping_frame)
+        ping_frame = mp_ws_frame(MP_WS_PING, NULL, 0);
+    if (ping_frame)
+        mp_conn_send(c, ping_frame);
+}
+
+void mp_ws_session_free(mp_conn *c)
+{
+    mp_ws *ws = c->ws;
+    if (!ws)
+        return;
+    mp_hub_unsubscribe_all(&ws->subs);
+    release_wslay(ws);
+    free(ws->ident);
+    free(ws);
+    c->ws = NULL;
+}
+
+/* ---- handshake ---------------------------------------------------------- */
+
+static int header_has_token(const char *value, const char *token)
+{
+    size_t tlen = strlen(token);
+    for (const char *p = value; p && *p;) {
+        while (*p == ' ' || *p == ',' || *p == '\t')
+            p++;
+        const char *end = p;
+        while (*end && *end != ',')
+            end++;
+        const char *e = end;
+        while (e > p && (e[-1] == ' ' || e[-1] == '\t'))
+            e--;
+        if ((size_t)(e - p) == tlen && strncasecmp(p, token, tlen) == 0)
+            return 1;
+        p = end;
+    }
+    return 0;
+}
+
+void mp_ws_upgrade_required(mp_conn *c)
+{
+    static const char body[] =
+        "{\"error\":\"upgrade_required\",\"message\":\"this route speaks WebSocket: send Upgrade: websocket\"}";
+    mp_http_respond(c, 426, "Upgrade: websocket\r\nConnection: Upgrade\r\n", body, sizeof body - 1);
+}
+
+static void bad_handshake(mp_conn *c, const char *why)
+{
+    mp_http_error(c, 400, "bad_handshake", why);
+}
+
+/* Checks the channels asked for at connect and finds (creates) them; returns
+ * 0, or answers the request and returns -1. */
+static int resolve_initial_channels(mp_conn *c, const mp_identity *id, mp_channel **out)
+{
+    char msg[200];
+    if ((size_t)id->nsubscribe > mp.cfg.max_subscriptions) {
+        mp_http_error(c, 400, "too_many_subscriptions", "more channels than limits.max_subscriptions");
+        return -1;
+    }
+    for (int i = 0; i < id->nsubscribe; i++) {
+        const char *name = id->subscribe[i];
+        if (!mp_hub_valid_name(name, strlen(name))) {
+            mp_http_error(c, 400, "bad_channel", "channel names are 1-128 bytes of A-Z a-z 0-9 _ - . : @");
+            return -1;
+        }
+        if (!mp_identity_allows(id, name)) {
+            snprintf(msg, sizeof msg, "this token may not subscribe to channel %s", name);
+            mp_http_error(c, 403, "forbidden", msg);
+            return -1;
+        }
+        out[i] = mp_hub_channel(name, 1);
+        if (!out[i]) {
+            mp_http_error(c, 503, "unavailable", "the server holds limits.max_channels channels");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void send_welcome(mp_conn *c)
+{
+    mp_ws *ws = c->ws;
+    json_t *chans = json_array();
+    for (mp_sub *s = ws->subs; s; s = s->conn_next)
+        json_array_insert_new(chans, 0, json_string(mp_hub_channel_name(s->ch)));
+    char conn_id[24];
+    snprintf(conn_id, sizeof conn_id, "%llu", (unsigned long long)c->id);
+    send_json(c, json_pack("{s:s, s:s, s:s, s:s, s:s, s:o}", "type", "welcome", "conn", conn_id,
+                           "user", ws->ident->user, "device", ws->ident->device,
+                           "kind", ws->ident->kind, "channels", chans));
+}
+
+void mp_ws_handshake(mp_http_req *req, const uint8_t *rest, size_t rest_len)
+{
+    mp_conn *c = req->conn;
+    const char *upgrade = mp_http_header_get(req, "upgrade");
+    const char *connection = mp_http_header_get(req, "connection");
+    const char *version = mp_http_header_get(req, "sec-websocket-version");
+    const char *key = mp_http_header_get(req, "sec-websocket-key");
+    char accept[29];
+    if (!upgrade || !header_has_token(upgrade, "websocket"))
+        return mp_ws_upgrade_required(c);
+    if (!connection || !header_has_token(connection, "upgrade"))
+        return bad_handshake(c, "Connection: Upgrade is missing");
+    if (!version || strcmp(version, "13") != 0) {
+        static const char body[] = "{\"error\":\"bad_handshake\",\"message\":\"Sec-WebSocket-Version must be 13\"}";
+        mp_http_respond(c, 400, "Sec-WebSocket-Version: 13\r\n", body, sizeof body - 1);
+        return;
+    }
+    if (!key || mp_ws_accept_key(key, accept) < 0)
+        return bad_handshake(c, "Sec-WebSocket-Key must be 16 bytes in base64");
+
+    mp_identity *id = NULL;
+    mp_denial deny;
+    if (mp_lua_auth(req, &id, &deny) < 0) {
+        mp.stats.auth_denials++;
+        mp_http_error(c, deny.status, deny.code, deny.message);
+        return;
+    }
+    char personal[MP_NAME_MAX + 8];
+    int plen = snprintf(personal, sizeof personal, "user:%s", id->user);
+    if (plen < 0 || (size_t)plen >= sizeof personal || !mp_hub_valid_name(personal, (size_t)plen) ||
+        !mp_hub_valid_name(id->device, strlen(id->device)) || !mp_hub_valid_name(id->kind, strlen(id->kind))) {
+        free(id);
+        mp_http_error(c, 500, "plugin_error", "auth plugin returned an invalid user, device or kind");
+        return;
+    }
+    mp_channel *initial[id->nsubscribe > 0 ? id->nsubscribe : 1];
+    mp_channel *own = mp_hub_channel(personal, 1);
+    if (!own) {
+        free(id);
+        mp_http_error(c, 503, "unavailable", "the server holds limits.max_channels channels");
+        return;
+    }
+    if (resolve_initial_channels(c, id, initial) < 0) {
+        free(id);
+        return;
+    }
+    mp_ws *ws = calloc(1, sizeof *ws);
+    if (!ws) {
+        free(id);
+        mp_http_error(c, 503, "unavailable", "server out of memory");
+        return;
+    }
+    char head[256];
+    int n = snprintf(head, sizeof head,
+                     "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     "Sec-WebSocket-Accept: %s\r\n\r\n", accept);
+    mp_frame *f = mp_frame_copy(head, (size_t)n);
+    if (!f) {
+        free(ws);
+        free(id);
+        mp_conn_abort(c);
+        return;
+    }
+    mp_conn_send(c, f);
+    mp_frame_unref(f);
+
+    mp_http_session_free(c);
+    c->state = MP_CONN_WS;
+    c->ws = ws;
+    ws->ident = id;
+    mp.nws++;
+    mp.stats.ws_handshakes++;
+    mp_hub_subscribe(&ws->subs, c, own);
+    for (int i = 0; i < id->nsubscribe; i++)
+        if (mp_hub_subscribe(&ws->subs, c, initial[i]) == 1)
+            ws->nsubs++;
+    mp_tlist_touch(&mp_idle_list, &c->tnode);
+    send_welcome(c);
+    mp_debug("ws connected", "conn=%llu user=%s device=%s remote=%s",
+             (unsigned long long)c->id, id->user, id->device, c->remote);
+    if (rest_len)
+        mp_ws_feed(c, rest, rest_len);
+}

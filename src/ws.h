@@ -1,0 +1,43 @@
+/* ws.h — WebSocket connections: the upgrade, wslay for input, client frames.
+ *
+ * Input goes through wslay's event API, which validates framing, masking,
+ * fragmentation, control frames and message size, and answers pings and
+ * closes. A wslay context embeds a 4 KB buffer, so a connection holds one
+ * only while a client message is actually arriving: it is created on the
+ * first byte and released as soon as the bytes fed to it end exactly on a
+ * complete, unfragmented message. An idle connection holds none.
+ *
+ * Output bypasses wslay's queue (which copies every payload): data frames are
+ * pre-encoded shared frames pushed straight onto the connection's queue, and
+ * wslay's own output (pongs, closes) is routed through the same queue so
+ * frames never interleave.
+ */
+#ifndef MP_WS_H
+#define MP_WS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "http.h"
+#include "net.h"
+
+/* Completes (101) or refuses (4xx/5xx) an upgrade request; rest holds the
+ * bytes that followed the request, already WebSocket data. */
+void mp_ws_handshake(mp_http_req *req, const uint8_t *rest, size_t rest_len);
+
+/* Answers 426 (with Upgrade: websocket) to a plain request on a WebSocket route. */
+void mp_ws_upgrade_required(mp_conn *c);
+
+void mp_ws_feed(mp_conn *c, const uint8_t *data, size_t len);
+
+/* Queues a ping (the connection was silent for timeouts.ping_ms). */
+void mp_ws_ping(mp_conn *c);
+
+/* Unsubscribes everything and frees the session (called by net.c). */
+void mp_ws_session_free(mp_conn *c);
+
+/* Sec-WebSocket-Accept for a client key: base64(SHA-1(key + GUID)), into out
+ * (29 bytes with NUL). Returns 0, or -1 if the key is not 16 bytes of base64. */
+int mp_ws_accept_key(const char *key, char out[29]);
+
+#endif
