@@ -5,14 +5,14 @@
 #   make test     build, run the C unit tests and every busted spec;
 #                 ends with "N passed, N failed"
 #   make bench    benchmark scenarios, appended to docs/benchmarks.md
-#   make asan     build ./moonpush with address+undefined sanitizers
+#   make asan     rebuild with address+undefined sanitizers and run every test
 
 CC      ?= cc
 PKGS    := libev-dev libwslay-dev libluajit-5.1-dev luajit libhiredis-dev \
            libhttp-parser-dev libjansson-dev libssl-dev uthash-dev \
            lua-busted lua-http lua-cjson redis-server pkg-config
 CFLAGS  ?= -O2 -g
-CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Isrc \
+MP_CFLAGS := $(CFLAGS) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Isrc \
            $(shell pkg-config --cflags luajit 2>/dev/null)
 LDLIBS  := -lev -lwslay -lhttp_parser -ljansson -lcrypto -lm \
            $(shell pkg-config --libs luajit 2>/dev/null)
@@ -22,7 +22,7 @@ OBJ     := $(SRC:src/%.c=build/%.o)
 CORE_OBJ := $(filter-out build/main.o,$(OBJ))
 CTESTS  := $(patsubst tests/%.c,build/tests/%,$(wildcard tests/test_*.c))
 
-.PHONY: all deps run test ctest spec bench quick asan clean
+.PHONY: all deps run test bench quick asan clean
 
 all: deps moonpush
 
@@ -38,14 +38,14 @@ deps:
 	fi
 
 moonpush: $(OBJ)
-	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(MP_CFLAGS) -o $@ $^ $(LDLIBS)
 
 build/%.o: src/%.c $(wildcard src/*.h) | build
-	$(CC) $(CFLAGS) -c -o $@ $<
+	$(CC) $(MP_CFLAGS) -c -o $@ $<
 
 build/tests/%: tests/%.c $(CORE_OBJ) | build
 	@mkdir -p build/tests
-	$(CC) $(CFLAGS) -o $@ $< $(CORE_OBJ) $(LDLIBS)
+	$(CC) $(MP_CFLAGS) -o $@ $< $(CORE_OBJ) $(LDLIBS)
 
 build:
 	@mkdir -p build
@@ -56,9 +56,13 @@ run: all
 test: all $(CTESTS)
 	@sh tests/run_all.sh $(CTESTS)
 
+# Rebuilds everything with sanitizers and runs every test on that build;
+# `make clean all` goes back to the normal build.
+SAN_CFLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer
 asan:
 	$(MAKE) clean
-	$(MAKE) CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer"
+	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	    $(MAKE) test CFLAGS="$(SAN_CFLAGS)"
 
 bench: all
 	@$(MAKE) -C bench

@@ -135,6 +135,24 @@ static int on_header_value(http_parser *p, const char *at, size_t n)
     return arena_append(h, at, n);
 }
 
+/* curl and others wait (about a second) for "100 Continue" before sending a
+ * body when they ask with Expect: 100-continue; the size was accepted above. */
+static void send_continue_if_expected(mp_http *h)
+{
+    for (int i = 0; i < h->nhdr; i++) {
+        if (strcmp(h->arena + h->name_off[i], "expect") == 0 &&
+            strcasecmp(h->arena + h->value_off[i], "100-continue") == 0) {
+            static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+            mp_frame *f = mp_frame_copy(cont, sizeof cont - 1);
+            if (f) {
+                mp_conn_send(h->conn, f);
+                mp_frame_unref(f);
+            }
+            return;
+        }
+    }
+}
+
 static int on_headers_complete(http_parser *p)
 {
     mp_http *h = p->data;
@@ -152,6 +170,7 @@ static int on_headers_complete(http_parser *p)
     h->has_length = (p->flags & F_CHUNKED) || p->content_length != ULLONG_MAX;
     if (p->content_length != ULLONG_MAX && p->content_length > mp.cfg.max_body_bytes)
         return reject(h, 413, "body_too_large", "request body exceeds limits.max_body_bytes");
+    send_continue_if_expected(h);
     return 0;
 }
 

@@ -55,7 +55,7 @@ typedef struct mp_conn {
     uint8_t state;
     uint8_t flags;
     uint16_t close_code;        /* for a pending slow-consumer close */
-    char remote[48];            /* "ip:port", for logs and plugins */
+    char remote[56];            /* "ip:port" (IPv6 text + port fits), for logs and plugins */
 } mp_conn;
 
 /* Timeout lists (tlist.h), one per kind of wait. */
