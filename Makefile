@@ -24,7 +24,7 @@ CTESTS  := $(patsubst tests/%.c,build/tests/%,$(wildcard tests/test_*.c))
 
 .PHONY: all deps run test bench quick asan clean
 
-all: deps moonpush
+all: deps moonpush build/moonpush/host.so
 
 # Installs what a fresh Debian 12 machine lacks; a no-op when all is present.
 deps:
@@ -39,6 +39,11 @@ deps:
 
 moonpush: $(OBJ)
 	$(CC) $(MP_CFLAGS) -o $@ $^ $(LDLIBS)
+
+# The plugin helpers as a Lua module, so plugin unit specs run without a server.
+build/moonpush/host.so: src/lua_api.c src/limiter.c src/log.c $(wildcard src/*.h) | build
+	@mkdir -p build/moonpush
+	$(CC) $(MP_CFLAGS) -fPIC -shared -o $@ src/lua_api.c src/limiter.c src/log.c -lcrypto
 
 build/%.o: src/%.c $(wildcard src/*.h) | build
 	$(CC) $(MP_CFLAGS) -c -o $@ $<

@@ -241,6 +241,34 @@ describe("moonpush publish", function()
       assert.equals("unauthorized", body and body.error)
     end)
 
+    it("lets a restricted publisher publish to its channels", function()
+      local status, a = client.publish(srv, { channel = "news", data = 1 }, { token = server.NEWS_PUBLISHER })
+      assert.equals(200, status)
+      assert.equals("news", a.channel)
+      status = client.publish(srv, { channel = "orders:7", data = 1 }, { token = server.NEWS_PUBLISHER })
+      assert.equals(200, status)
+    end)
+
+    it("rejects a publish to a channel the publisher may not use with 403 forbidden", function()
+      local ch = client.unique("sports-")
+      local status, body = client.publish(srv, { channel = ch, data = 1 }, { token = server.NEWS_PUBLISHER })
+      assert.equals(403, status)
+      assert.equals("forbidden", body and body.error)
+      assert.is_string(body.message)
+      assert.equals(1, client.publish_ok(srv, { channel = ch, data = 2 }).seq)
+    end)
+
+    it("rejects a whole batch with 403 when one item is forbidden, publishing none", function()
+      local ch = client.unique("orders:")
+      local status, body = client.publish(srv, {
+        { channel = ch, data = 1 },
+        { channel = client.unique("elsewhere-"), data = 2 },
+      }, { token = server.NEWS_PUBLISHER })
+      assert.equals(403, status)
+      assert.equals("forbidden", body and body.error)
+      assert.equals(1, client.publish_ok(srv, { channel = ch, data = 3 }).seq)
+    end)
+
     it("does not publish a rejected message", function()
       local ch = client.unique("unauth-")
       client.publish(srv, { channel = ch, data = 1 }, { token = "wrong" })

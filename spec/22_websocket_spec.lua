@@ -332,7 +332,7 @@ describe("moonpush WebSocket", function()
       end)
     end
 
-    it("answers error bad_channel to a subscribe without a channel", function()
+    it("answers error bad_channel (or bad_frame) to a subscribe without a channel", function()
       local w = bob()
       local ans = client.request(w, { type = "subscribe" })
       assert.equals("error", ans.type)
@@ -384,5 +384,36 @@ describe("moonpush WebSocket", function()
       assert.same({ type = "subscribed", channel = ch }, ans)
       c:close()
     end)
+  end)
+end)
+
+describe("moonpush WebSocket subscription limit", function()
+  local srv
+  local MAX_SUBS = 2
+
+  lazy_setup(function()
+    srv = server.start({ limits = { max_subscriptions = MAX_SUBS } })
+  end)
+
+  lazy_teardown(function()
+    if srv then assert.equals(0, srv:stop()) end
+  end)
+
+  it("answers error too_many_subscriptions past max_subscriptions, not counting user:<me>", function()
+    local w = client.ws(srv, { token = "bob", device = "subs" })
+    for i = 1, MAX_SUBS do
+      local ans = client.request(w, { type = "subscribe", channel = "s" .. i })
+      assert.same({ type = "subscribed", channel = "s" .. i }, ans)
+    end
+    local ans = client.request(w, { type = "subscribe", channel = "s-extra" })
+    assert.equals("error", ans.type)
+    assert.equals("too_many_subscriptions", ans.code)
+    assert.equals("s-extra", ans.channel)
+    -- re-subscribing a channel it has is not a new subscription
+    assert.same({ type = "subscribed", channel = "s1" }, client.request(w, { type = "subscribe", channel = "s1" }))
+    -- after leaving one there is room again
+    assert.same({ type = "unsubscribed", channel = "s1" }, client.request(w, { type = "unsubscribe", channel = "s1" }))
+    assert.same({ type = "subscribed", channel = "s-extra" }, client.request(w, { type = "subscribe", channel = "s-extra" }))
+    client.close(w)
   end)
 end)

@@ -64,7 +64,7 @@ describe("moonpush WebSocket framing", function()
     end
   end)
 
-  it("closes an unmasked client frame with 1002 protocol error", function()
+  it("closes an unmasked client frame with 1002", function()
     closes_with({ { opcode = OP.text, payload = '{"type":"subscribe","channel":"a"}', mask = false } },
       1002)
   end)
@@ -73,7 +73,7 @@ describe("moonpush WebSocket framing", function()
     closes_with({ { opcode = OP.ping, payload = "x", mask = false } }, 1002)
   end)
 
-  it("closes a text message that is not valid UTF-8 with 1007 invalid utf-8", function()
+  it("closes a text message that is not valid UTF-8 with 1007", function()
     closes_with({ { opcode = OP.text, payload = '{"type":"subscribe","channel":"\255\254"}' } },
       1007)
   end)
@@ -110,7 +110,7 @@ describe("moonpush WebSocket framing", function()
     assert.equals("unknown_type", ans.code)
   end)
 
-  it("closes a message over max_message_bytes with 1009 message too big", function()
+  it("closes a message over max_message_bytes with 1009", function()
     closes_with({ { opcode = OP.text, payload = ("a"):rep(MAX_MSG + 1) } }, 1009)
   end)
 
@@ -140,7 +140,7 @@ describe("moonpush WebSocket framing", function()
     assert.equals("unknown_type", ans.code)
   end)
 
-  it("closes a binary message with 1003 binary messages not supported", function()
+  it("closes a binary message with 1003", function()
     closes_with({ { opcode = OP.binary, payload = "\0\1\2\3" } }, 1003)
   end)
 

@@ -14,6 +14,7 @@
 #include <strings.h>
 
 #include "log.h"
+#include "lua_host.h"
 #include "publish.h"
 #include "ws.h"
 
@@ -326,6 +327,21 @@ void mp_http_error(mp_conn *c, int status, const char *code, const char *message
     } else {
         mp_http_respond(c, status, "", "{\"error\":\"internal\"}", 19);
     }
+}
+
+void mp_http_deny(mp_conn *c, const mp_denial *d)
+{
+    json_t *obj = json_pack("{s:s, s:s}", "error", d->code, "message", d->message);
+    char *body = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
+    json_decref(obj);
+    char extra[64] = "";
+    if (d->retry_after > 0)
+        snprintf(extra, sizeof extra, "Retry-After: %d\r\n", d->retry_after);
+    if (body)
+        mp_http_respond(c, d->status, extra, body, strlen(body));
+    else
+        mp_http_error(c, d->status, "denied", "denied");
+    free(body);
 }
 
 static void method_not_allowed(mp_conn *c, const char *allow)

@@ -57,6 +57,11 @@ const char *mp_http_query_get(const mp_http_req *req, const char *name, char *ou
 void mp_http_respond(mp_conn *c, int status, const char *extra_headers,
                      const char *body, size_t body_len);
 
+struct mp_denial;
+/* Answers a plugin's denial: its status, code and message (and Retry-After
+ * for a 429 that says when). */
+void mp_http_deny(mp_conn *c, const struct mp_denial *d);
+
 /* Queues {"error":code,"message":message} with the given status. */
 void mp_http_error(mp_conn *c, int status, const char *code, const char *message);
 

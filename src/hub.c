@@ -7,7 +7,9 @@
 #include <uthash.h>
 
 #include "log.h"
+#include "lua_host.h"
 #include "server.h"
+#include "ws.h"
 
 struct mp_channel {
     UT_hash_handle hh;
@@ -53,6 +55,7 @@ mp_channel *mp_hub_channel(const char *name, int create)
 
 const char *mp_hub_channel_name(const mp_channel *ch) { return ch->name; }
 uint32_t mp_hub_channel_subscribers(const mp_channel *ch) { return ch->nsubs; }
+uint64_t mp_hub_channel_seq(const mp_channel *ch) { return ch->seq; }
 size_t mp_hub_channel_count(void) { return HASH_COUNT(channels); }
 
 int mp_hub_subscribe(mp_sub **subs, mp_conn *c, mp_channel *ch)
@@ -132,7 +135,33 @@ static mp_frame *encode_message(const mp_channel *ch, uint64_t seq, const char *
     return f;
 }
 
-int mp_hub_publish(mp_channel *ch, const char *data, size_t data_len, mp_publish_result *out)
+/* The frame a route's format hook makes of a message; NULL if the hook
+ * failed (that route's connections skip this message; it stays in history). */
+static mp_frame *format_frame(int route, const mp_channel *ch, uint64_t seq, const char *id,
+                              const char *data, size_t data_len, mp_frame *standard)
+{
+    char *text = NULL;
+    size_t len = 0;
+    int r = mp_lua_format(route, ch->name, (unsigned long long)seq, id, data, data_len, &text, &len);
+    if (r == 0)
+        return mp_frame_ref(standard);
+    if (r < 0)
+        return NULL;
+    mp_frame *f = mp_ws_frame(MP_WS_TEXT, text, len);
+    free(text);
+    return f;
+}
+
+static int kind_listed(const char *kind, char *const *kinds, int nkinds)
+{
+    for (int i = 0; i < nkinds; i++)
+        if (strcmp(kind, kinds[i]) == 0)
+            return 1;
+    return 0;
+}
+
+int mp_hub_publish(mp_channel *ch, const char *data, size_t data_len, char *const *kinds, int nkinds,
+                   mp_publish_result *out)
 {
     uint64_t seq = ch->seq + 1;
     snprintf(out->id, sizeof out->id, "%s-%llx", mp.boot_id, (unsigned long long)next_message_id);
@@ -143,9 +172,32 @@ int mp_hub_publish(mp_channel *ch, const char *data, size_t data_len, mp_publish
     next_message_id++;
     out->seq = seq;
     out->recipients = 0;
-    for (mp_sub *s = ch->subs; s; s = s->ch_next)
-        if (mp_conn_send(s->conn, f) == 0)
+    /* One slot per route: the formatted frame, made on first use. */
+    int nroutes = mp.cfg.nroutes;
+    mp_frame *formatted[nroutes > 0 ? nroutes : 1];
+    unsigned char tried[nroutes > 0 ? nroutes : 1];
+    memset(tried, 0, sizeof tried);
+    for (mp_sub *s = ch->subs; s; s = s->ch_next) {
+        mp_conn *c = s->conn;
+        if (nkinds > 0 && !kind_listed(mp_ws_kind(c), kinds, nkinds))
+            continue;
+        mp_frame *send = f;
+        int r = mp_ws_format_route(c);
+        if (r >= 0 && r < nroutes) {
+            if (!tried[r]) {
+                formatted[r] = format_frame(r, ch, seq, out->id, data, data_len, f);
+                tried[r] = 1;
+            }
+            send = formatted[r];
+            if (!send)
+                continue;
+        }
+        if (mp_conn_send(c, send) == 0)
             out->recipients++;
+    }
+    for (int r = 0; r < nroutes; r++)
+        if (tried[r] && formatted[r])
+            mp_frame_unref(formatted[r]);
     mp_frame_unref(f);
     mp.stats.messages_published++;
     mp.stats.frames_queued += out->recipients;

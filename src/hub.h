@@ -64,8 +64,14 @@ void mp_hub_unsubscribe_all(mp_sub **subs);
 
 /* Assigns the next seq of ch, encodes {"type":"message",...,"data":data} once
  * and queues it to every subscriber. data is JSON text of data_len bytes.
- * Returns 0, or -1 if out of memory (nothing published). */
-int mp_hub_publish(mp_channel *ch, const char *data, size_t data_len, mp_publish_result *out);
+ * With nkinds > 0 only connections whose device kind is listed get it.
+ * Subscribers on a route with a format hook get that route's frame instead,
+ * made once per route by calling the hook the first time such a subscriber
+ * comes up in the loop. Returns 0, or -1 if out of memory (nothing sent). */
+int mp_hub_publish(mp_channel *ch, const char *data, size_t data_len, char *const *kinds, int nkinds,
+                   mp_publish_result *out);
+
+uint64_t mp_hub_channel_seq(const mp_channel *ch);
 
 size_t mp_hub_channel_count(void);
 

@@ -1,6 +1,5 @@
-/* lua_host.c — see lua_host.h. Every Lua API call in moonpush is in this
- * file. Hook calls run under pcall with an instruction budget (a count hook),
- * so a plugin that raises or loops fails its own request and nothing else. */
+/* lua_host.c — see lua_host.h. Every Lua API call of the server is in this
+ * file (lua_api.c holds the pure helpers it registers). */
 #include "lua_host.h"
 
 #include <lauxlib.h>
@@ -11,43 +10,19 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/time.h>
 #include <unistd.h>
 
+#include "hub.h"
 #include "log.h"
+
+int luaopen_moonpush_host(lua_State *L);   /* lua_api.c */
 
 static lua_State *L;
 static int core_ref = LUA_NOREF;
-static int budget = 1000000;
+static int call_depth;      /* hooks may publish, publishing may format: nest */
+static int in_format;       /* no publishing from inside a format hook */
 
-/* ---- C helpers offered to Lua (package "moonpush.host") ----------------- */
-
-static int l_log(lua_State *l)
-{
-    static const char *names[] = {"debug", "info", "warn", "error", NULL};
-    int level = luaL_checkoption(l, 1, "info", names);
-    const char *msg = luaL_checkstring(l, 2);
-    mp_log(level, "plugin", "text=\"%s\"", msg);
-    return 0;
-}
-
-static int l_now(lua_State *l)
-{
-    struct timeval tv;
-    gettimeofday(&tv, NULL);
-    lua_pushnumber(l, (double)tv.tv_sec * 1000.0 + (double)tv.tv_usec / 1000.0);
-    return 1;
-}
-
-static int open_host(lua_State *l)
-{
-    static const luaL_Reg fns[] = {{"log", l_log}, {"now", l_now}, {NULL, NULL}};
-    lua_newtable(l);
-    luaL_register(l, NULL, fns);
-    return 1;
-}
-
-/* ---- budget ------------------------------------------------------------- */
+/* ---- calling Lua -------------------------------------------------------- */
 
 static void budget_hook(lua_State *l, lua_Debug *ar)
 {
@@ -56,70 +31,169 @@ static void budget_hook(lua_State *l, lua_Debug *ar)
     luaL_error(l, "instruction budget exceeded");
 }
 
-/* pcall with the budget armed; returns lua_pcall's code. */
-static int guarded_pcall(int nargs, int nresults)
+/* Pushes core[fn]. */
+static void push_core_fn(const char *fn)
 {
-    lua_sethook(L, budget_hook, LUA_MASKCOUNT, budget);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, core_ref);
+    lua_getfield(L, -1, fn);
+    lua_remove(L, -2);
+}
+
+/* pcall with the budget armed for the outermost call; nested calls (a hook
+ * that publishes) run inside the outer budget. Logs failures. */
+static int guarded_pcall(int budget, int nargs, int nresults, const char *what)
+{
+    if (call_depth++ == 0)
+        lua_sethook(L, budget_hook, LUA_MASKCOUNT, budget > 0 ? budget : 1000000);
     int rc = lua_pcall(L, nargs, nresults, 0);
-    lua_sethook(L, NULL, 0, 0);
+    if (--call_depth == 0)
+        lua_sethook(L, NULL, 0, 0);
+    if (rc != 0) {
+        mp.stats.plugin_errors++;
+        mp_warn("plugin call failed", "phase=%s error=\"%s\"", what, lua_tostring(L, -1));
+    }
     return rc;
 }
 
-/* ---- config ------------------------------------------------------------- */
+static int route_budget(int route_index)
+{
+    return route_index >= 0 && route_index < mp.cfg.nroutes ? mp.cfg.routes[route_index].budget : 0;
+}
+
+/* ---- server-only helpers (moonpush.publish / online / channel_info) ------ */
+
+static int l_publish(lua_State *l)
+{
+    size_t nlen, dlen;
+    const char *name = luaL_checklstring(l, 1, &nlen);
+    const char *data = luaL_checklstring(l, 2, &dlen);
+    if (in_format)
+        return luaL_error(l, "publish is not allowed inside a format hook");
+    if (!mp_hub_valid_name(name, nlen))
+        return luaL_error(l, "bad channel name '%s'", name);
+    mp_channel *ch = mp_hub_channel(name, 1);
+    mp_publish_result r;
+    if (!ch || mp_hub_publish(ch, data, dlen, NULL, 0, &r) < 0) {
+        lua_pushnil(l);
+        lua_pushstring(l, ch ? "out of memory" : "channel limit reached");
+        return 2;
+    }
+    lua_createtable(l, 0, 4);
+    lua_pushstring(l, name);
+    lua_setfield(l, -2, "channel");
+    lua_pushnumber(l, (double)r.seq);
+    lua_setfield(l, -2, "seq");
+    lua_pushstring(l, r.id);
+    lua_setfield(l, -2, "id");
+    lua_pushnumber(l, r.recipients);
+    lua_setfield(l, -2, "recipients");
+    return 1;
+}
+
+static int l_online(lua_State *l)
+{
+    char name[MP_NAME_MAX + 8];
+    snprintf(name, sizeof name, "user:%s", luaL_checkstring(l, 1));
+    mp_channel *ch = mp_hub_channel(name, 0);
+    lua_pushinteger(l, ch ? (lua_Integer)mp_hub_channel_subscribers(ch) : 0);
+    return 1;
+}
+
+static int l_channel_info(lua_State *l)
+{
+    mp_channel *ch = mp_hub_channel(luaL_checkstring(l, 1), 0);
+    if (!ch) {
+        lua_pushnil(l);
+        return 1;
+    }
+    lua_createtable(l, 0, 2);
+    lua_pushinteger(l, (lua_Integer)mp_hub_channel_subscribers(ch));
+    lua_setfield(l, -2, "subscribers");
+    lua_pushnumber(l, (double)mp_hub_channel_seq(ch));
+    lua_setfield(l, -2, "seq");
+    return 1;
+}
+
+static int open_server_host(lua_State *l)
+{
+    luaopen_moonpush_host(l);
+    static const luaL_Reg fns[] = {
+        {"publish", l_publish}, {"online", l_online}, {"channel_info", l_channel_info}, {NULL, NULL}};
+    luaL_register(l, NULL, fns);
+    return 1;
+}
+
+/* ---- reading what Lua returned ------------------------------------------ */
 
 static double num_field(int idx, const char *section, const char *key)
 {
-    double v;
     if (section) {
         lua_getfield(L, idx, section);
         lua_getfield(L, -1, key);
-        v = lua_tonumber(L, -1);
-        lua_pop(L, 2);
     } else {
+        lua_pushnil(L);
         lua_getfield(L, idx, key);
-        v = lua_tonumber(L, -1);
-        lua_pop(L, 1);
     }
+    double v = lua_tonumber(L, -1);
+    lua_pop(L, 2);
     return v;
 }
 
-static int read_routes(int idx, mp_config *cfg)
+static int bool_field(int idx, const char *key)
 {
-    lua_getfield(L, idx, "routes");
-    int n = (int)lua_objlen(L, -1);
-    cfg->routes = calloc((size_t)n, sizeof *cfg->routes);
-    if (!cfg->routes)
+    lua_getfield(L, idx, key);
+    int v = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    return v;
+}
+
+/* Replaces cfg's routes with core.routes_for_c(). */
+static int read_routes(mp_config *cfg)
+{
+    push_core_fn("routes_for_c");
+    if (lua_pcall(L, 0, 1, 0) != 0) {
+        lua_pop(L, 1);
         return -1;
+    }
+    int n = (int)lua_objlen(L, -1);
+    mp_route *routes = calloc((size_t)n, sizeof *routes);
+    if (!routes) {
+        lua_pop(L, 1);
+        return -1;
+    }
+    static const struct { const char *name; unsigned flag; } hooks[] = {
+        {"auth", MP_HOOK_AUTH}, {"ratelimit", MP_HOOK_RATELIMIT}, {"route", MP_HOOK_ROUTE},
+        {"format", MP_HOOK_FORMAT}, {"on_connect", MP_HOOK_ON_CONNECT},
+        {"on_close", MP_HOOK_ON_CLOSE}, {"on_message", MP_HOOK_ON_MESSAGE}};
     for (int i = 0; i < n; i++) {
         lua_rawgeti(L, -1, i + 1);
-        mp_route *r = &cfg->routes[i];
-        lua_getfield(L, -1, "path");
+        int t = lua_gettop(L);
+        mp_route *r = &routes[i];
+        lua_getfield(L, t, "path");
         r->path = strdup(lua_tostring(L, -1));
         r->path_len = strlen(r->path);
-        lua_pop(L, 1);
-        lua_getfield(L, -1, "type");
-        const char *t = lua_tostring(L, -1);
-        r->type = strcmp(t, "websocket") == 0 ? MP_ROUTE_WEBSOCKET
-                : strcmp(t, "publish") == 0   ? MP_ROUTE_PUBLISH
-                                              : MP_ROUTE_HEALTH;
-        lua_pop(L, 1);
-        lua_getfield(L, -1, "has_auth");
-        r->has_auth = lua_toboolean(L, -1);
+        lua_getfield(L, t, "type");
+        const char *type = lua_tostring(L, -1);
+        r->type = strcmp(type, "websocket") == 0 ? MP_ROUTE_WEBSOCKET
+                : strcmp(type, "publish") == 0   ? MP_ROUTE_PUBLISH
+                                                 : MP_ROUTE_HEALTH;
         lua_pop(L, 2);
+        r->budget = (int)num_field(t, NULL, "budget");
+        for (size_t h = 0; h < sizeof hooks / sizeof hooks[0]; h++)
+            if (bool_field(t, hooks[h].name))
+                r->hooks |= hooks[h].flag;
+        lua_pop(L, 1);
     }
-    cfg->nroutes = n;
     lua_pop(L, 1);
+    mp_config_free(cfg);
+    cfg->routes = routes;
+    cfg->nroutes = n;
     return 0;
 }
 
-static void read_config(int idx, mp_config *cfg)
+static void read_limits(int idx, mp_config *cfg)
 {
-    lua_getfield(L, idx, "listen_host");
-    snprintf(cfg->listen_host, sizeof cfg->listen_host, "%s", lua_tostring(L, -1));
-    lua_pop(L, 1);
-    cfg->listen_port = (int)num_field(idx, NULL, "listen_port");
     cfg->max_connections = (int)num_field(idx, NULL, "max_connections");
-    budget = (int)num_field(idx, NULL, "plugin_budget");
     cfg->max_header_bytes = (size_t)num_field(idx, "limits", "max_header_bytes");
     cfg->max_body_bytes = (size_t)num_field(idx, "limits", "max_body_bytes");
     cfg->max_batch = (size_t)num_field(idx, "limits", "max_batch");
@@ -148,7 +222,10 @@ static void set_lua_path(void)
     lua_getfield(L, -1, "path");
     lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;%s", dir, dir, lua_tostring(L, -1));
     lua_setfield(L, -3, "path");
-    lua_pop(L, 2);
+    lua_getfield(L, -2, "preload");
+    lua_pushcfunction(L, open_server_host);
+    lua_setfield(L, -2, "moonpush.host");
+    lua_pop(L, 3);
 }
 
 int mp_lua_init(const char *config_path, mp_config *cfg, char *err, size_t errlen)
@@ -160,21 +237,14 @@ int mp_lua_init(const char *config_path, mp_config *cfg, char *err, size_t errle
     }
     luaL_openlibs(L);
     set_lua_path();
-    lua_getglobal(L, "package");
-    lua_getfield(L, -1, "preload");
-    lua_pushcfunction(L, open_host);
-    lua_setfield(L, -2, "moonpush.host");
-    lua_pop(L, 2);
-
     lua_getglobal(L, "require");
     lua_pushstring(L, "moonpush.core");
     if (lua_pcall(L, 1, 1, 0) != 0) {
         snprintf(err, errlen, "%s", lua_tostring(L, -1));
         return -1;
     }
-    lua_pushvalue(L, -1);
     core_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    lua_getfield(L, -1, "load");
+    push_core_fn("load");
     lua_pushstring(L, config_path);
     if (lua_pcall(L, 1, 2, 0) != 0 || lua_isnil(L, -2)) {
         snprintf(err, errlen, "%s", lua_tostring(L, -1));
@@ -182,12 +252,57 @@ int mp_lua_init(const char *config_path, mp_config *cfg, char *err, size_t errle
         return -1;
     }
     lua_pop(L, 1);
-    read_config(lua_gettop(L), cfg);
-    int rc = read_routes(lua_gettop(L), cfg);
+    int t = lua_gettop(L);
+    lua_getfield(L, t, "listen_host");
+    snprintf(cfg->listen_host, sizeof cfg->listen_host, "%s", lua_tostring(L, -1));
+    lua_pop(L, 1);
+    cfg->listen_port = (int)num_field(t, NULL, "listen_port");
+    read_limits(t, cfg);
     lua_settop(L, 0);
-    if (rc < 0)
-        snprintf(err, errlen, "out of memory");
-    return rc;
+    if (read_routes(cfg) < 0) {
+        snprintf(err, errlen, "cannot read routes");
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- denials ------------------------------------------------------------ */
+
+static void set_denial(mp_denial *d, int status, const char *code, const char *message)
+{
+    d->status = status;
+    d->retry_after = 0;
+    snprintf(d->code, sizeof d->code, "%s", code);
+    snprintf(d->message, sizeof d->message, "%s", message);
+}
+
+static void read_denial(int idx, mp_denial *d)
+{
+    if (!lua_istable(L, idx)) {
+        set_denial(d, 401, "unauthorized", "denied");
+        return;
+    }
+    d->status = (int)num_field(idx, NULL, "status");
+    if (d->status < 400 || d->status > 599)
+        d->status = 500;
+    d->retry_after = (int)(num_field(idx, NULL, "retry_after") + 0.999);
+    lua_getfield(L, idx, "code");
+    snprintf(d->code, sizeof d->code, "%s", lua_isstring(L, -1) ? lua_tostring(L, -1) : "denied");
+    lua_getfield(L, idx, "message");
+    snprintf(d->message, sizeof d->message, "%s", lua_isstring(L, -1) ? lua_tostring(L, -1) : "denied");
+    lua_getfield(L, idx, "log");
+    if (lua_isstring(L, -1)) {
+        mp.stats.plugin_errors++;
+        mp_warn("plugin error", "error=\"%s\"", lua_tostring(L, -1));
+    }
+    lua_pop(L, 3);
+}
+
+static void failed_call(mp_denial *d)
+{
+    const char *e = lua_tostring(L, -1);
+    set_denial(d, 500, "plugin_error",
+               e && strstr(e, "instruction budget") ? "a plugin ran past its instruction budget" : "a plugin failed");
 }
 
 /* ---- auth --------------------------------------------------------------- */
@@ -211,25 +326,11 @@ static void push_request(const mp_http_req *req)
     lua_setfield(L, -2, "headers");
 }
 
-static void fill_denial(int idx, mp_denial *deny)
-{
-    lua_getfield(L, idx, "status");
-    deny->status = lua_isnumber(L, -1) ? (int)lua_tointeger(L, -1) : 401;
-    lua_getfield(L, idx, "code");
-    snprintf(deny->code, sizeof deny->code, "%s", lua_isstring(L, -1) ? lua_tostring(L, -1) : "unauthorized");
-    lua_getfield(L, idx, "message");
-    snprintf(deny->message, sizeof deny->message, "%s", lua_isstring(L, -1) ? lua_tostring(L, -1) : "denied");
-    lua_getfield(L, idx, "log");
-    if (lua_isstring(L, -1))
-        mp_warn("plugin error", "route_error=\"%s\"", lua_tostring(L, -1));
-    lua_pop(L, 4);
-}
-
-/* Sums the lengths of a string list at idx (on the stack) for one allocation. */
+/* String lists: sizes first, then one allocation holds pointers and bytes. */
 static size_t list_bytes(int idx, const char *field, int *count)
 {
     lua_getfield(L, idx, field);
-    int n = (int)lua_objlen(L, -1);
+    int n = lua_istable(L, -1) ? (int)lua_objlen(L, -1) : 0;
     size_t bytes = 0;
     for (int i = 1; i <= n; i++) {
         lua_rawgeti(L, -1, i);
@@ -246,7 +347,8 @@ static size_t list_bytes(int idx, const char *field, int *count)
 static char *copy_str(char **cursor, const char *s, size_t len)
 {
     char *dst = *cursor;
-    memcpy(dst, s, len);
+    if (len)
+        memcpy(dst, s, len);
     dst[len] = '\0';
     *cursor += len + 1;
     return dst;
@@ -284,7 +386,6 @@ static size_t field_len(int idx, const char *field)
     return len + 1;
 }
 
-/* The identity table at idx, as one allocation. */
 static mp_identity *read_identity(int idx)
 {
     int nallow, nsub;
@@ -310,38 +411,333 @@ static mp_identity *read_identity(int idx)
 int mp_lua_auth(const mp_http_req *req, mp_identity **out, mp_denial *deny)
 {
     int top = lua_gettop(L);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, core_ref);
-    lua_getfield(L, -1, "auth");
+    push_core_fn("auth");
     lua_pushinteger(L, req->route_index + 1);
     push_request(req);
-    int rc = guarded_pcall(2, 2);
     int result = -1;
-    if (rc != 0) {
-        mp_warn("auth chain failed", "route=%s error=\"%s\"", req->route->path, lua_tostring(L, -1));
-        deny->status = 500;
-        snprintf(deny->code, sizeof deny->code, "plugin_error");
-        snprintf(deny->message, sizeof deny->message, "%s",
-                 strstr(lua_tostring(L, -1) ? lua_tostring(L, -1) : "", "instruction budget")
-                     ? "a plugin ran past its instruction budget" : "a plugin failed");
+    if (guarded_pcall(req->route->budget, 2, 2, "auth") != 0) {
+        failed_call(deny);
     } else if (lua_istable(L, -2)) {
         *out = read_identity(lua_gettop(L) - 1);
         if (*out)
             result = 0;
-        else {
-            deny->status = 503;
-            snprintf(deny->code, sizeof deny->code, "unavailable");
-            snprintf(deny->message, sizeof deny->message, "server out of memory");
-        }
-    } else if (lua_istable(L, -1)) {
-        fill_denial(lua_gettop(L), deny);
+        else
+            set_denial(deny, 503, "unavailable", "server out of memory");
     } else {
-        deny->status = 401;
-        snprintf(deny->code, sizeof deny->code, "unauthorized");
-        snprintf(deny->message, sizeof deny->message, "denied");
+        read_denial(lua_gettop(L), deny);
     }
     lua_settop(L, top);
     return result;
 }
+
+/* ---- publish: route hooks ----------------------------------------------- */
+
+static mp_routed *read_routed(int idx)
+{
+    int nch, nkinds;
+    size_t bytes = list_bytes(idx, "channels", &nch) + list_bytes(idx, "kinds", &nkinds) + field_len(idx, "data");
+    mp_routed *r = malloc(sizeof *r + sizeof(char *) * (size_t)(nch + nkinds) + bytes);
+    if (!r)
+        return NULL;
+    r->channels = (char **)(r + 1);
+    r->kinds = r->channels + nch;
+    r->nchannels = nch;
+    r->nkinds = nkinds;
+    char *cursor = (char *)(r->kinds + nkinds);
+    copy_list(&cursor, idx, "channels", r->channels, nch);
+    copy_list(&cursor, idx, "kinds", r->kinds, nkinds);
+    r->data = copy_field(&cursor, idx, "data");
+    r->data_len = strlen(r->data);
+    return r;
+}
+
+int mp_lua_route(const mp_http_req *req, const char *publisher, int n, const char *const *channels,
+                 const char *const *datas, mp_routed **out, mp_denial *deny)
+{
+    int top = lua_gettop(L);
+    push_core_fn("route");
+    lua_pushinteger(L, req->route_index + 1);
+    lua_createtable(L, n, 0);
+    for (int i = 0; i < n; i++) {
+        lua_createtable(L, 0, 2);
+        lua_pushstring(L, channels[i]);
+        lua_setfield(L, -2, "channel");
+        lua_pushstring(L, datas[i]);
+        lua_setfield(L, -2, "data");
+        lua_rawseti(L, -2, i + 1);
+    }
+    lua_createtable(L, 0, 3);
+    lua_pushstring(L, req->route->path);
+    lua_setfield(L, -2, "route");
+    lua_pushstring(L, publisher);
+    lua_setfield(L, -2, "publisher");
+    lua_pushstring(L, req->conn->remote);
+    lua_setfield(L, -2, "remote_addr");
+    int result = -1;
+    if (guarded_pcall(req->route->budget, 3, 2, "route") != 0) {
+        failed_call(deny);
+    } else if (!lua_istable(L, -2)) {
+        read_denial(lua_gettop(L), deny);
+    } else {
+        int list = lua_gettop(L) - 1;
+        result = 0;
+        for (int i = 0; i < n; i++) {
+            lua_rawgeti(L, list, i + 1);
+            out[i] = read_routed(lua_gettop(L));
+            lua_pop(L, 1);
+            if (!out[i]) {
+                for (int k = 0; k < i; k++)
+                    free(out[k]);
+                set_denial(deny, 503, "unavailable", "server out of memory");
+                result = -1;
+                break;
+            }
+        }
+    }
+    lua_settop(L, top);
+    return result;
+}
+
+/* ---- delivery: format hooks --------------------------------------------- */
+
+int mp_lua_format(int route_index, const char *channel, unsigned long long seq, const char *id,
+                  const char *data, size_t data_len, char **out, size_t *out_len)
+{
+    int top = lua_gettop(L);
+    push_core_fn("format");
+    lua_pushinteger(L, route_index + 1);
+    lua_createtable(L, 0, 4);
+    lua_pushstring(L, channel);
+    lua_setfield(L, -2, "channel");
+    lua_pushnumber(L, (double)seq);
+    lua_setfield(L, -2, "seq");
+    lua_pushstring(L, id);
+    lua_setfield(L, -2, "id");
+    lua_pushlstring(L, data, data_len);
+    lua_setfield(L, -2, "data");
+    in_format = 1;
+    int rc = guarded_pcall(route_budget(route_index), 2, 2, "format");
+    in_format = 0;
+    int result;
+    if (rc != 0) {
+        result = -1;
+    } else if (lua_isstring(L, -2)) {
+        size_t len;
+        const char *s = lua_tolstring(L, -2, &len);
+        *out = malloc(len + 1);
+        if (*out) {
+            memcpy(*out, s, len + 1);
+            *out_len = len;
+        }
+        result = *out ? 1 : -1;
+    } else if (lua_istable(L, -1)) {
+        mp_denial d;
+        read_denial(lua_gettop(L), &d);
+        mp.stats.plugin_errors++;
+        mp_warn("format hook refused a message", "route=%s channel=%s reason=\"%s\"",
+                mp.cfg.routes[route_index].path, channel, d.message);
+        result = -1;
+    } else {
+        result = 0;
+    }
+    lua_settop(L, top);
+    return result;
+}
+
+/* ---- connection events -------------------------------------------------- */
+
+static void push_conn(const mp_conn_info *c)
+{
+    char id[24];
+    snprintf(id, sizeof id, "%llu", c->id);
+    lua_createtable(L, 0, 5);
+    lua_pushstring(L, id);
+    lua_setfield(L, -2, "id");
+    lua_pushstring(L, c->user);
+    lua_setfield(L, -2, "user");
+    lua_pushstring(L, c->device);
+    lua_setfield(L, -2, "device");
+    lua_pushstring(L, c->kind);
+    lua_setfield(L, -2, "kind");
+    lua_pushstring(L, c->remote);
+    lua_setfield(L, -2, "remote_addr");
+}
+
+void mp_lua_conn_event(int route_index, const char *name, const mp_conn_info *conn, int code, const char *reason)
+{
+    int top = lua_gettop(L);
+    push_core_fn("event");
+    lua_pushinteger(L, route_index + 1);
+    lua_pushstring(L, name);
+    push_conn(conn);
+    if (reason) {
+        lua_createtable(L, 0, 2);
+        lua_pushinteger(L, code);
+        lua_setfield(L, -2, "code");
+        lua_pushstring(L, reason);
+        lua_setfield(L, -2, "reason");
+    } else {
+        lua_pushnil(L);
+    }
+    if (guarded_pcall(route_budget(route_index), 4, 2, name) == 0 && lua_istable(L, -1)) {
+        mp_denial d;
+        read_denial(lua_gettop(L), &d);   /* logs the collected hook errors */
+    }
+    lua_settop(L, top);
+}
+
+int mp_lua_message_ratelimit(int route_index, const mp_conn_info *conn, mp_denial *deny)
+{
+    int top = lua_gettop(L);
+    push_core_fn("event");
+    lua_pushinteger(L, route_index + 1);
+    lua_pushstring(L, "ratelimit");
+    push_conn(conn);
+    int result = 0;
+    if (guarded_pcall(route_budget(route_index), 3, 2, "ratelimit") != 0) {
+        failed_call(deny);
+        result = -1;
+    } else if (lua_isnil(L, -2)) {
+        read_denial(lua_gettop(L), deny);
+        result = -1;
+    }
+    lua_settop(L, top);
+    return result;
+}
+
+int mp_lua_on_message(int route_index, const mp_conn_info *conn, const char *frame, size_t len,
+                      char **reply, mp_denial *deny)
+{
+    int top = lua_gettop(L);
+    push_core_fn("event");
+    lua_pushinteger(L, route_index + 1);
+    lua_pushstring(L, "on_message");
+    push_conn(conn);
+    lua_pushlstring(L, frame, len);
+    int result = -1;
+    *reply = NULL;
+    if (guarded_pcall(route_budget(route_index), 4, 2, "on_message") != 0) {
+        failed_call(deny);
+    } else if (lua_isstring(L, -2)) {
+        *reply = strdup(lua_tostring(L, -2));
+        result = 1;
+    } else if (lua_istable(L, -1)) {
+        read_denial(lua_gettop(L), deny);
+    } else {
+        result = 1;
+    }
+    lua_settop(L, top);
+    return result;
+}
+
+/* ---- reload ------------------------------------------------------------- */
+
+int mp_lua_reload_config(mp_config *cfg, char *summary, size_t summary_len, char *err, size_t errlen)
+{
+    int top = lua_gettop(L);
+    push_core_fn("reload_config");
+    if (lua_pcall(L, 0, 2, 0) != 0 || lua_isnil(L, -2)) {
+        snprintf(err, errlen, "%s", lua_tostring(L, -1));
+        lua_settop(L, top);
+        mp.stats.reload_failures++;
+        return -1;
+    }
+    snprintf(summary, summary_len, "%s", lua_tostring(L, -1));
+    read_limits(lua_gettop(L) - 1, cfg);
+    lua_settop(L, top);
+    if (read_routes(cfg) < 0) {
+        snprintf(err, errlen, "cannot read routes");
+        mp.stats.reload_failures++;
+        return -1;
+    }
+    mp.stats.reloads++;
+    return 0;
+}
+
+/* A plugin file under watch. Editors write in steps (truncate, write,
+ * rename), each an event: a reload waits until the file has been quiet for
+ * RELOAD_SETTLE seconds so it never compiles a half-written file. */
+#define RELOAD_SETTLE 0.2
+
+typedef struct watched {
+    ev_stat w;
+    ev_timer settle;
+    struct watched *next;
+    char path[];
+} watched;
+
+static watched *watches;
+
+static void reload_plugin_file(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop; (void)revents;
+    watched *f = t->data;
+    if (f->w.attr.st_nlink == 0)
+        return;   /* removed, or mid-rename: keep serving the loaded version */
+    int top = lua_gettop(L);
+    push_core_fn("reload_file");
+    lua_pushstring(L, f->path);
+    if (lua_pcall(L, 1, 2, 0) != 0 || lua_isnil(L, -2)) {
+        mp.stats.reload_failures++;
+        mp_error("plugin reload refused, old version keeps serving", "file=%s error=\"%s\"", f->path,
+                 lua_tostring(L, -1));
+    } else {
+        mp.stats.reloads++;
+        mp_info("plugin reloaded", "file=%s routes=%d", f->path, (int)lua_tointeger(L, -2));
+        read_routes(&mp.cfg);   /* hook flags may have changed; paths did not */
+    }
+    lua_settop(L, top);
+}
+
+static void on_plugin_changed(struct ev_loop *loop, ev_stat *w, int revents)
+{
+    (void)revents;
+    watched *f = (watched *)w;
+    ev_timer_stop(loop, &f->settle);
+    ev_timer_set(&f->settle, RELOAD_SETTLE, 0.);
+    ev_timer_start(loop, &f->settle);
+}
+
+static void unwatch_all(struct ev_loop *loop)
+{
+    while (watches) {
+        watched *f = watches;
+        watches = f->next;
+        ev_stat_stop(loop, &f->w);
+        ev_timer_stop(loop, &f->settle);
+        free(f);
+    }
+}
+
+void mp_lua_watch_plugins(struct ev_loop *loop)
+{
+    unwatch_all(loop);
+    int top = lua_gettop(L);
+    push_core_fn("plugin_files");
+    if (lua_pcall(L, 0, 1, 0) != 0) {
+        lua_settop(L, top);
+        return;
+    }
+    int n = (int)lua_objlen(L, -1);
+    for (int i = 1; i <= n; i++) {
+        lua_rawgeti(L, -1, i);
+        const char *path = lua_tostring(L, -1);
+        watched *f = malloc(sizeof *f + strlen(path) + 1);
+        if (f) {
+            strcpy(f->path, path);
+            ev_stat_init(&f->w, on_plugin_changed, f->path, 0.);
+            ev_stat_start(loop, &f->w);
+            ev_init(&f->settle, reload_plugin_file);
+            f->settle.data = f;
+            f->next = watches;
+            watches = f;
+        }
+        lua_pop(L, 1);
+    }
+    lua_settop(L, top);
+}
+
+/* ---- misc --------------------------------------------------------------- */
 
 int mp_identity_allows(const mp_identity *id, const char *name)
 {
@@ -360,6 +756,8 @@ int mp_identity_allows(const mp_identity *id, const char *name)
 
 void mp_lua_close(void)
 {
+    if (mp.loop)
+        unwatch_all(mp.loop);
     if (L)
         lua_close(L);
     L = NULL;

@@ -1,9 +1,10 @@
 /* lua_host.h — the one boundary between C and Lua.
  *
- * One LuaJIT state per process. It loads the config (lua/moonpush/config.lua
- * validates it and the plugins it names) and runs plugin hooks; C reads the
- * validated config into mp_config and calls hooks through the functions
- * below, never through the Lua API elsewhere.
+ * One LuaJIT state per process. lua/moonpush/core.lua loads and validates
+ * the config and the plugins it names; C reads the result into mp_config and
+ * calls hooks only through the functions below, never through the Lua API
+ * elsewhere. Every call runs under pcall with the route's instruction budget:
+ * a plugin that raises or loops fails its own request and nothing else.
  */
 #ifndef MP_LUA_HOST_H
 #define MP_LUA_HOST_H
@@ -25,18 +26,65 @@ typedef struct mp_identity {
 
 typedef struct mp_denial {
     int status;
+    int retry_after;      /* seconds, for 429; 0 if none */
     char code[40];
     char message[200];
 } mp_denial;
+
+/* A message after the route hooks: where it goes and what it carries. One
+ * allocation per message; release with free(). */
+typedef struct mp_routed {
+    int nchannels;
+    char **channels;
+    int nkinds;           /* 0: every device kind */
+    char **kinds;
+    char *data;           /* JSON text */
+    size_t data_len;
+} mp_routed;
+
+/* What a connection event hook sees of a connection. */
+typedef struct mp_conn_info {
+    unsigned long long id;
+    const char *user, *device, *kind, *remote;
+} mp_conn_info;
 
 /* Creates the state and loads the config file into cfg. On failure returns
  * -1 with a reason in err. */
 int mp_lua_init(const char *config_path, mp_config *cfg, char *err, size_t errlen);
 
-/* Runs the route's auth chain. Returns 0 with *out set (caller frees), or -1
- * with deny filled (401/403 from the plugin, 500 if the plugin failed). A
- * route without an auth hook allows everything (*out has allow = {"*"}). */
+/* Runs the route's connect/publish rate limit and auth chain. Returns 0
+ * with *out set (caller frees), or -1 with deny filled. A route without an
+ * auth hook allows everything (*out has allow = {"*"}). */
 int mp_lua_auth(const mp_http_req *req, mp_identity **out, mp_denial *deny);
+
+/* Runs the route's route hooks over n messages (channel names and JSON
+ * data). Returns 0 with out[0..n) set (caller frees each), or -1 with deny. */
+int mp_lua_route(const mp_http_req *req, const char *publisher, int n, const char *const *channels,
+                 const char *const *datas, mp_routed **out, mp_denial *deny);
+
+/* Runs the route's format hooks for one message. Returns 1 with *out a
+ * malloc'd payload (caller frees), 0 for "standard envelope", -1 if the hook
+ * failed (logged). Publishing from inside a format hook is refused. */
+int mp_lua_format(int route_index, const char *channel, unsigned long long seq, const char *id,
+                  const char *data, size_t data_len, char **out, size_t *out_len);
+
+/* on_connect / on_close (arg: close code, reason) events; errors are logged. */
+void mp_lua_conn_event(int route_index, const char *name, const mp_conn_info *conn, int code, const char *reason);
+
+/* The client-message rate limit. Returns 0 if allowed, -1 with deny. */
+int mp_lua_message_ratelimit(int route_index, const mp_conn_info *conn, mp_denial *deny);
+
+/* on_message for a client frame of unknown type. Returns 1 with *reply (JSON
+ * text to send back, malloc'd) or NULL, or -1 with deny. */
+int mp_lua_on_message(int route_index, const mp_conn_info *conn, const char *frame, size_t len,
+                      char **reply, mp_denial *deny);
+
+/* Reloads the config file: all or nothing. On success cfg's routes, limits
+ * and timeouts are replaced (listen stays) and summary says what changed. */
+int mp_lua_reload_config(mp_config *cfg, char *summary, size_t summary_len, char *err, size_t errlen);
+
+/* Watches every plugin file and reloads a changed one (ev_stat). */
+void mp_lua_watch_plugins(struct ev_loop *loop);
 
 /* 1 if name matches one of the identity's patterns ("*", "prefix*", exact). */
 int mp_identity_allows(const mp_identity *id, const char *name);

@@ -22,13 +22,14 @@
 #include "lua_host.h"
 #include "net.h"
 #include "server.h"
+#include "ws.h"
 
 #define MOONPUSH_VERSION "0.1.0"
 #define SHUTDOWN_GRACE_SECONDS 5.0
 
 mp_server mp;
 
-static ev_signal sigint_watcher, sigterm_watcher;
+static ev_signal sigint_watcher, sigterm_watcher, sighup_watcher;
 static ev_timer shutdown_timer;
 static ev_prepare shutdown_check;   /* before the loop blocks: after this iteration's closes */
 
@@ -78,6 +79,40 @@ static void on_stop_signal(struct ev_loop *loop, ev_signal *w, int revents)
     ev_prepare_start(loop, &shutdown_check);
     if (mp.nconns == 0)
         ev_break(loop, EVBREAK_ALL);
+}
+
+/* Connections keep their route across a reload when its path survives. */
+static void remap_routes(char **old_paths, int nold)
+{
+    int map[nold > 0 ? nold : 1];
+    for (int i = 0; i < nold; i++) {
+        map[i] = -1;
+        for (int k = 0; k < mp.cfg.nroutes; k++)
+            if (strcmp(old_paths[i], mp.cfg.routes[k].path) == 0)
+                map[i] = k;
+    }
+    mp_ws_remap_routes(map);
+}
+
+/* SIGHUP: the whole config again, or nothing. Listeners and connections stay. */
+static void on_reload_signal(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    (void)w; (void)revents;
+    int nold = mp.cfg.nroutes;
+    char *old_paths[nold > 0 ? nold : 1];
+    for (int i = 0; i < nold; i++)
+        old_paths[i] = strdup(mp.cfg.routes[i].path);
+    char summary[1024], err[512];
+    if (mp_lua_reload_config(&mp.cfg, summary, sizeof summary, err, sizeof err) < 0) {
+        mp_error("config reload refused, the running config stays", "error=\"%s\"", err);
+    } else {
+        remap_routes(old_paths, nold);
+        mp_net_apply_timeouts();
+        mp_lua_watch_plugins(loop);
+        mp_info("config reloaded", "changes=\"%s\"", summary);
+    }
+    for (int i = 0; i < nold; i++)
+        free(old_paths[i]);
 }
 
 static void make_boot_id(void)
@@ -131,8 +166,11 @@ int main(int argc, char **argv)
     mp_net_start();
     ev_signal_init(&sigint_watcher, on_stop_signal, SIGINT);
     ev_signal_init(&sigterm_watcher, on_stop_signal, SIGTERM);
+    ev_signal_init(&sighup_watcher, on_reload_signal, SIGHUP);
     ev_signal_start(mp.loop, &sigint_watcher);
     ev_signal_start(mp.loop, &sigterm_watcher);
+    ev_signal_start(mp.loop, &sighup_watcher);
+    mp_lua_watch_plugins(mp.loop);
     mp_info("moonpush started", "version=%s boot_id=%s config=%s", MOONPUSH_VERSION, mp.boot_id, config_path);
 
     ev_run(mp.loop, 0);

@@ -98,6 +98,8 @@ void mp_conn_close_ws(mp_conn *c, uint16_t code, const char *reason)
         return;
     if (c->flags & MP_CONN_SLOW)
         mp_outq_drop_unstarted(&c->out);   /* it would never read them anyway */
+    if (code)
+        c->close_code = code;
     mp_frame *f = code ? mp_ws_close_frame(code, reason) : NULL;
     if (f) {
         mp_outq_push(&c->out, f);
@@ -395,6 +397,13 @@ void mp_net_start(void)
     mp_tlist_init(&mp_idle_list, mp.loop, mp.cfg.ping_interval, on_idle);
     mp_tlist_init(&mp_pong_list, mp.loop, mp.cfg.idle_timeout - mp.cfg.ping_interval, on_pong_timeout);
     mp_tlist_init(&mp_linger_list, mp.loop, LINGER_SECONDS, on_linger_timeout);
+}
+
+void mp_net_apply_timeouts(void)
+{
+    mp_tlist_set_timeout(&mp_request_list, mp.cfg.request_timeout);
+    mp_tlist_set_timeout(&mp_idle_list, mp.cfg.ping_interval);
+    mp_tlist_set_timeout(&mp_pong_list, mp.cfg.idle_timeout - mp.cfg.ping_interval);
 }
 
 void mp_net_stop_accepting(void)

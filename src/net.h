@@ -70,6 +70,9 @@ int mp_net_listen(void);
 /* Starts the accept watcher, the prepare pass and the timeout lists. */
 void mp_net_start(void);
 
+/* Applies changed timeouts (config reload) to the timeout lists. */
+void mp_net_apply_timeouts(void);
+
 /* Stops accepting (shutdown drain). */
 void mp_net_stop_accepting(void);
 

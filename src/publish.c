@@ -14,8 +14,10 @@
 #include "server.h"
 
 typedef struct item {
-    json_t *data;
-    mp_channel *ch;
+    char name[MP_NAME_MAX + 8];   /* target channel as the publisher named it */
+    char *data;                   /* compact JSON text (malloc'd) */
+    mp_channel *ch;               /* resolved when no route hook rewrites it */
+    mp_routed *routed;            /* set when the route has route hooks */
 } item;
 
 static void fail(mp_conn *c, int status, const char *code, const char *prefix, const char *what)
@@ -43,8 +45,8 @@ static int check_item(mp_conn *c, const mp_identity *pub, json_t *obj, const cha
         fail(c, 400, "bad_message", where, jch ? "\"channel\" must be a string" : "\"user\" must be a string");
         return -1;
     }
-    out->data = json_object_get(obj, "data");
-    if (!out->data) {
+    json_t *data = json_object_get(obj, "data");
+    if (!data) {
         fail(c, 400, "missing_data", where, "missing \"data\"");
         return -1;
     }
@@ -63,26 +65,100 @@ static int check_item(mp_conn *c, const mp_identity *pub, json_t *obj, const cha
         fail(c, 403, "forbidden", where, msg);
         return -1;
     }
-    out->ch = mp_hub_channel(name, 1);
-    if (!out->ch) {
-        fail(c, 503, "unavailable", where, "the server holds limits.max_channels channels");
+    memcpy(out->name, name, (size_t)n + 1);
+    out->data = json_dumps(data, JSON_COMPACT | JSON_ENCODE_ANY);
+    if (!out->data) {
+        fail(c, 503, "unavailable", where, "server out of memory");
         return -1;
     }
     return 0;
 }
 
+static json_t *result_json(const mp_channel *ch, const mp_publish_result *r)
+{
+    return json_pack("{s:s, s:I, s:s, s:I}", "channel", mp_hub_channel_name(ch), "seq", (json_int_t)r->seq,
+                     "id", r->id, "recipients", (json_int_t)r->recipients);
+}
+
+/* Publishes one item to its channel, or (after route hooks) to each of its
+ * channels: the answer is then an array with one result per channel. */
 static json_t *publish_item(const item *it)
 {
-    char *data = json_dumps(it->data, JSON_COMPACT | JSON_ENCODE_ANY);
-    if (!data)
-        return NULL;
     mp_publish_result r;
-    int rc = mp_hub_publish(it->ch, data, strlen(data), &r);
-    free(data);
-    if (rc < 0)
-        return NULL;
-    return json_pack("{s:s, s:I, s:s, s:I}", "channel", mp_hub_channel_name(it->ch), "seq", (json_int_t)r.seq,
-                     "id", r.id, "recipients", (json_int_t)r.recipients);
+    if (!it->routed) {
+        if (mp_hub_publish(it->ch, it->data, strlen(it->data), NULL, 0, &r) < 0)
+            return NULL;
+        return result_json(it->ch, &r);
+    }
+    const mp_routed *m = it->routed;
+    json_t *all = m->nchannels == 1 ? NULL : json_array();
+    for (int i = 0; i < m->nchannels; i++) {
+        mp_channel *ch = mp_hub_channel(m->channels[i], 1);
+        if (!ch || mp_hub_publish(ch, m->data, m->data_len, m->kinds, m->nkinds, &r) < 0)
+            continue;
+        if (!all)
+            return result_json(ch, &r);
+        json_array_append_new(all, result_json(ch, &r));
+    }
+    return all;
+}
+
+/* Route hooks may retarget: their channels must be valid and creatable. */
+static int check_routed(mp_conn *c, item *items, size_t count)
+{
+    for (size_t i = 0; i < count; i++) {
+        const mp_routed *m = items[i].routed;
+        if (m->nchannels == 0) {
+            mp_http_error(c, 500, "plugin_error", "a route plugin left a message without a channel");
+            return -1;
+        }
+        for (int k = 0; k < m->nchannels; k++) {
+            if (!mp_hub_valid_name(m->channels[k], strlen(m->channels[k]))) {
+                mp_http_error(c, 500, "plugin_error", "a route plugin produced an invalid channel name");
+                return -1;
+            }
+        }
+    }
+    return 0;
+}
+
+static int resolve_channels(mp_conn *c, item *items, size_t count)
+{
+    for (size_t i = 0; i < count; i++) {
+        items[i].ch = mp_hub_channel(items[i].name, 1);
+        if (!items[i].ch) {
+            mp_http_error(c, 503, "unavailable", "the server holds limits.max_channels channels");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int run_route_hooks(mp_http_req *req, const mp_identity *pub, item *items, size_t count)
+{
+    const char *names[count], *datas[count];
+    mp_routed *routed[count];
+    for (size_t i = 0; i < count; i++) {
+        names[i] = items[i].name;
+        datas[i] = items[i].data;
+    }
+    mp_denial deny;
+    if (mp_lua_route(req, pub->user, (int)count, names, datas, routed, &deny) < 0) {
+        mp_http_deny(req->conn, &deny);
+        return -1;
+    }
+    for (size_t i = 0; i < count; i++)
+        items[i].routed = routed[i];
+    return check_routed(req->conn, items, count);
+}
+
+static void free_items(item *items, size_t count)
+{
+    for (size_t i = 0; items && i < count; i++) {
+        free(items[i].data);
+        free(items[i].routed);
+    }
+    free(items);
 }
 
 static int media_type_is(const char *ct, const char *type)
@@ -114,6 +190,28 @@ static void respond_json(mp_conn *c, json_t *answer)
     free(text);
 }
 
+static void publish_all(mp_conn *c, item *items, size_t count, int batch)
+{
+    json_t *answer = batch ? json_array() : NULL;
+    for (size_t i = 0; i < count; i++) {
+        json_t *r = publish_item(&items[i]);
+        if (!r) {
+            mp_error("publish failed", "channel=%s", items[i].name);
+            r = json_pack("{s:s, s:s}", "channel", items[i].name, "error", "unavailable");
+        }
+        if (batch)
+            json_array_append_new(answer, r);
+        else
+            answer = r;
+    }
+    if (answer) {
+        respond_json(c, answer);
+        json_decref(answer);
+    } else {
+        mp_http_error(c, 503, "unavailable", "server out of memory");
+    }
+}
+
 void mp_publish_handle(mp_http_req *req)
 {
     mp_conn *c = req->conn;
@@ -125,7 +223,7 @@ void mp_publish_handle(mp_http_req *req)
     mp_denial deny;
     if (mp_lua_auth(req, &pub, &deny) < 0) {
         mp.stats.auth_denials++;
-        mp_http_error(c, deny.status, deny.code, deny.message);
+        mp_http_deny(c, &deny);
         return;
     }
     json_error_t jerr;
@@ -137,51 +235,35 @@ void mp_publish_handle(mp_http_req *req)
         free(pub);
         return;
     }
-    if (!json_is_object(root) && !json_is_array(root)) {
-        mp_http_error(c, 400, "bad_message", "the body is a message object or an array of them");
-        json_decref(root);
-        free(pub);
-        return;
-    }
     int batch = json_is_array(root);
     size_t count = batch ? json_array_size(root) : 1;
-    if (batch && count == 0) {
+    item *items = NULL;
+    if (!json_is_object(root) && !batch) {
+        mp_http_error(c, 400, "bad_message", "the body is a message object or an array of them");
+    } else if (batch && count == 0) {
         mp_http_error(c, 400, "empty_batch", "a batch needs at least one message");
     } else if (count > mp.cfg.max_batch) {
         mp_http_error(c, 400, "batch_too_large", "more messages than limits.max_batch");
+    } else if (!(items = calloc(count, sizeof *items))) {
+        mp_http_error(c, 503, "unavailable", "server out of memory");
     } else {
-        item *items = calloc(count, sizeof *items);
-        int ok = items != NULL;
+        int ok = 1;
         for (size_t i = 0; ok && i < count; i++) {
             char where[40] = "";
             if (batch)
                 snprintf(where, sizeof where, "item %zu: ", i);
             ok = check_item(c, pub, batch ? json_array_get(root, i) : root, where, &items[i]) == 0;
         }
-        if (!items)
-            mp_http_error(c, 503, "unavailable", "server out of memory");
-        if (ok) {
-            json_t *answer = batch ? json_array() : NULL;
-            for (size_t i = 0; i < count; i++) {
-                json_t *r = publish_item(&items[i]);
-                if (!r) {
-                    mp_error("publish failed", "channel=%s", mp_hub_channel_name(items[i].ch));
-                    continue;
-                }
-                if (batch)
-                    json_array_append_new(answer, r);
-                else
-                    answer = r;
-            }
-            if (answer) {
-                respond_json(c, answer);
-                json_decref(answer);
-            } else {
-                mp_http_error(c, 503, "unavailable", "server out of memory");
-            }
-        }
-        free(items);
+        json_decref(root);
+        root = NULL;
+        if (ok && (req->route->hooks & MP_HOOK_ROUTE))
+            ok = run_route_hooks(req, pub, items, count) == 0;
+        else if (ok)
+            ok = resolve_channels(c, items, count) == 0;
+        if (ok)
+            publish_all(c, items, count, batch);
     }
+    free_items(items, count);
     json_decref(root);
     free(pub);
 }

@@ -13,11 +13,24 @@
 
 typedef enum { MP_ROUTE_WEBSOCKET, MP_ROUTE_PUBLISH, MP_ROUTE_HEALTH } mp_route_type;
 
+/* Which hooks some plugin of a route's chain has: C calls into Lua only for
+ * those, so a route without plugins costs no Lua call at all. */
+enum {
+    MP_HOOK_AUTH = 1 << 0,
+    MP_HOOK_RATELIMIT = 1 << 1,
+    MP_HOOK_ROUTE = 1 << 2,
+    MP_HOOK_FORMAT = 1 << 3,
+    MP_HOOK_ON_CONNECT = 1 << 4,
+    MP_HOOK_ON_CLOSE = 1 << 5,
+    MP_HOOK_ON_MESSAGE = 1 << 6,
+};
+
 typedef struct mp_route {
     char *path;            /* path prefix, without trailing slash (except "/") */
     size_t path_len;
     mp_route_type type;
-    int has_auth;          /* the route's plugin chain has an auth hook */
+    unsigned hooks;        /* MP_HOOK_* */
+    int budget;            /* Lua instructions per hook call */
 } mp_route;
 
 typedef struct mp_config {
@@ -49,6 +62,9 @@ typedef struct mp_stats {
     uint64_t writev_calls;
     uint64_t slow_consumer_closes;
     uint64_t idle_timeout_closes;
+    uint64_t plugin_errors;
+    uint64_t reloads;
+    uint64_t reload_failures;
 } mp_stats;
 
 typedef struct mp_server {

@@ -23,6 +23,7 @@ typedef struct mp_ws {
     uint64_t msg_bytes;             /* payload so far of the message in progress */
     uint8_t in_fragment;            /* a fragmented message is not finished */
     uint16_t nsubs;                 /* subscriptions besides user:<id> */
+    int16_t route_index;            /* the route it connected through; -1 if gone */
     mp_identity *ident;
     mp_sub *subs;
 } mp_ws;
@@ -72,6 +73,44 @@ int mp_ws_accept_key(const char *key, char out[29])
     SHA1((const unsigned char *)buf, 24 + sizeof guid - 1, digest);
     EVP_EncodeBlock((unsigned char *)out, digest, SHA_DIGEST_LENGTH);
     return 0;
+}
+
+/* ---- accessors for the hub and events ------------------------------------ */
+
+const char *mp_ws_kind(const mp_conn *c)
+{
+    return c->ws ? c->ws->ident->kind : "";
+}
+
+int mp_ws_format_route(const mp_conn *c)
+{
+    int r = c->ws ? c->ws->route_index : -1;
+    return r >= 0 && r < mp.cfg.nroutes && (mp.cfg.routes[r].hooks & MP_HOOK_FORMAT) ? r : -1;
+}
+
+static int route_has(const mp_ws *ws, unsigned hook)
+{
+    return ws->route_index >= 0 && ws->route_index < mp.cfg.nroutes &&
+           (mp.cfg.routes[ws->route_index].hooks & hook);
+}
+
+static mp_conn_info conn_info(const mp_conn *c)
+{
+    const mp_identity *id = c->ws->ident;
+    mp_conn_info info = {c->id, id->user, id->device, id->kind, c->remote};
+    return info;
+}
+
+static void remap_one(mp_conn *c, void *arg)
+{
+    const int *map = arg;
+    if (c->ws && c->ws->route_index >= 0)
+        c->ws->route_index = (int16_t)map[c->ws->route_index];
+}
+
+void mp_ws_remap_routes(const int *map)
+{
+    mp_net_each_ws(remap_one, (void *)map);
 }
 
 /* ---- client frames ------------------------------------------------------ */
@@ -126,8 +165,47 @@ static void handle_subscribe(mp_conn *c, const char *name, int subscribe)
     send_json(c, json_pack("{s:s, s:s}", "type", "subscribed", "channel", name));
 }
 
+/* A frame type the core does not know goes to the route's on_message hooks. */
+static void handle_plugin_frame(mp_conn *c, const uint8_t *msg, size_t len)
+{
+    if (!route_has(c->ws, MP_HOOK_ON_MESSAGE)) {
+        send_error(c, "unknown_type", "unknown frame type", NULL);
+        return;
+    }
+    mp_conn_info info = conn_info(c);
+    char *reply = NULL;
+    mp_denial deny;
+    if (mp_lua_on_message(c->ws->route_index, &info, (const char *)msg, len, &reply, &deny) < 0) {
+        if (deny.status >= 500) {
+            mp_conn_close_ws(c, 1011, "internal error");
+            return;
+        }
+        send_error(c, deny.code, deny.message, NULL);
+        return;
+    }
+    if (reply && c->state == MP_CONN_WS) {
+        mp_frame *f = mp_ws_frame(MP_WS_TEXT, reply, strlen(reply));
+        if (f) {
+            mp_conn_send(c, f);
+            mp_frame_unref(f);
+        }
+    }
+    free(reply);
+}
+
 static void handle_text(mp_conn *c, const uint8_t *msg, size_t len)
 {
+    if (route_has(c->ws, MP_HOOK_RATELIMIT)) {
+        mp_conn_info info = conn_info(c);
+        mp_denial deny;
+        if (mp_lua_message_ratelimit(c->ws->route_index, &info, &deny) < 0) {
+            if (deny.status >= 500)
+                mp_conn_close_ws(c, 1011, "internal error");
+            else
+                send_error(c, deny.code, deny.message, NULL);
+            return;
+        }
+    }
     json_error_t err;
     json_t *root = json_loadb((const char *)msg, len, 0, &err);
     if (!root || !json_is_object(root)) {
@@ -145,7 +223,7 @@ static void handle_text(mp_conn *c, const uint8_t *msg, size_t len)
         else
             handle_subscribe(c, channel, type[0] == 's');
     } else {
-        send_error(c, "unknown_type", "unknown frame type", NULL);
+        handle_plugin_frame(c, msg, len);
     }
     json_decref(root);
 }
@@ -185,6 +263,11 @@ static const char *close_reason(uint16_t code)
     case 1003: return "binary messages not supported";
     case 1007: return "invalid utf-8";
     case 1009: return "message too big";
+    case 1001: return "server shutting down";
+    case 1006: return "connection lost";
+    case 1011: return "internal error";
+    case 4000: return "idle timeout";
+    case 4001: return "slow consumer";
     default:   return "";
     }
 }
@@ -296,10 +379,36 @@ static void release_wslay(mp_ws *ws)
     ws->in_fragment = 0;
 }
 
+/* wslay reports a frame only once payload bytes arrive, so a client could
+ * declare a huge frame and trickle it. When a read starts at a frame
+ * boundary, read the declared length off the header and refuse at once. */
+static int declares_oversize(const mp_ws *ws, const uint8_t *data, size_t len)
+{
+    if (ws->fed != ws->framed || len < 2)
+        return 0;
+    int opcode = data[0] & 0x0f;
+    if (opcode & 0x8)
+        return 0;                       /* control frames: wslay checks them */
+    uint64_t n = data[1] & 0x7f;
+    if (n == 126 && len >= 4)
+        n = (uint64_t)data[2] << 8 | data[3];
+    else if (n == 127 && len >= 10)
+        for (int i = 0, k = 2; i < 8; i++, k++)
+            n = (i == 0 ? 0 : n << 8) | data[k];
+    else if (n >= 126)
+        return 0;
+    uint64_t so_far = opcode == 0 ? ws->msg_bytes : 0;
+    return so_far + n > mp.cfg.max_message_bytes;
+}
+
 void mp_ws_feed(mp_conn *c, const uint8_t *data, size_t len)
 {
     mp_ws *ws = c->ws;
     mp_tlist_touch(&mp_idle_list, &c->tnode);     /* any byte counts as life */
+    if (declares_oversize(ws, data, len)) {
+        mp_conn_close_ws(c, 1009, "message too big");
+        return;
+    }
     if (!ws->wslay) {
         if (wslay_event_context_server_init(&ws->wslay, &callbacks, c) != 0) {
             mp_conn_abort(c);
@@ -345,6 +454,11 @@ void mp_ws_session_free(mp_conn *c)
     if (!ws)
         return;
     mp_hub_unsubscribe_all(&ws->subs);
+    if (route_has(ws, MP_HOOK_ON_CLOSE)) {
+        mp_conn_info info = conn_info(c);
+        uint16_t code = c->close_code ? c->close_code : 1006;
+        mp_lua_conn_event(ws->route_index, "on_close", &info, code, close_reason(code));
+    }
     release_wslay(ws);
     free(ws->ident);
     free(ws);
@@ -450,7 +564,7 @@ void mp_ws_handshake(mp_http_req *req, const uint8_t *rest, size_t rest_len)
     mp_denial deny;
     if (mp_lua_auth(req, &id, &deny) < 0) {
         mp.stats.auth_denials++;
-        mp_http_error(c, deny.status, deny.code, deny.message);
+        mp_http_deny(c, &deny);
         return;
     }
     char personal[MP_NAME_MAX + 8];
@@ -496,6 +610,7 @@ void mp_ws_handshake(mp_http_req *req, const uint8_t *rest, size_t rest_len)
     c->state = MP_CONN_WS;
     c->ws = ws;
     ws->ident = id;
+    ws->route_index = (int16_t)req->route_index;
     mp.nws++;
     mp.stats.ws_handshakes++;
     mp_hub_subscribe(&ws->subs, c, own);
@@ -506,6 +621,10 @@ void mp_ws_handshake(mp_http_req *req, const uint8_t *rest, size_t rest_len)
     send_welcome(c);
     mp_debug("ws connected", "conn=%llu user=%s device=%s remote=%s",
              (unsigned long long)c->id, id->user, id->device, c->remote);
+    if (route_has(ws, MP_HOOK_ON_CONNECT)) {
+        mp_conn_info info = conn_info(c);
+        mp_lua_conn_event(ws->route_index, "on_connect", &info, 0, NULL);
+    }
     if (rest_len)
         mp_ws_feed(c, rest, rest_len);
 }

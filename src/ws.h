@@ -30,6 +30,16 @@ void mp_ws_upgrade_required(mp_conn *c);
 
 void mp_ws_feed(mp_conn *c, const uint8_t *data, size_t len);
 
+/* The device kind of a WebSocket connection ("" otherwise). */
+const char *mp_ws_kind(const mp_conn *c);
+
+/* The index of the connection's route if that route formats messages
+ * itself (a format hook), else -1. */
+int mp_ws_format_route(const mp_conn *c);
+
+/* After a config reload: map[old route index] = new index, or -1. */
+void mp_ws_remap_routes(const int *map);
+
 /* Queues a ping (the connection was silent for timeouts.ping_ms). */
 void mp_ws_ping(mp_conn *c);
 

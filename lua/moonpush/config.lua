@@ -73,7 +73,7 @@ local function parse_listen(s)
   return host, port
 end
 
-local function check_route(i, r, plugin_dir)
+local function check_route(i, r, plugin_dirs)
   local where = format("routes[%d]", i)
   if type(r) ~= "table" then return nil, where .. " must be a table" end
   if type(r.path) ~= "string" or not match(r.path, "^/[%w%-%._~/]*$") then
@@ -84,12 +84,15 @@ local function check_route(i, r, plugin_dir)
   if not ROUTE_TYPES[r.type] then
     return nil, format("%s.type must be websocket, publish or health, got %s", where, tostring(r.type))
   end
-  local chain, err = plugins.load_chain(r.plugins or {}, plugin_dir, where)
+  if r.budget ~= nil and not positive_int(r.budget) then
+    return nil, where .. ".budget must be a positive integer (Lua instructions per hook call)"
+  end
+  local chain, err = plugins.load_chain(r.plugins or {}, plugin_dirs, where)
   if not chain then return nil, err end
   if r.type == "websocket" and not chain.has_auth then
     return nil, where .. ": a websocket route needs a plugin with an auth hook"
   end
-  return { path = path, type = r.type, chain = chain, has_auth = chain.has_auth }
+  return { path = path, type = r.type, chain = chain, has_auth = chain.has_auth, budget = r.budget }
 end
 
 -- Returns the normalised config, or nil and a message.
@@ -118,9 +121,16 @@ function _M.load(path)
     return nil, "timeouts.ping_ms must be less than timeouts.idle_ms"
   end
 
-  local plugin_dir = cfg.plugin_dir or "plugins"
-  if plugin_dir:sub(1, 1) ~= "/" then plugin_dir = dirname(path) .. "/" .. plugin_dir end
-  out.plugin_dir = plugin_dir
+  -- plugin_path: directories searched in order; plugin_dir: one directory.
+  local dirs = cfg.plugin_path or { cfg.plugin_dir or "plugins" }
+  if type(dirs) == "string" then dirs = { dirs } end
+  if type(dirs) ~= "table" or #dirs == 0 then return nil, "plugin_path must be a list of directories" end
+  out.plugin_path = {}
+  for i, d in ipairs(dirs) do
+    if type(d) ~= "string" then return nil, "plugin_path entries must be strings" end
+    if d:sub(1, 1) ~= "/" then d = dirname(path) .. "/" .. d end
+    out.plugin_path[i] = d
+  end
 
   if type(cfg.routes) ~= "table" or #cfg.routes == 0 then
     return nil, "routes must be a non-empty list"
@@ -128,7 +138,7 @@ function _M.load(path)
   out.routes = {}
   local seen = {}
   for i, r in ipairs(cfg.routes) do
-    local route, rerr = check_route(i, r, plugin_dir)
+    local route, rerr = check_route(i, r, out.plugin_path)
     if not route then return nil, rerr end
     if seen[route.path] then return nil, "two routes for path " .. route.path end
     seen[route.path] = true

@@ -1,19 +1,34 @@
 -- moonpush.core: the Lua side of the C<->Lua boundary (src/lua_host.c).
 --
--- C calls exactly these functions: load(path) once at start, and
--- auth(route_index, req) per WebSocket handshake or publish request. They
--- run the route's plugin chain and turn what plugins return into the plain
--- shape C reads, so plugins never see C and C never sees plugins.
+-- C calls only the functions of this module. They run a route's plugin
+-- chain for one phase and turn what plugins return into plain values C
+-- reads, so plugins never see C and C never sees plugins:
+--   load(path)                     first config
+--   reload_config()                SIGHUP / admin: all or nothing
+--   reload_file(file)              a watched plugin file changed
+--   routes_for_c()                 path, type, hook flags, budget per route
+--   plugin_files()                 what to watch
+--   auth(i, raw)                   handshake / publish request
+--   route(i, items, ctx)           publish: rewrite / reject messages
+--   format(i, msg)                 delivery: one string per route and message
+--   event(i, name, conn, arg)      on_connect / on_close / on_message
+-- Every call runs under C's pcall and instruction budget.
 
 local config = require "moonpush.config"
+local plugins = require "moonpush.plugins"
+local cjson = require "cjson.safe"
 
-local type, ipairs, pairs, tostring, tonumber = type, ipairs, pairs, tostring, tonumber
-local char, gsub, gmatch, match = string.char, string.gsub, string.gmatch, string.match
+local type, ipairs, pairs, tostring, tonumber, pcall = type, ipairs, pairs, tostring, tonumber, pcall
+local char, gsub, gmatch, match, format = string.char, string.gsub, string.gmatch, string.match, string.format
+local concat, sort = table.concat, table.sort
 
-local _M = { config = nil }
+local _M = { config = nil, path = nil }
 
 local DEFAULT_CODES = { [400] = "bad_request", [401] = "unauthorized", [403] = "forbidden",
-                        [429] = "rate_limited", [500] = "plugin_error", [503] = "unavailable" }
+                        [413] = "too_large", [429] = "rate_limited", [500] = "plugin_error",
+                        [503] = "unavailable" }
+
+-- ---- requests -------------------------------------------------------------
 
 local function unescape(s)
   s = gsub(s, "+", " ")
@@ -37,84 +52,275 @@ local function split_channels(s)
   return list
 end
 
-function _M.load(path)
-  local cfg, err = config.load(path)
-  if not cfg then return nil, err end
-  _M.config = cfg
-  return cfg
-end
-
--- The request as plugins see it (docs/plugins.md, "The request").
 local function build_request(route, raw)
   local query = parse_query(raw.query_string or "")
   local auth = raw.headers.authorization
   local token = auth and match(auth, "^[Bb]earer%s+(%S+)%s*$") or query.token
   return {
-    method = raw.method,
-    path = raw.path,
-    route = route.path,
-    route_type = route.type,
-    query = query,
-    query_string = raw.query_string,
-    headers = raw.headers,
-    remote_addr = raw.remote_addr,
+    method = raw.method, path = raw.path, route = route.path, route_type = route.type,
+    query = query, query_string = raw.query_string, headers = raw.headers,
+    remote_addr = raw.remote_addr, ip = match(raw.remote_addr or "", "^(.*):%d+$"),
     token = token,
   }
 end
 
-local function denial(status, code, message)
-  return nil, { status = status, code = code or DEFAULT_CODES[status] or "denied", message = message }
+-- ---- denials --------------------------------------------------------------
+
+local function denial(status, code, message, retry_after)
+  return nil, { status = status, code = code or DEFAULT_CODES[status] or "denied",
+                message = message, retry_after = retry_after }
 end
 
-local function normalise_denial(plugin_name, d)
-  if type(d) == "string" then return denial(401, "unauthorized", d) end
-  if type(d) ~= "table" then return denial(401, "unauthorized", "denied by " .. plugin_name) end
-  local status = tonumber(d.status) or 401
+local function normalise_denial(name, d, default_status)
+  if type(d) == "string" then return denial(default_status, nil, d) end
+  if type(d) ~= "table" then return denial(default_status, nil, "denied by " .. name) end
+  local status = tonumber(d.status) or default_status
   if status < 400 or status > 599 then status = 500 end
-  return denial(status, d.code or d.error, tostring(d.message or d.reason or ("denied by " .. plugin_name)))
+  return denial(status, d.code or d.error, tostring(d.message or d.reason or ("denied by " .. name)),
+                tonumber(d.retry_after))
 end
+
+-- A hook that raised: the client learns which plugin, the log learns why.
+local function plugin_failed(name, err)
+  return nil, { status = 500, code = "plugin_error", message = "plugin " .. name .. " failed",
+                log = name .. ": " .. tostring(err) }
+end
+
+-- Runs `hook` of every plugin of the chain in order, passing (a, [b,]
+-- link.config), until one decides. Returns decided, value_or_nil, denial;
+-- decided == false when no plugin did.
+local function with_config(chain, hook, default_status, a, b)
+  for _, link in ipairs(chain) do
+    local fn = link.plugin[hook]
+    if fn then
+      local ok, v, err
+      if b == nil then ok, v, err = pcall(fn, a, link.config)
+      else ok, v, err = pcall(fn, a, b, link.config) end
+      if not ok then return true, plugin_failed(link.name, v) end
+      if v ~= nil and v ~= false then return true, v end
+      if err ~= nil then return true, normalise_denial(link.name, err, default_status) end
+    end
+  end
+  return false
+end
+
+-- ---- config ---------------------------------------------------------------
+
+function _M.load(path)
+  local cfg, err = config.load(path)
+  if not cfg then return nil, err end
+  _M.config, _M.path = cfg, path
+  return cfg
+end
+
+local function route_summary(r)
+  local names = {}
+  for _, link in ipairs(r.chain) do names[#names + 1] = link.name end
+  return r.type .. "[" .. concat(names, ",") .. "]"
+end
+
+-- What changed between two configs, in one log-friendly line.
+local function diff(old, new)
+  local changes = {}
+  local old_routes, new_routes = {}, {}
+  for _, r in ipairs(old.routes) do old_routes[r.path] = r end
+  for _, r in ipairs(new.routes) do new_routes[r.path] = r end
+  for p, r in pairs(new_routes) do
+    if not old_routes[p] then changes[#changes + 1] = "+route " .. p
+    elseif route_summary(old_routes[p]) ~= route_summary(r) then changes[#changes + 1] = "~route " .. p
+    else changes[#changes + 1] = "route " .. p .. " config reloaded" end
+  end
+  for p in pairs(old_routes) do
+    if not new_routes[p] then changes[#changes + 1] = "-route " .. p end
+  end
+  for _, section in ipairs({ "limits", "timeouts" }) do
+    for k, v in pairs(new[section]) do
+      if old[section][k] ~= v then
+        changes[#changes + 1] = format("%s.%s %s->%s", section, k, tostring(old[section][k]), tostring(v))
+      end
+    end
+  end
+  if old.listen_host ~= new.listen_host or old.listen_port ~= new.listen_port then
+    changes[#changes + 1] = "listen changed: takes effect at restart"
+  end
+  sort(changes)
+  return concat(changes, " ")
+end
+
+-- All or nothing: an invalid config leaves the running one in place.
+function _M.reload_config()
+  local cfg, err = config.load(_M.path)
+  if not cfg then return nil, err end
+  local summary = diff(_M.config, cfg)
+  cfg.listen_host, cfg.listen_port = _M.config.listen_host, _M.config.listen_port
+  _M.config = cfg
+  return cfg, summary
+end
+
+-- A changed plugin file: load it fresh, validate it against every route
+-- config that uses it, and swap it into those links only if all pass.
+function _M.reload_file(file)
+  local users = {}
+  for _, r in ipairs(_M.config.routes) do
+    for _, link in ipairs(r.chain) do
+      if link.plugin.file == file then users[#users + 1] = link end
+    end
+  end
+  if #users == 0 then return nil, "no route uses " .. file end
+  local plugin, err = plugins.load_path(file, users[1].plugin.name)
+  if not plugin then return nil, err end
+  for _, link in ipairs(users) do
+    if plugin.validate then
+      local ok, valid, why = pcall(plugin.validate, link.config)
+      if not ok or not valid then
+        return nil, format("%s: the new version refuses the route's config: %s", file, tostring(ok and why or valid))
+      end
+    end
+  end
+  for _, link in ipairs(users) do link.plugin = plugin end
+  for _, r in ipairs(_M.config.routes) do plugins.refresh_flags(r.chain) end
+  return #users
+end
+
+function _M.plugin_files()
+  local seen, files = {}, {}
+  for _, r in ipairs(_M.config.routes) do
+    for _, link in ipairs(r.chain) do
+      local f = link.plugin.file
+      if not seen[f] then seen[f] = true; files[#files + 1] = f end
+    end
+  end
+  return files
+end
+
+function _M.routes_for_c()
+  local out = {}
+  for i, r in ipairs(_M.config.routes) do
+    local h = r.chain.hooks
+    out[i] = { path = r.path, type = r.type, budget = r.budget or _M.config.plugin_budget,
+               auth = h.auth, ratelimit = h.ratelimit, route = h.route, format = h.format,
+               on_connect = h.on_connect, on_close = h.on_close, on_message = h.on_message }
+  end
+  return out
+end
+
+-- ---- auth (+ the connect / publish rate limits) -----------------------------
 
 local function identity_for_c(route, req, id)
   local allow = {}
   if type(id.channels) == "table" then
     for _, p in ipairs(id.channels) do allow[#allow + 1] = tostring(p) end
   end
-  local out = {
+  return {
     user = tostring(id.user or id.name or "anonymous"),
     device = tostring(id.device or req.query.device or "default"),
     kind = tostring(id.kind or "default"),
     allow = allow,
     subscribe = route.type == "websocket" and split_channels(req.query.channels) or {},
   }
-  return out
 end
 
--- Runs the auth phase: the first plugin that returns an identity or a
--- denial decides. Returns identity (C shape) or nil, denial.
+local function ratelimit(route, ctx)
+  local decided, v, d = with_config(route.chain, "ratelimit", 429, ctx)
+  if decided and v == nil then return nil, d end
+  return true
+end
+
 function _M.auth(route_index, raw)
   local route = _M.config.routes[route_index]
   local req = build_request(route, raw)
-  if not route.has_auth then
-    return identity_for_c(route, req, { channels = { "*" } })
+  local chain = route.chain
+  if chain.hooks.ratelimit and route.type == "websocket" then
+    local ok, d = ratelimit(route, { phase = "connect", route = route.path, remote_addr = req.remote_addr,
+                                     ip = req.ip, token = req.token })
+    if not ok then return nil, d end
   end
+  local id
+  if chain.hooks.auth then
+    local decided, v, d = with_config(chain, "auth", 401, req)
+    if not decided then return denial(401, "unauthorized", "no auth plugin accepted the request") end
+    if v == nil then return nil, d end
+    if type(v) ~= "table" then return denial(500, "plugin_error", "an auth plugin returned a non-table identity") end
+    id = v
+  else
+    id = { channels = { "*" } }
+  end
+  if chain.hooks.ratelimit and route.type == "publish" then
+    local ok, d = ratelimit(route, { phase = "publish", route = route.path, remote_addr = req.remote_addr,
+                                     ip = req.ip, token = req.token, publisher = id.name or id.user })
+    if not ok then return nil, d end
+  end
+  return identity_for_c(route, req, id)
+end
+
+-- ---- publish: route hooks ---------------------------------------------------
+
+-- items: { { channel = "x", data = "<json text>", ttl = n, store = b }, ... }
+-- Returns a list of { channels = {...}, data = "<json>", kinds = {...}|nil }
+-- or nil, denial. cjson re-encodes data: numbers keep 14 significant digits.
+function _M.route(route_index, items, ctx)
+  local route = _M.config.routes[route_index]
+  local out = {}
+  for i, item in ipairs(items) do
+    local data = cjson.decode(item.data)
+    local msg = { channel = item.channel, data = data, ttl = item.ttl, store = item.store }
+    local decided, v, d = with_config(route.chain, "route", 400, msg, ctx)
+    if decided and v == nil then
+      if #items > 1 then d.message = format("item %d: %s", i - 1, d.message) end
+      return nil, d
+    end
+    local m = (decided and type(v) == "table") and v or msg
+    local channels = type(m.channels) == "table" and m.channels or { m.channel }
+    local encoded = cjson.encode(m.data)
+    if encoded == nil then return denial(500, "plugin_error", "a route plugin left data that is not JSON") end
+    out[i] = { channels = channels, data = encoded, kinds = type(m.kinds) == "table" and m.kinds or nil,
+               ttl = m.ttl, store = m.store }
+  end
+  return out
+end
+
+-- ---- delivery: format hooks -------------------------------------------------
+
+function _M.format(route_index, msg)
+  local route = _M.config.routes[route_index]
+  msg.data = cjson.decode(msg.data)
+  local decided, v, d = with_config(route.chain, "format", 500, msg, { route = route.path })
+  if decided and v == nil then return nil, d end
+  if decided and type(v) ~= "string" then return denial(500, "plugin_error", "a format plugin returned a non-string") end
+  return v
+end
+
+-- ---- connection events --------------------------------------------------------
+
+function _M.event(route_index, name, conn, arg)
+  local route = _M.config.routes[route_index]
+  if not route then return nil end
+  conn.route = route.path
+  if name == "ratelimit" then
+    return ratelimit(route, { phase = "message", route = route.path, remote_addr = conn.remote_addr,
+                              ip = match(conn.remote_addr or "", "^(.*):%d+$"), user = conn.user })
+  end
+  if name == "on_message" then
+    local msg = cjson.decode(arg)
+    local decided, v, d = with_config(route.chain, "on_message", 400, conn, msg)
+    if not decided then return nil, { status = 400, code = "unknown_type", message = "unknown frame type" } end
+    if v == nil then return nil, d end
+    if type(v) ~= "table" then return nil end
+    return cjson.encode(v)
+  end
+  -- on_connect / on_close: every plugin hears it; errors are only logged
+  local errors = {}
   for _, link in ipairs(route.chain) do
-    local hook = link.plugin.auth
-    if hook then
-      local ok, id, err = pcall(hook, req, link.config)
-      if not ok then
-        return nil, { status = 500, code = "plugin_error", message = "plugin " .. link.name .. " failed",
-                      log = tostring(id) }
-      end
-      if id then
-        if type(id) ~= "table" then
-          return denial(500, "plugin_error", "plugin " .. link.name .. " returned a non-table identity")
-        end
-        return identity_for_c(route, req, id)
-      end
-      if err then return normalise_denial(link.name, err) end
+    local fn = link.plugin[name]
+    if fn then
+      local ok, err
+      if arg ~= nil then ok, err = pcall(fn, conn, arg, link.config)
+      else ok, err = pcall(fn, conn, link.config) end
+      if not ok then errors[#errors + 1] = link.name .. ": " .. tostring(err) end
     end
   end
-  return denial(401, "unauthorized", "no auth plugin accepted the request")
+  if #errors > 0 then return nil, { log = concat(errors, "; ") } end
+  return true
 end
 
 return _M

@@ -6,11 +6,12 @@
 -- nil, err: it runs at load, so hooks can trust their config.
 
 local type, pairs, ipairs, tostring, setmetatable = type, pairs, ipairs, tostring, setmetatable
-local format, match = string.format, string.match
+local format, match, concat = string.format, string.match, table.concat
 
 local _M = {}
 
-_M.HOOKS = { auth = true }
+_M.HOOKS = { auth = true, ratelimit = true, route = true, format = true,
+             on_connect = true, on_close = true, on_message = true }
 
 local function disable_jit(fn)
   -- Count hooks (the instruction budget) only fire in the interpreter:
@@ -19,17 +20,14 @@ local function disable_jit(fn)
   if ok and jit and jit.off then jit.off(fn, true) end
 end
 
--- Loads plugins/<name>.lua into a fresh table. Returns plugin or nil, err.
-function _M.load_file(dir, name)
-  if type(name) ~= "string" or not match(name, "^[%w_%-]+$") then
-    return nil, "plugin names are letters, digits, _ and -: " .. tostring(name)
-  end
-  local file = dir .. "/" .. name .. ".lua"
+-- Loads one plugin file into a fresh table. Returns plugin or nil, err
+-- (with file and line for syntax and load-time errors).
+function _M.load_path(file, name)
   local chunk, err = loadfile(file)
   if not chunk then return nil, err end
   disable_jit(chunk)
   local ok, plugin = pcall(chunk)
-  if not ok then return nil, file .. ": " .. tostring(plugin) end
+  if not ok then return nil, tostring(plugin) end
   if type(plugin) ~= "table" then return nil, file .. ": a plugin must return a table" end
   local hooks = 0
   for k, v in pairs(plugin) do
@@ -38,30 +36,69 @@ function _M.load_file(dir, name)
       hooks = hooks + 1
     end
   end
-  if hooks == 0 then return nil, file .. ": a plugin needs at least one hook (auth)" end
+  if hooks == 0 then
+    return nil, file .. ": a plugin needs at least one hook (auth, ratelimit, route, format, on_connect, on_close, on_message)"
+  end
+  if plugin.validate ~= nil and type(plugin.validate) ~= "function" then
+    return nil, file .. ": validate must be a function"
+  end
   plugin.name = plugin.name or name
   plugin.file = file
   return plugin
 end
 
-function _M.load_chain(list, dir, where)
+local function file_exists(path)
+  local f = io.open(path, "r")
+  if f then f:close() return true end
+  return false
+end
+
+-- Finds <name>.lua in the first directory of dirs that has it.
+function _M.find(dirs, name)
+  if type(name) ~= "string" or not match(name, "^[%w_%-]+$") then
+    return nil, "plugin names are letters, digits, _ and -: " .. tostring(name)
+  end
+  for _, dir in ipairs(dirs) do
+    local file = dir .. "/" .. name .. ".lua"
+    if file_exists(file) then return file end
+  end
+  return nil, format("plugin %s not found in %s", name, concat(dirs, ", "))
+end
+
+-- chain.hooks[h] is true when some plugin of the chain has hook h.
+function _M.refresh_flags(chain)
+  local hooks = {}
+  for _, link in ipairs(chain) do
+    for h in pairs(_M.HOOKS) do
+      if link.plugin[h] then hooks[h] = true end
+    end
+  end
+  chain.hooks = hooks
+  chain.has_auth = hooks.auth == true
+end
+
+function _M.load_chain(list, dirs, where)
   if type(list) ~= "table" then return nil, where .. ".plugins must be a list" end
-  local chain = { has_auth = false }
+  local chain = {}
   for i, entry in ipairs(list) do
     local at = format("%s.plugins[%d]", where, i)
     if type(entry) == "string" then entry = { name = entry } end
     if type(entry) ~= "table" then return nil, at .. " must be a name or { name = ..., config = ... }" end
-    local plugin, err = _M.load_file(dir, entry.name)
+    local file, ferr = _M.find(dirs, entry.name)
+    if not file then return nil, at .. ": " .. ferr end
+    local plugin, err = _M.load_path(file, entry.name)
     if not plugin then return nil, at .. ": " .. err end
     local conf = entry.config or {}
     if type(conf) ~= "table" then return nil, at .. ".config must be a table" end
     if plugin.validate then
-      local ok, verr = plugin.validate(conf)
-      if not ok then return nil, format("%s (%s): invalid config: %s", at, plugin.name, tostring(verr)) end
+      local ok, valid, verr = pcall(plugin.validate, conf)
+      if not ok or not valid then
+        return nil, format("%s (%s): invalid config: %s", at, plugin.name, tostring(ok and verr or valid))
+      end
     end
     chain[#chain + 1] = { name = plugin.name, plugin = plugin, config = conf }
-    if plugin.auth then chain.has_auth = true end
   end
+  _M.refresh_flags(chain)
   return chain
 end
 

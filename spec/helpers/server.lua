@@ -32,6 +32,8 @@ M.BIN = os.getenv("MOONPUSH_BIN") or (M.ROOT .. "/moonpush")
 M.PLUGIN_DIR = os.getenv("MOONPUSH_PLUGIN_DIR") or (M.ROOT .. "/plugins")
 
 M.PUBLISHER = "publisher-secret"
+-- a publisher allowed only "news" and "orders:*" (for 403 specs)
+M.NEWS_PUBLISHER = "news-publisher"
 
 -- Device tokens known to the default config (mirrors examples/moonpush.lua,
 -- plus a third alice device and a token limited to one channel).
@@ -81,7 +83,10 @@ function M.default_config()
         type = "publish",
         plugins = {
           { name = "auth_token", config = {
-              publishers = { [M.PUBLISHER] = { name = "backend", channels = { "*" } } },
+              publishers = {
+                [M.PUBLISHER] = { name = "backend", channels = { "*" } },
+                [M.NEWS_PUBLISHER] = { name = "newsroom", channels = { "news", "orders:*" } },
+              },
           } },
         },
       },
@@ -241,6 +246,10 @@ end
 -- SIGTERM, wait (bounded) for exit. Returns the exit code, or nil and a
 -- message when the server had to be SIGKILLed.
 function Server:stop(timeout)
+  -- Run finalizers of the clients used with this server now, inside the
+  -- spec's protected call, rather than at a random later allocation.
+  collectgarbage("collect")
+  collectgarbage("collect")
   if self.stopped then return self.rc, self.stop_err end
   self.stopped = true
   local rc, err
