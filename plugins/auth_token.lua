@@ -45,7 +45,10 @@ function _M.auth(req, conf)
   if not req.token then
     return nil, { status = 401, code = "unauthorized", message = "missing token: send Authorization: Bearer <token> or ?token=" }
   end
-  local book = req.route_type == "publish" and conf.publishers or conf.tokens
+  -- Never fall back from one book to the other: a device token is no
+  -- publisher credential, and the reverse.
+  local book
+  if req.route_type == "publish" then book = conf.publishers else book = conf.tokens end
   local id = book and book[req.token]
   if not id then
     return nil, { status = 401, code = "unauthorized", message = "unknown token" }

@@ -203,7 +203,7 @@ describe("moonpush WebSocket framing", function()
     end
     local ans, err = c:read_json()
     assert.is_table(ans, err)
-    assert.same({ type = "subscribed", channel = ch }, ans)
+    assert.same({ type = "subscribed", channel = ch }, client.pick(ans))
     c:close()
   end)
 
@@ -231,7 +231,7 @@ describe("moonpush WebSocket framing", function()
       end
     end
     assert.equals(1, pongs)
-    assert.same({ { type = "subscribed", channel = a }, { type = "subscribed", channel = b } }, answers)
+    assert.same({ { type = "subscribed", channel = a }, { type = "subscribed", channel = b } }, client.pick(answers))
   end)
 
   it("survives a client that disconnects in the middle of a frame", function()

@@ -9,13 +9,13 @@
 #include "log.h"
 #include "lua_host.h"
 #include "server.h"
+#include "store.h"
 #include "ws.h"
 
 struct mp_channel {
     UT_hash_handle hh;
     mp_sub *subs;          /* doubly linked subscriber list */
     uint32_t nsubs;
-    uint64_t seq;
     char name[];
 };
 
@@ -54,18 +54,31 @@ mp_channel *mp_hub_channel(const char *name, int create)
 }
 
 const char *mp_hub_channel_name(const mp_channel *ch) { return ch->name; }
+mp_sub *mp_hub_channel_subs(const mp_channel *ch) { return ch->subs; }
 uint32_t mp_hub_channel_subscribers(const mp_channel *ch) { return ch->nsubs; }
-uint64_t mp_hub_channel_seq(const mp_channel *ch) { return ch->seq; }
 size_t mp_hub_channel_count(void) { return HASH_COUNT(channels); }
 
-int mp_hub_subscribe(mp_sub **subs, mp_conn *c, mp_channel *ch)
+mp_sub *mp_hub_find_sub(mp_sub *subs, const mp_channel *ch)
 {
-    for (mp_sub *s = *subs; s; s = s->conn_next)
+    for (mp_sub *s = subs; ch && s; s = s->conn_next)
         if (s->ch == ch)
-            return 0;
-    mp_sub *s = malloc(sizeof *s);
+            return s;
+    return NULL;
+}
+
+int mp_hub_subscribe(mp_sub **subs, mp_conn *c, mp_channel *ch, mp_sub **out)
+{
+    mp_sub *s = mp_hub_find_sub(*subs, ch);
+    if (s) {
+        if (out)
+            *out = s;
+        return 0;
+    }
+    s = calloc(1, sizeof *s);
     if (!s)
         return -1;
+    if (out)
+        *out = s;
     s->ch = ch;
     s->conn = c;
     s->ch_prev = NULL;
@@ -84,7 +97,10 @@ static void unlink_from_channel(mp_sub *s)
     mp_channel *ch = s->ch;
     if (s->ch_prev) s->ch_prev->ch_next = s->ch_next; else ch->subs = s->ch_next;
     if (s->ch_next) s->ch_next->ch_prev = s->ch_prev;
-    ch->nsubs--;
+    if (--ch->nsubs == 0) {
+        HASH_DEL(channels, ch);
+        free(ch);
+    }
 }
 
 int mp_hub_unsubscribe(mp_sub **subs, mp_channel *ch)
@@ -115,12 +131,12 @@ void mp_hub_unsubscribe_all(mp_sub **subs)
 
 /* The envelope around data; the channel name needs no escaping (hub names
  * are restricted to a safe alphabet). */
-static mp_frame *encode_message(const mp_channel *ch, uint64_t seq, const char *id,
+static mp_frame *encode_message(const char *name, uint64_t seq, const char *id,
                                 const char *data, size_t data_len)
 {
     char prefix[MP_NAME_MAX + 128];
     int n = snprintf(prefix, sizeof prefix, "{\"type\":\"message\",\"channel\":\"%s\",\"seq\":%llu,\"id\":\"%s\",\"data\":",
-                     ch->name, (unsigned long long)seq, id);
+                     name, (unsigned long long)seq, id);
     if (n < 0 || (size_t)n >= sizeof prefix)
         return NULL;
     size_t payload = (size_t)n + data_len + 1;
@@ -137,12 +153,12 @@ static mp_frame *encode_message(const mp_channel *ch, uint64_t seq, const char *
 
 /* The frame a route's format hook makes of a message; NULL if the hook
  * failed (that route's connections skip this message; it stays in history). */
-static mp_frame *format_frame(int route, const mp_channel *ch, uint64_t seq, const char *id,
+static mp_frame *format_frame(int route, const char *name, uint64_t seq, const char *id,
                               const char *data, size_t data_len, mp_frame *standard)
 {
     char *text = NULL;
     size_t len = 0;
-    int r = mp_lua_format(route, ch->name, (unsigned long long)seq, id, data, data_len, &text, &len);
+    int r = mp_lua_format(route, name, (unsigned long long)seq, id, data, data_len, &text, &len);
     if (r == 0)
         return mp_frame_ref(standard);
     if (r < 0)
@@ -160,18 +176,11 @@ static int kind_listed(const char *kind, char *const *kinds, int nkinds)
     return 0;
 }
 
-int mp_hub_publish(mp_channel *ch, const char *data, size_t data_len, char *const *kinds, int nkinds,
-                   mp_publish_result *out)
+/* Queues the message to every subscriber of ch (see mp_hub_publish). */
+static uint32_t fanout(mp_channel *ch, uint64_t seq, const char *id, const char *data, size_t data_len,
+                       const mp_publish_opts *opts, mp_frame *f)
 {
-    uint64_t seq = ch->seq + 1;
-    snprintf(out->id, sizeof out->id, "%s-%llx", mp.boot_id, (unsigned long long)next_message_id);
-    mp_frame *f = encode_message(ch, seq, out->id, data, data_len);
-    if (!f)
-        return -1;
-    ch->seq = seq;
-    next_message_id++;
-    out->seq = seq;
-    out->recipients = 0;
+    uint32_t recipients = 0;
     /* One slot per route: the formatted frame, made on first use. */
     int nroutes = mp.cfg.nroutes;
     mp_frame *formatted[nroutes > 0 ? nroutes : 1];
@@ -179,25 +188,82 @@ int mp_hub_publish(mp_channel *ch, const char *data, size_t data_len, char *cons
     memset(tried, 0, sizeof tried);
     for (mp_sub *s = ch->subs; s; s = s->ch_next) {
         mp_conn *c = s->conn;
-        if (nkinds > 0 && !kind_listed(mp_ws_kind(c), kinds, nkinds))
+        if (opts->nkinds > 0 && !kind_listed(mp_ws_kind(c), opts->kinds, opts->nkinds))
             continue;
         mp_frame *send = f;
         int r = mp_ws_format_route(c);
         if (r >= 0 && r < nroutes) {
             if (!tried[r]) {
-                formatted[r] = format_frame(r, ch, seq, out->id, data, data_len, f);
+                formatted[r] = format_frame(r, ch->name, seq, id, data, data_len, f);
                 tried[r] = 1;
             }
             send = formatted[r];
             if (!send)
                 continue;
         }
-        if (mp_conn_send(c, send) == 0)
-            out->recipients++;
+        if (mp_conn_send(c, send) == 0) {
+            recipients++;
+            if (s->tracks_acks && seq > s->sent_seq) {
+                s->sent_seq = seq;
+                mp_ws_awaiting_ack(c);
+            }
+        }
     }
     for (int r = 0; r < nroutes; r++)
         if (tried[r] && formatted[r])
             mp_frame_unref(formatted[r]);
+    return recipients;
+}
+
+typedef struct seq_result {
+    int status;
+    uint64_t seq;
+} seq_result;
+
+static void got_seq(mp_store *st, int status, uint64_t seq, const char *epoch, void *ud)
+{
+    (void)st; (void)epoch;
+    seq_result *r = ud;
+    r->status = status;
+    r->seq = seq;
+}
+
+static void appended(mp_store *st, int status, void *ud)
+{
+    (void)st;
+    const char *name = ud;
+    if (status < 0)
+        mp_warn("history append failed", "channel=%s error=\"%s\"", name, mp_store_strerror(status));
+    else
+        mp.stats.messages_stored++;
+}
+
+int mp_hub_publish(const char *name, const char *data, size_t data_len, const mp_publish_opts *opts,
+                   mp_publish_result *out)
+{
+    static const mp_publish_opts defaults = {NULL, 0, 0, 1};
+    if (!opts)
+        opts = &defaults;
+    /* The memory store answers before returning; a networked store will
+     * make this step asynchronous (see store.h). */
+    seq_result sr = {MP_STORE_EUNAVAIL, 0};
+    mp_store_next_seq(mp.store, name, got_seq, &sr);
+    if (sr.status < 0)
+        return -1;
+    uint64_t seq = sr.seq;
+    snprintf(out->id, sizeof out->id, "%s-%llx", mp.boot_id, (unsigned long long)next_message_id++);
+    mp_frame *f = encode_message(name, seq, out->id, data, data_len);
+    if (!f)
+        return -1;
+    if (opts->store) {
+        mp_store_put put = {seq, out->id, f, opts->ttl_ms};
+        mp_store_append(mp.store, name, &put, appended, (void *)name);
+    }
+    out->seq = seq;
+    out->recipients = 0;
+    mp_channel *ch = mp_hub_channel(name, 0);
+    if (ch)
+        out->recipients = fanout(ch, seq, out->id, data, data_len, opts, f);
     mp_frame_unref(f);
     mp.stats.messages_published++;
     mp.stats.frames_queued += out->recipients;

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "delivery.h"
 #include "hub.h"
 #include "log.h"
 
@@ -24,10 +25,15 @@ static int in_format;       /* no publishing from inside a format hook */
 
 /* ---- calling Lua -------------------------------------------------------- */
 
+/* Past the budget, raise — and keep raising every few instructions until
+ * the outermost call returns, so a plugin that catches the error with pcall
+ * cannot carry on. */
+#define BUDGET_REPEAT 1000
+
 static void budget_hook(lua_State *l, lua_Debug *ar)
 {
     (void)ar;
-    lua_sethook(l, NULL, 0, 0);
+    lua_sethook(l, budget_hook, LUA_MASKCOUNT, BUDGET_REPEAT);
     luaL_error(l, "instruction budget exceeded");
 }
 
@@ -71,11 +77,10 @@ static int l_publish(lua_State *l)
         return luaL_error(l, "publish is not allowed inside a format hook");
     if (!mp_hub_valid_name(name, nlen))
         return luaL_error(l, "bad channel name '%s'", name);
-    mp_channel *ch = mp_hub_channel(name, 1);
     mp_publish_result r;
-    if (!ch || mp_hub_publish(ch, data, dlen, NULL, 0, &r) < 0) {
+    if (mp_hub_publish(name, data, dlen, NULL, &r) < 0) {
         lua_pushnil(l);
-        lua_pushstring(l, ch ? "out of memory" : "channel limit reached");
+        lua_pushstring(l, "the store refused the message or memory ran out");
         return 2;
     }
     lua_createtable(l, 0, 4);
@@ -101,16 +106,22 @@ static int l_online(lua_State *l)
 
 static int l_channel_info(lua_State *l)
 {
-    mp_channel *ch = mp_hub_channel(luaL_checkstring(l, 1), 0);
-    if (!ch) {
+    const char *name = luaL_checkstring(l, 1);
+    mp_channel *ch = mp_hub_channel(name, 0);
+    char epoch[32];
+    uint64_t last = 0;
+    mp_delivery_position(name, epoch, &last);
+    if (!ch && last == 0) {
         lua_pushnil(l);
         return 1;
     }
-    lua_createtable(l, 0, 2);
-    lua_pushinteger(l, (lua_Integer)mp_hub_channel_subscribers(ch));
+    lua_createtable(l, 0, 3);
+    lua_pushinteger(l, ch ? (lua_Integer)mp_hub_channel_subscribers(ch) : 0);
     lua_setfield(l, -2, "subscribers");
-    lua_pushnumber(l, (double)mp_hub_channel_seq(ch));
+    lua_pushnumber(l, (double)last);
     lua_setfield(l, -2, "seq");
+    lua_pushstring(l, epoch);
+    lua_setfield(l, -2, "epoch");
     return 1;
 }
 
@@ -147,6 +158,15 @@ static int bool_field(int idx, const char *key)
     return v;
 }
 
+static void free_routes(mp_config *cfg)
+{
+    for (int i = 0; i < cfg->nroutes; i++)
+        free(cfg->routes[i].path);
+    free(cfg->routes);
+    cfg->routes = NULL;
+    cfg->nroutes = 0;
+}
+
 /* Replaces cfg's routes with core.routes_for_c(). */
 static int read_routes(mp_config *cfg)
 {
@@ -179,20 +199,65 @@ static int read_routes(mp_config *cfg)
                                                  : MP_ROUTE_HEALTH;
         lua_pop(L, 2);
         r->budget = (int)num_field(t, NULL, "budget");
+        r->allow_duplicates = bool_field(t, "allow_duplicates");
+        r->acks = bool_field(t, "acks");
+        r->ack_timeout = num_field(t, NULL, "ack_timeout_ms") / 1000.0;
+        r->ack_factor = num_field(t, NULL, "ack_factor");
+        r->ack_jitter = num_field(t, NULL, "ack_jitter");
+        r->ack_max_tries = (int)num_field(t, NULL, "ack_max_tries");
         for (size_t h = 0; h < sizeof hooks / sizeof hooks[0]; h++)
             if (bool_field(t, hooks[h].name))
                 r->hooks |= hooks[h].flag;
         lua_pop(L, 1);
     }
     lua_pop(L, 1);
-    mp_config_free(cfg);
+    free_routes(cfg);
     cfg->routes = routes;
     cfg->nroutes = n;
     return 0;
 }
 
+static void free_policies(mp_history_config *h)
+{
+    for (int i = 0; i < h->npolicies; i++)
+        free(h->policies[i].pattern);
+    free(h->policies);
+    h->policies = NULL;
+    h->npolicies = 0;
+}
+
+static void read_history(int idx, mp_config *cfg)
+{
+    mp_history_config *h = &cfg->history;
+    free_policies(h);
+    h->max_messages = (uint32_t)num_field(idx, "history", "max_messages");
+    h->max_age_ms = (uint64_t)num_field(idx, "history", "max_age_ms");
+    h->max_channels = (size_t)num_field(idx, "history", "max_channels");
+    h->max_bytes = (size_t)num_field(idx, "history", "max_bytes");
+    h->channel_idle_ms = (uint64_t)num_field(idx, "history", "channel_idle_ms");
+    h->max_cursors = (size_t)num_field(idx, "history", "max_cursors");
+    h->cursor_ttl_ms = (uint64_t)num_field(idx, "history", "cursor_ttl_ms");
+    lua_getfield(L, idx, "history");
+    lua_getfield(L, -1, "channels");
+    int n = (int)lua_objlen(L, -1);
+    h->policies = n ? calloc((size_t)n, sizeof *h->policies) : NULL;
+    for (int i = 0; h->policies && i < n; i++) {
+        lua_rawgeti(L, -1, i + 1);
+        int t = lua_gettop(L);
+        lua_getfield(L, t, "pattern");
+        h->policies[i].pattern = strdup(lua_tostring(L, -1));
+        lua_pop(L, 1);
+        h->policies[i].max_messages = (uint32_t)num_field(t, NULL, "max_messages");
+        h->policies[i].max_age_ms = (uint64_t)num_field(t, NULL, "max_age_ms");
+        h->npolicies = i + 1;
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 2);
+}
+
 static void read_limits(int idx, mp_config *cfg)
 {
+    read_history(idx, cfg);
     cfg->max_connections = (int)num_field(idx, NULL, "max_connections");
     cfg->max_header_bytes = (size_t)num_field(idx, "limits", "max_header_bytes");
     cfg->max_body_bytes = (size_t)num_field(idx, "limits", "max_body_bytes");
@@ -201,6 +266,7 @@ static void read_limits(int idx, mp_config *cfg)
     cfg->max_outbound_bytes = (size_t)num_field(idx, "limits", "max_outbound_bytes");
     cfg->max_subscriptions = (size_t)num_field(idx, "limits", "max_subscriptions");
     cfg->max_channels = (size_t)num_field(idx, "limits", "max_channels");
+    cfg->socket_send_buffer = (int)num_field(idx, "limits", "socket_send_buffer");
     cfg->request_timeout = num_field(idx, "timeouts", "request_ms") / 1000.0;
     cfg->idle_timeout = num_field(idx, "timeouts", "idle_ms") / 1000.0;
     cfg->ping_interval = num_field(idx, "timeouts", "ping_ms") / 1000.0;
@@ -765,9 +831,6 @@ void mp_lua_close(void)
 
 void mp_config_free(mp_config *cfg)
 {
-    for (int i = 0; i < cfg->nroutes; i++)
-        free(cfg->routes[i].path);
-    free(cfg->routes);
-    cfg->routes = NULL;
-    cfg->nroutes = 0;
+    free_policies(&cfg->history);
+    free_routes(cfg);
 }

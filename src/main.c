@@ -22,6 +22,7 @@
 #include "lua_host.h"
 #include "net.h"
 #include "server.h"
+#include "store.h"
 #include "ws.h"
 
 #define MOONPUSH_VERSION "0.1.0"
@@ -81,6 +82,46 @@ static void on_stop_signal(struct ev_loop *loop, ev_signal *w, int revents)
         ev_break(loop, EVBREAK_ALL);
 }
 
+/* The store's limits from the config's history section. */
+static void store_policies(mp_store_policy *out, mp_store_policy *def)
+{
+    const mp_history_config *h = &mp.cfg.history;
+    for (int i = 0; i < h->npolicies; i++) {
+        out[i].pattern = h->policies[i].pattern;
+        out[i].max_messages = h->policies[i].max_messages;
+        out[i].max_age_ms = h->policies[i].max_age_ms;
+    }
+    def->pattern = "*";
+    def->max_messages = h->max_messages;
+    def->max_age_ms = h->max_age_ms;
+}
+
+static mp_store *open_store(void)
+{
+    const mp_history_config *h = &mp.cfg.history;
+    mp_store_policy policies[h->npolicies > 0 ? h->npolicies : 1];
+    mp_store_config sc;
+    mp_store_config_defaults(&sc);
+    store_policies(policies, &sc.default_policy);
+    sc.policies = policies;
+    sc.npolicies = (size_t)h->npolicies;
+    sc.max_channels = h->max_channels;
+    sc.max_bytes = h->max_bytes;
+    sc.channel_idle_ms = h->channel_idle_ms;
+    sc.max_cursors = h->max_cursors;
+    sc.cursor_ttl_ms = h->cursor_ttl_ms;
+    return mp_store_mem_new(&sc);
+}
+
+static ev_timer sweep_timer;
+
+/* Expired history and cursors go once a second: work is what is due. */
+static void on_sweep(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop; (void)w; (void)revents;
+    mp_store_sweep(mp.store);
+}
+
 /* Connections keep their route across a reload when its path survives. */
 static void remap_routes(char **old_paths, int nold)
 {
@@ -107,6 +148,11 @@ static void on_reload_signal(struct ev_loop *loop, ev_signal *w, int revents)
         mp_error("config reload refused, the running config stays", "error=\"%s\"", err);
     } else {
         remap_routes(old_paths, nold);
+        const mp_history_config *h = &mp.cfg.history;
+        mp_store_policy policies[h->npolicies > 0 ? h->npolicies : 1], def;
+        store_policies(policies, &def);
+        if (mp_store_set_policies(mp.store, policies, (size_t)h->npolicies, &def) != 0)
+            mp_warn("history policies not applied", NULL);
         mp_net_apply_timeouts();
         mp_lua_watch_plugins(loop);
         mp_info("config reloaded", "changes=\"%s\"", summary);
@@ -161,6 +207,13 @@ int main(int argc, char **argv)
     make_boot_id();
     mp.loop = ev_default_loop(EVFLAG_AUTO);
     mp.started = ev_now(mp.loop);
+    mp.store = open_store();
+    if (!mp.store) {
+        mp_error("cannot create the store (invalid history policy?)", NULL);
+        return 1;
+    }
+    ev_timer_init(&sweep_timer, on_sweep, 1., 1.);
+    ev_timer_start(mp.loop, &sweep_timer);
     if (mp_net_listen() < 0)
         return 1;
     mp_net_start();
@@ -177,6 +230,8 @@ int main(int argc, char **argv)
 
     mp_net_free_all();
     mp_hub_free_all();
+    ev_timer_stop(mp.loop, &sweep_timer);
+    mp_store_free(mp.store);
     mp_lua_close();
     mp_config_free(&mp.cfg);
     mp_info("moonpush stopped", NULL);

@@ -28,6 +28,9 @@ mp_tlist mp_request_list, mp_idle_list, mp_pong_list, mp_linger_list;
 
 static int listen_fd = -1;
 static ev_io accept_watcher;
+static ev_timer accept_pause;       /* out of file descriptors: retry shortly */
+static int spare_fd = -1;           /* given up to answer 503 when out of fds */
+static ev_tstamp last_emfile_log;
 static ev_prepare flush_watcher;
 static mp_conn *dirty_head;         /* connections to flush in this iteration */
 static mp_conn *dead_head;          /* connections to free in this iteration */
@@ -314,6 +317,34 @@ static void reject_full(int fd)
     mp.stats.connections_rejected++;
 }
 
+static void resume_accepting(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)w; (void)revents;
+    if (listen_fd >= 0)
+        ev_io_start(loop, &accept_watcher);
+}
+
+/* Out of file descriptors: the pending connection would make accept() fail
+ * again at once, spinning the loop. Give up the spare descriptor to accept
+ * it and answer 503, then stop accepting for a moment. */
+static void out_of_fds(struct ev_loop *loop, int lfd)
+{
+    if (spare_fd >= 0) {
+        close(spare_fd);
+        int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd >= 0)
+            reject_full(fd);
+        spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    }
+    ev_io_stop(loop, &accept_watcher);
+    ev_timer_start(loop, &accept_pause);
+    if (ev_now(loop) - last_emfile_log >= 1.0) {
+        last_emfile_log = ev_now(loop);
+        mp_warn("out of file descriptors: refusing connections", "open_connections=%d max_connections=%d",
+                mp.nconns, mp.cfg.max_connections);
+    }
+}
+
 static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
 {
     (void)revents;
@@ -322,7 +353,9 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
         socklen_t salen = sizeof sa;
         int fd = accept4(w->fd, (struct sockaddr *)&sa, &salen, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
-            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+                out_of_fds(loop, w->fd);
+            else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
                 mp_warn("accept failed", "error=\"%s\"", strerror(errno));
             return;
         }
@@ -391,6 +424,8 @@ void mp_net_start(void)
 {
     ev_io_init(&accept_watcher, on_accept, listen_fd, EV_READ);
     ev_io_start(mp.loop, &accept_watcher);
+    ev_timer_init(&accept_pause, resume_accepting, 0.1, 0.);
+    spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     ev_prepare_init(&flush_watcher, on_prepare);
     ev_prepare_start(mp.loop, &flush_watcher);
     mp_tlist_init(&mp_request_list, mp.loop, mp.cfg.request_timeout, on_request_timeout);
@@ -409,6 +444,11 @@ void mp_net_apply_timeouts(void)
 void mp_net_stop_accepting(void)
 {
     ev_io_stop(mp.loop, &accept_watcher);
+    ev_timer_stop(mp.loop, &accept_pause);
+    if (spare_fd >= 0) {
+        close(spare_fd);
+        spare_fd = -1;
+    }
     if (listen_fd >= 0) {
         close(listen_fd);
         listen_fd = -1;

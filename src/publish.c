@@ -16,7 +16,7 @@
 typedef struct item {
     char name[MP_NAME_MAX + 8];   /* target channel as the publisher named it */
     char *data;                   /* compact JSON text (malloc'd) */
-    mp_channel *ch;               /* resolved when no route hook rewrites it */
+    mp_publish_opts opts;         /* ttl, store */
     mp_routed *routed;            /* set when the route has route hooks */
 } item;
 
@@ -65,8 +65,19 @@ static int check_item(mp_conn *c, const mp_identity *pub, json_t *obj, const cha
         fail(c, 403, "forbidden", where, msg);
         return -1;
     }
+    json_t *jttl = json_object_get(obj, "ttl"), *jstore = json_object_get(obj, "store");
+    if (jttl && (!json_is_number(jttl) || json_number_value(jttl) <= 0 || json_number_value(jttl) > 31536000)) {
+        fail(c, 400, "bad_message", where, "\"ttl\" is seconds, a number above 0 and at most a year");
+        return -1;
+    }
+    if (jstore && !json_is_boolean(jstore)) {
+        fail(c, 400, "bad_message", where, "\"store\" is true or false");
+        return -1;
+    }
+    out->opts.store = jstore ? json_is_true(jstore) : 1;
+    out->opts.ttl_ms = jttl ? (uint64_t)(json_number_value(jttl) * 1000.0) : 0;
     memcpy(out->name, name, (size_t)n + 1);
-    out->data = json_dumps(data, JSON_COMPACT | JSON_ENCODE_ANY);
+    out->data = json_dumps(data, JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(15));
     if (!out->data) {
         fail(c, 503, "unavailable", where, "server out of memory");
         return -1;
@@ -74,9 +85,9 @@ static int check_item(mp_conn *c, const mp_identity *pub, json_t *obj, const cha
     return 0;
 }
 
-static json_t *result_json(const mp_channel *ch, const mp_publish_result *r)
+static json_t *result_json(const char *channel, const mp_publish_result *r)
 {
-    return json_pack("{s:s, s:I, s:s, s:I}", "channel", mp_hub_channel_name(ch), "seq", (json_int_t)r->seq,
+    return json_pack("{s:s, s:I, s:s, s:I}", "channel", channel, "seq", (json_int_t)r->seq,
                      "id", r->id, "recipients", (json_int_t)r->recipients);
 }
 
@@ -86,19 +97,21 @@ static json_t *publish_item(const item *it)
 {
     mp_publish_result r;
     if (!it->routed) {
-        if (mp_hub_publish(it->ch, it->data, strlen(it->data), NULL, 0, &r) < 0)
+        if (mp_hub_publish(it->name, it->data, strlen(it->data), &it->opts, &r) < 0)
             return NULL;
-        return result_json(it->ch, &r);
+        return result_json(it->name, &r);
     }
     const mp_routed *m = it->routed;
+    mp_publish_opts opts = it->opts;
+    opts.kinds = m->kinds;
+    opts.nkinds = m->nkinds;
     json_t *all = m->nchannels == 1 ? NULL : json_array();
     for (int i = 0; i < m->nchannels; i++) {
-        mp_channel *ch = mp_hub_channel(m->channels[i], 1);
-        if (!ch || mp_hub_publish(ch, m->data, m->data_len, m->kinds, m->nkinds, &r) < 0)
+        if (mp_hub_publish(m->channels[i], m->data, m->data_len, &opts, &r) < 0)
             continue;
         if (!all)
-            return result_json(ch, &r);
-        json_array_append_new(all, result_json(ch, &r));
+            return result_json(m->channels[i], &r);
+        json_array_append_new(all, result_json(m->channels[i], &r));
     }
     return all;
 }
@@ -117,18 +130,6 @@ static int check_routed(mp_conn *c, item *items, size_t count)
                 mp_http_error(c, 500, "plugin_error", "a route plugin produced an invalid channel name");
                 return -1;
             }
-        }
-    }
-    return 0;
-}
-
-static int resolve_channels(mp_conn *c, item *items, size_t count)
-{
-    for (size_t i = 0; i < count; i++) {
-        items[i].ch = mp_hub_channel(items[i].name, 1);
-        if (!items[i].ch) {
-            mp_http_error(c, 503, "unavailable", "the server holds limits.max_channels channels");
-            return -1;
         }
     }
     return 0;
@@ -258,8 +259,6 @@ void mp_publish_handle(mp_http_req *req)
         root = NULL;
         if (ok && (req->route->hooks & MP_HOOK_ROUTE))
             ok = run_route_hooks(req, pub, items, count) == 0;
-        else if (ok)
-            ok = resolve_channels(c, items, count) == 0;
         if (ok)
             publish_all(c, items, count, batch);
     }

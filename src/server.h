@@ -31,7 +31,32 @@ typedef struct mp_route {
     mp_route_type type;
     unsigned hooks;        /* MP_HOOK_* */
     int budget;            /* Lua instructions per hook call */
+    int allow_duplicates;  /* several connections per user+device (else the newest replaces) */
+    int acks;              /* clients must ack; unacked messages are resent */
+    double ack_timeout;    /* seconds before the first resend */
+    double ack_factor;     /* backoff multiplier per try */
+    double ack_jitter;     /* +- fraction of each wait, so resends don't synchronise */
+    int ack_max_tries;     /* sends of an unacked message before close 4004 */
 } mp_route;
+
+/* History limits for channels whose name matches pattern (exact, prefix*, *). */
+typedef struct mp_history_policy {
+    char *pattern;
+    uint32_t max_messages;
+    uint64_t max_age_ms;
+} mp_history_policy;
+
+typedef struct mp_history_config {
+    uint32_t max_messages;         /* default policy */
+    uint64_t max_age_ms;
+    mp_history_policy *policies;   /* first match wins */
+    int npolicies;
+    size_t max_channels;           /* channel states in the store */
+    size_t max_bytes;
+    uint64_t channel_idle_ms;
+    size_t max_cursors;
+    uint64_t cursor_ttl_ms;
+} mp_history_config;
 
 typedef struct mp_config {
     char listen_host[64];
@@ -44,11 +69,13 @@ typedef struct mp_config {
     size_t max_outbound_bytes;
     size_t max_subscriptions;
     size_t max_channels;
+    int socket_send_buffer;  /* SO_SNDBUF for WebSocket sockets */
     double request_timeout;  /* seconds */
     double idle_timeout;
     double ping_interval;
     mp_route *routes;
     int nroutes;
+    mp_history_config history;
 } mp_config;
 
 typedef struct mp_stats {
@@ -63,13 +90,22 @@ typedef struct mp_stats {
     uint64_t slow_consumer_closes;
     uint64_t idle_timeout_closes;
     uint64_t plugin_errors;
+    uint64_t messages_stored;
+    uint64_t messages_replayed;      /* frames sent from history (resume, retry) */
+    uint64_t acks;
+    uint64_t resends;
+    uint64_t ack_timeout_closes;
+    uint64_t replaced_closes;
     uint64_t reloads;
     uint64_t reload_failures;
 } mp_stats;
 
+struct mp_store;
+
 typedef struct mp_server {
     struct ev_loop *loop;
     mp_config cfg;
+    struct mp_store *store;  /* seq, history, device cursors (store.h) */
     mp_stats stats;
     int nconns;              /* open client connections (HTTP + WebSocket) */
     int nws;                 /* of which WebSocket */

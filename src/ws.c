@@ -8,8 +8,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <wslay/wslay.h>
 
+#include "delivery.h"
 #include "hub.h"
 #include "log.h"
 #include "lua_host.h"
@@ -26,6 +28,10 @@ typedef struct mp_ws {
     int16_t route_index;            /* the route it connected through; -1 if gone */
     mp_identity *ident;
     mp_sub *subs;
+    mp_acks *acks;                  /* ack routes only */
+    mp_conn *conn;
+    uint8_t in_recv;                /* wslay_event_recv is on the stack */
+    uint8_t detached;               /* the connection let go while in_recv */
 } mp_ws;
 
 /* The bytes of the current read, handed to wslay by recv_cb. */
@@ -108,6 +114,12 @@ static void remap_one(mp_conn *c, void *arg)
         c->ws->route_index = (int16_t)map[c->ws->route_index];
 }
 
+void mp_ws_awaiting_ack(mp_conn *c)
+{
+    if (c->ws)
+        mp_acks_arm(c->ws->acks);
+}
+
 void mp_ws_remap_routes(const int *map)
 {
     mp_net_each_ws(remap_one, (void *)map);
@@ -115,54 +127,84 @@ void mp_ws_remap_routes(const int *map)
 
 /* ---- client frames ------------------------------------------------------ */
 
-static int is_subscribed(const mp_ws *ws, const mp_channel *ch)
+static void send_subscribed(mp_conn *c, const char *name)
 {
-    for (const mp_sub *s = ws->subs; ch && s; s = s->conn_next)
-        if (s->ch == ch)
-            return 1;
-    return 0;
+    char epoch[32];
+    uint64_t last = 0;
+    mp_delivery_position(name, epoch, &last);
+    send_json(c, json_pack("{s:s, s:s, s:s, s:I}", "type", "subscribed", "channel", name, "epoch", epoch,
+                           "seq", (json_int_t)last));
 }
 
-static void handle_subscribe(mp_conn *c, const char *name, int subscribe)
+static void handle_unsubscribe(mp_conn *c, const char *name)
 {
     mp_ws *ws = c->ws;
-    if (!mp_hub_valid_name(name, strlen(name))) {
-        send_error(c, "bad_channel", "channel names are 1-128 bytes of A-Z a-z 0-9 _ - . : @", name);
-        return;
-    }
     char personal[MP_NAME_MAX + 8];
     snprintf(personal, sizeof personal, "user:%s", ws->ident->user);
-    if (!subscribe) {
-        mp_channel *ch = mp_hub_channel(name, 0);
-        if (strcmp(name, personal) == 0) {
-            send_error(c, "forbidden", "the personal channel cannot be left", name);
-        } else if (!ch || mp_hub_unsubscribe(&ws->subs, ch) == 0) {
-            send_error(c, "not_subscribed", "not subscribed to this channel", name);
-        } else {
-            ws->nsubs--;
-            send_json(c, json_pack("{s:s, s:s}", "type", "unsubscribed", "channel", name));
-        }
-        return;
+    mp_channel *ch = mp_hub_channel(name, 0);
+    if (strcmp(name, personal) == 0) {
+        send_error(c, "forbidden", "the personal channel cannot be left", name);
+    } else if (!ch || mp_hub_unsubscribe(&ws->subs, ch) == 0) {
+        send_error(c, "not_subscribed", "not subscribed to this channel", name);
+    } else {
+        ws->nsubs--;
+        send_json(c, json_pack("{s:s, s:s}", "type", "unsubscribed", "channel", name));
     }
+}
+
+/* since: -1 when the frame has none. */
+static void handle_subscribe(mp_conn *c, const char *name, long long since, const char *epoch)
+{
+    mp_ws *ws = c->ws;
+    char personal[MP_NAME_MAX + 8];
+    snprintf(personal, sizeof personal, "user:%s", ws->ident->user);
     if (strcmp(name, personal) != 0 && !mp_identity_allows(ws->ident, name)) {
         send_error(c, "forbidden", "this connection may not subscribe to that channel", name);
         return;
     }
     mp_channel *ch = mp_hub_channel(name, 0);
-    if (!is_subscribed(ws, ch)) {
+    mp_sub *sub = mp_hub_find_sub(ws->subs, ch);
+    if (!sub) {
         if (ws->nsubs >= mp.cfg.max_subscriptions) {
             send_error(c, "too_many_subscriptions", "limits.max_subscriptions reached", name);
             return;
         }
         if (!ch)
             ch = mp_hub_channel(name, 1);
-        if (!ch || mp_hub_subscribe(&ws->subs, c, ch) < 0) {
+        if (!ch || mp_hub_subscribe(&ws->subs, c, ch, &sub) < 0) {
             send_error(c, "unavailable", ch ? "server out of memory" : "the server holds limits.max_channels channels", name);
             return;
         }
-        ws->nsubs++;
+        sub->tracks_acks = ws->acks != NULL;
+        if (strcmp(name, personal) != 0)
+            ws->nsubs++;
     }
-    send_json(c, json_pack("{s:s, s:s}", "type", "subscribed", "channel", name));
+    send_subscribed(c, name);
+    if (since >= 0)
+        mp_delivery_replay(c, sub, epoch, (uint64_t)since);
+    else if (ws->acks)
+        mp_delivery_resume_device(c, sub, ws->ident, 0);
+}
+
+static void handle_ack(mp_conn *c, json_t *root, const char *name)
+{
+    mp_ws *ws = c->ws;
+    json_t *jseq = json_object_get(root, "seq");
+    if (!name || !json_is_integer(jseq) || json_integer_value(jseq) < 1) {
+        send_error(c, "bad_frame", "an ack needs a string \"channel\" and an integer \"seq\" >= 1", name);
+        return;
+    }
+    if (!ws->acks) {
+        send_error(c, "acks_disabled", "this route does not take acks", name);
+        return;
+    }
+    mp_sub *sub = mp_hub_find_sub(ws->subs, mp_hub_channel(name, 0));
+    if (!sub) {
+        send_error(c, "not_subscribed", "not subscribed to this channel", name);
+        return;
+    }
+    if (mp_acks_ack(ws->acks, sub, (uint64_t)json_integer_value(jseq)) < 0)
+        send_error(c, "bad_ack", "that seq was never sent on this channel", name);
 }
 
 /* A frame type the core does not know goes to the route's on_message hooks. */
@@ -218,10 +260,20 @@ static void handle_text(mp_conn *c, const uint8_t *msg, size_t len)
     if (!type) {
         send_error(c, "bad_frame", "client frames are JSON objects with a \"type\"", NULL);
     } else if (strcmp(type, "subscribe") == 0 || strcmp(type, "unsubscribe") == 0) {
+        json_t *jsince = json_object_get(root, "since");
+        const char *epoch = json_string_value(json_object_get(root, "epoch"));
         if (!channel)
             send_error(c, "bad_frame", "subscribe and unsubscribe need a string \"channel\"", NULL);
+        else if (!mp_hub_valid_name(channel, strlen(channel)))
+            send_error(c, "bad_channel", "channel names are 1-128 bytes of A-Z a-z 0-9 _ - . : @", channel);
+        else if (jsince && (!json_is_integer(jsince) || json_integer_value(jsince) < 0))
+            send_error(c, "bad_frame", "\"since\" is an integer seq >= 0", channel);
+        else if (type[0] == 'u')
+            handle_unsubscribe(c, channel);
         else
-            handle_subscribe(c, channel, type[0] == 's');
+            handle_subscribe(c, channel, jsince ? (long long)json_integer_value(jsince) : -1, epoch);
+    } else if (strcmp(type, "ack") == 0) {
+        handle_ack(c, root, channel);
     } else {
         handle_plugin_frame(c, msg, len);
     }
@@ -233,8 +285,8 @@ static void handle_text(mp_conn *c, const uint8_t *msg, size_t len)
 static ssize_t recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags, void *user)
 {
     (void)flags;
-    mp_conn *c = user;
-    if (feed_left == 0) {
+    mp_ws *ws = user;
+    if (feed_left == 0 || ws->detached) {
         wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
         return -1;
     }
@@ -242,7 +294,7 @@ static ssize_t recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, in
     memcpy(buf, feed_ptr, n);
     feed_ptr += n;
     feed_left -= n;
-    c->ws->fed += n;
+    ws->fed += n;
     return (ssize_t)n;
 }
 
@@ -297,7 +349,10 @@ static int emit_control_frame(wslay_event_context_ptr ctx, mp_conn *c, const uin
 static ssize_t send_cb(wslay_event_context_ptr ctx, const uint8_t *data, size_t len, int flags, void *user)
 {
     (void)flags;
-    mp_conn *c = user;
+    mp_ws *ws = user;
+    mp_conn *c = ws->conn;
+    if (ws->detached)
+        return (ssize_t)len;   /* the connection is closing on its own terms */
     size_t take = len < sizeof ctl_buf - ctl_len ? len : sizeof ctl_buf - ctl_len;
     memcpy(ctl_buf + ctl_len, data, take);
     ctl_len += take;
@@ -317,7 +372,7 @@ static ssize_t send_cb(wslay_event_context_ptr ctx, const uint8_t *data, size_t 
 
 static void frame_start_cb(wslay_event_context_ptr ctx, const struct wslay_event_on_frame_recv_start_arg *a, void *user)
 {
-    mp_ws *ws = ((mp_conn *)user)->ws;
+    mp_ws *ws = user;
     uint64_t len = a->payload_length;
     if (a->opcode == WSLAY_CONNECTION_CLOSE && len == 1) {
         /* A status code is two bytes; wslay would answer with an empty close. */
@@ -342,14 +397,17 @@ static void frame_start_cb(wslay_event_context_ptr ctx, const struct wslay_event
 static void frame_end_cb(wslay_event_context_ptr ctx, void *user)
 {
     (void)ctx;
-    mp_ws *ws = ((mp_conn *)user)->ws;
+    mp_ws *ws = user;
     ws->framed += ws->frame_size;
     ws->frame_size = 0;
 }
 
 static void msg_cb(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *a, void *user)
 {
-    mp_conn *c = user;
+    mp_ws *ws = user;
+    mp_conn *c = ws->conn;
+    if (ws->detached)
+        return;
     /* wslay has validated framing, masking, size and UTF-8 already. A pong
      * it queued for a ping that arrived mid-message must leave before our
      * answer to the message: flush its queue first. */
@@ -377,6 +435,13 @@ static void release_wslay(mp_ws *ws)
     }
     ws->fed = ws->framed = ws->frame_size = ws->msg_bytes = 0;
     ws->in_fragment = 0;
+}
+
+static void session_destroy(mp_ws *ws)
+{
+    release_wslay(ws);
+    free(ws->ident);
+    free(ws);
 }
 
 /* wslay reports a frame only once payload bytes arrive, so a client could
@@ -410,7 +475,7 @@ void mp_ws_feed(mp_conn *c, const uint8_t *data, size_t len)
         return;
     }
     if (!ws->wslay) {
-        if (wslay_event_context_server_init(&ws->wslay, &callbacks, c) != 0) {
+        if (wslay_event_context_server_init(&ws->wslay, &callbacks, ws) != 0) {
             mp_conn_abort(c);
             return;
         }
@@ -419,14 +484,19 @@ void mp_ws_feed(mp_conn *c, const uint8_t *data, size_t len)
     feed_ptr = data;
     feed_left = len;
     ctl_len = 0;
+    ws->in_recv = 1;
     int rc = wslay_event_recv(ws->wslay);
-    if (c->state != MP_CONN_WS)
-        return;                                 /* a client frame closed it */
+    ws->in_recv = 0;
+    if (ws->detached) {                         /* a client frame closed it */
+        session_destroy(ws);
+        return;
+    }
     /* Even after an error wslay may have queued a close (1002, 1007, 1009):
      * send it before deciding anything. */
     if (wslay_event_want_write(ws->wslay))
         wslay_event_send(ws->wslay);
     if (wslay_event_get_close_sent(ws->wslay)) {
+        c->close_code = wslay_event_get_status_code_sent(ws->wslay);
         mp_conn_close_ws(c, 0, NULL);           /* the close frame is queued */
         return;
     }
@@ -453,16 +523,19 @@ void mp_ws_session_free(mp_conn *c)
     mp_ws *ws = c->ws;
     if (!ws)
         return;
+    mp_acks_free(ws->acks);
+    ws->acks = NULL;
     mp_hub_unsubscribe_all(&ws->subs);
     if (route_has(ws, MP_HOOK_ON_CLOSE)) {
         mp_conn_info info = conn_info(c);
         uint16_t code = c->close_code ? c->close_code : 1006;
         mp_lua_conn_event(ws->route_index, "on_close", &info, code, close_reason(code));
     }
-    release_wslay(ws);
-    free(ws->ident);
-    free(ws);
     c->ws = NULL;
+    if (ws->in_recv)
+        ws->detached = 1;   /* wslay is on the stack: mp_ws_feed frees it */
+    else
+        session_destroy(ws);
 }
 
 /* ---- handshake ---------------------------------------------------------- */
@@ -498,15 +571,17 @@ static void bad_handshake(mp_conn *c, const char *why)
     mp_http_error(c, 400, "bad_handshake", why);
 }
 
-/* Checks the channels asked for at connect and finds (creates) them; returns
- * 0, or answers the request and returns -1. */
-static int resolve_initial_channels(mp_conn *c, const mp_identity *id, mp_channel **out)
+/* Checks the channels asked for at connect: names, permissions, count, room
+ * in the hub. Returns 0, or answers the request and returns -1. Nothing is
+ * created here: a refused handshake leaves no trace in the hub. */
+static int check_initial_channels(mp_conn *c, const mp_identity *id)
 {
     char msg[200];
     if ((size_t)id->nsubscribe > mp.cfg.max_subscriptions) {
         mp_http_error(c, 400, "too_many_subscriptions", "more channels than limits.max_subscriptions");
         return -1;
     }
+    size_t missing = 1;   /* the personal channel, at most */
     for (int i = 0; i < id->nsubscribe; i++) {
         const char *name = id->subscribe[i];
         if (!mp_hub_valid_name(name, strlen(name))) {
@@ -518,11 +593,12 @@ static int resolve_initial_channels(mp_conn *c, const mp_identity *id, mp_channe
             mp_http_error(c, 403, "forbidden", msg);
             return -1;
         }
-        out[i] = mp_hub_channel(name, 1);
-        if (!out[i]) {
-            mp_http_error(c, 503, "unavailable", "the server holds limits.max_channels channels");
-            return -1;
-        }
+        if (!mp_hub_channel(name, 0))
+            missing++;
+    }
+    if (mp_hub_channel_count() + missing > mp.cfg.max_channels) {
+        mp_http_error(c, 503, "unavailable", "the server holds limits.max_channels channels");
+        return -1;
     }
     return 0;
 }
@@ -530,14 +606,80 @@ static int resolve_initial_channels(mp_conn *c, const mp_identity *id, mp_channe
 static void send_welcome(mp_conn *c)
 {
     mp_ws *ws = c->ws;
-    json_t *chans = json_array();
-    for (mp_sub *s = ws->subs; s; s = s->conn_next)
-        json_array_insert_new(chans, 0, json_string(mp_hub_channel_name(s->ch)));
+    json_t *chans = json_array(), *epochs = json_object();
+    for (mp_sub *s = ws->subs; s; s = s->conn_next) {
+        const char *name = mp_hub_channel_name(s->ch);
+        char epoch[32];
+        uint64_t last;
+        mp_delivery_position(name, epoch, &last);
+        json_array_insert_new(chans, 0, json_string(name));
+        json_object_set_new(epochs, name, json_string(epoch));
+    }
     char conn_id[24];
     snprintf(conn_id, sizeof conn_id, "%llu", (unsigned long long)c->id);
-    send_json(c, json_pack("{s:s, s:s, s:s, s:s, s:s, s:o}", "type", "welcome", "conn", conn_id,
+    send_json(c, json_pack("{s:s, s:s, s:s, s:s, s:s, s:o, s:o, s:b}", "type", "welcome", "conn", conn_id,
                            "user", ws->ident->user, "device", ws->ident->device,
-                           "kind", ws->ident->kind, "channels", chans));
+                           "kind", ws->ident->kind, "channels", chans, "epochs", epochs,
+                           "acks", ws->acks != NULL));
+}
+
+/* Closes the user's other connections with the same device on this route
+ * (duplicate login), unless the route allows several. */
+static void replace_duplicates(mp_channel *own, const mp_identity *id, int route_index)
+{
+    if (!own)
+        return;
+    mp_sub *s = mp_hub_channel_subs(own);
+    while (s) {
+        mp_sub *next = s->ch_next;   /* closing unsubscribes s */
+        mp_conn *other = s->conn;
+        if (other->ws && other->ws->route_index == route_index &&
+            strcmp(other->ws->ident->device, id->device) == 0) {
+            mp.stats.replaced_closes++;
+            mp_conn_close_ws(other, 4002, "replaced by a newer connection");
+        }
+        s = next;
+    }
+}
+
+/* Subscribes a new connection to its channels and sends what it is owed:
+ * `since.<channel>` (with `epoch.<channel>`) from the query, else on an ack
+ * route the device's cursor, else nothing old. */
+static void join_channels(mp_conn *c, mp_http_req *req, const char *personal)
+{
+    mp_ws *ws = c->ws;
+    const mp_identity *id = ws->ident;
+    int n = id->nsubscribe + 1;
+    for (int i = 0; i < n; i++) {
+        const char *name = i == 0 ? personal : id->subscribe[i - 1];
+        mp_channel *ch = mp_hub_channel(name, 1);
+        mp_sub *sub = NULL;
+        int added = ch ? mp_hub_subscribe(&ws->subs, c, ch, &sub) : -1;
+        if (added < 0) {
+            send_error(c, "unavailable", "could not subscribe", name);
+            continue;
+        }
+        sub->tracks_acks = ws->acks != NULL;
+        if (added == 1 && i > 0)
+            ws->nsubs++;
+    }
+    send_welcome(c);
+    for (mp_sub *s = ws->subs; s; s = s->conn_next) {
+        const char *name = mp_hub_channel_name(s->ch);
+        char key[MP_NAME_MAX + 16], since_text[32], epoch[64];
+        snprintf(key, sizeof key, "since.%s", name);
+        const char *since = mp_http_query_get(req, key, since_text, sizeof since_text);
+        snprintf(key, sizeof key, "epoch.%s", name);
+        const char *ep = mp_http_query_get(req, key, epoch, sizeof epoch);
+        char *end = NULL;
+        unsigned long long seq = since ? strtoull(since, &end, 10) : 0;
+        if (since && end && *end == '\0' && since[0] != '\0')
+            mp_delivery_replay(c, s, ep, seq);
+        else if (since)
+            send_error(c, "bad_since", "since.<channel> must be a seq (integer >= 0)", name);
+        else if (ws->acks)
+            mp_delivery_resume_device(c, s, id, strcmp(name, personal) == 0);
+    }
 }
 
 void mp_ws_handshake(mp_http_req *req, const uint8_t *rest, size_t rest_len)
@@ -569,24 +711,23 @@ void mp_ws_handshake(mp_http_req *req, const uint8_t *rest, size_t rest_len)
     }
     char personal[MP_NAME_MAX + 8];
     int plen = snprintf(personal, sizeof personal, "user:%s", id->user);
-    if (plen < 0 || (size_t)plen >= sizeof personal || !mp_hub_valid_name(personal, (size_t)plen) ||
-        !mp_hub_valid_name(id->device, strlen(id->device)) || !mp_hub_valid_name(id->kind, strlen(id->kind))) {
+    if (plen < 0 || (size_t)plen >= sizeof personal || !mp_hub_valid_name(id->user, strlen(id->user)) ||
+        !mp_hub_valid_name(personal, (size_t)plen) || !mp_hub_valid_name(id->device, strlen(id->device)) ||
+        !mp_hub_valid_name(id->kind, strlen(id->kind))) {
         free(id);
         mp_http_error(c, 500, "plugin_error", "auth plugin returned an invalid user, device or kind");
         return;
     }
-    mp_channel *initial[id->nsubscribe > 0 ? id->nsubscribe : 1];
-    mp_channel *own = mp_hub_channel(personal, 1);
-    if (!own) {
-        free(id);
-        mp_http_error(c, 503, "unavailable", "the server holds limits.max_channels channels");
-        return;
-    }
-    if (resolve_initial_channels(c, id, initial) < 0) {
+    if (check_initial_channels(c, id) < 0) {
         free(id);
         return;
     }
     mp_ws *ws = calloc(1, sizeof *ws);
+    const mp_route *route = req->route;
+    if (ws && route->acks && !(ws->acks = mp_acks_new(c, &ws->subs, id, route))) {
+        free(ws);
+        ws = NULL;
+    }
     if (!ws) {
         free(id);
         mp_http_error(c, 503, "unavailable", "server out of memory");
@@ -598,6 +739,7 @@ void mp_ws_handshake(mp_http_req *req, const uint8_t *rest, size_t rest_len)
                      "Sec-WebSocket-Accept: %s\r\n\r\n", accept);
     mp_frame *f = mp_frame_copy(head, (size_t)n);
     if (!f) {
+        mp_acks_free(ws->acks);
         free(ws);
         free(id);
         mp_conn_abort(c);
@@ -606,25 +748,28 @@ void mp_ws_handshake(mp_http_req *req, const uint8_t *rest, size_t rest_len)
     mp_conn_send(c, f);
     mp_frame_unref(f);
 
-    mp_http_session_free(c);
+    /* Without a cap the kernel grows a stalled client's send buffer to
+     * megabytes before our own max_outbound_bytes even starts counting. */
+    int sndbuf = mp.cfg.socket_send_buffer;
+    setsockopt(c->rio.fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
+    if (!route->allow_duplicates)
+        replace_duplicates(mp_hub_channel(personal, 0), id, req->route_index);
     c->state = MP_CONN_WS;
     c->ws = ws;
+    ws->conn = c;
     ws->ident = id;
     ws->route_index = (int16_t)req->route_index;
     mp.nws++;
     mp.stats.ws_handshakes++;
-    mp_hub_subscribe(&ws->subs, c, own);
-    for (int i = 0; i < id->nsubscribe; i++)
-        if (mp_hub_subscribe(&ws->subs, c, initial[i]) == 1)
-            ws->nsubs++;
     mp_tlist_touch(&mp_idle_list, &c->tnode);
-    send_welcome(c);
+    join_channels(c, req, personal);
+    mp_http_session_free(c);   /* req (and its query) lives in the HTTP arena: last use above */
     mp_debug("ws connected", "conn=%llu user=%s device=%s remote=%s",
              (unsigned long long)c->id, id->user, id->device, c->remote);
     if (route_has(ws, MP_HOOK_ON_CONNECT)) {
         mp_conn_info info = conn_info(c);
         mp_lua_conn_event(ws->route_index, "on_connect", &info, 0, NULL);
     }
-    if (rest_len)
+    if (rest_len && c->state == MP_CONN_WS)
         mp_ws_feed(c, rest, rest_len);
 }

@@ -37,6 +37,9 @@ const char *mp_ws_kind(const mp_conn *c);
  * itself (a format hook), else -1. */
 int mp_ws_format_route(const mp_conn *c);
 
+/* A frame on an ack route went out unacked: make sure the retry timer runs. */
+void mp_ws_awaiting_ack(mp_conn *c);
+
 /* After a config reload: map[old route index] = new index, or -1. */
 void mp_ws_remap_routes(const int *map);
 

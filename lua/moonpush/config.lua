@@ -22,6 +22,7 @@ local DEFAULTS = {
     max_outbound_bytes = 1048576,
     max_subscriptions = 64,
     max_channels = 1000000,
+    socket_send_buffer = 131072,   -- SO_SNDBUF of a WebSocket: caps kernel memory per slow client
   },
   timeouts = {
     request_ms = 10000,
@@ -31,7 +32,24 @@ local DEFAULTS = {
   plugin_budget = 1000000,   -- Lua instructions per hook call
 }
 
-local ROUTE_TYPES = { websocket = true, publish = true, health = true }
+local ROUTE_TYPES = { websocket = true, publish = true, health = true, history = true, presence = true }
+
+-- Keys a config may have: anything else is a typo, refused rather than ignored.
+local TOP_KEYS = { listen = true, max_connections = true, limits = true, timeouts = true,
+                   plugin_dir = true, plugin_path = true, plugin_budget = true, routes = true,
+                   history = true }
+local ROUTE_KEYS = { path = true, type = true, plugins = true, budget = true, acks = true,
+                     duplicate_devices = true }
+local ACK_DEFAULTS = { timeout_ms = 5000, factor = 2, max_tries = 5, jitter = 0.2 }
+local HISTORY_DEFAULTS = { max_messages = 100, max_age_ms = 3600000, max_channels = 100000,
+                           max_bytes = 268435456, channel_idle_ms = 600000, max_cursors = 1000000,
+                           cursor_ttl_ms = 604800000 }
+
+local function unknown_key(t, known, where)
+  for k in pairs(t) do
+    if not known[k] then return format("unknown key %s%s", where, tostring(k)) end
+  end
+end
 
 local function dirname(path)
   return match(path, "^(.*)/[^/]*$") or "."
@@ -76,13 +94,15 @@ end
 local function check_route(i, r, plugin_dirs)
   local where = format("routes[%d]", i)
   if type(r) ~= "table" then return nil, where .. " must be a table" end
+  local bad = unknown_key(r, ROUTE_KEYS, where .. ".")
+  if bad then return nil, bad end
   if type(r.path) ~= "string" or not match(r.path, "^/[%w%-%._~/]*$") then
     return nil, where .. ".path must be a string starting with /"
   end
   local path = r.path
   if #path > 1 then path = path:gsub("/+$", "") end
   if not ROUTE_TYPES[r.type] then
-    return nil, format("%s.type must be websocket, publish or health, got %s", where, tostring(r.type))
+    return nil, format("%s.type must be websocket, publish, history, presence or health, got %s", where, tostring(r.type))
   end
   if r.budget ~= nil and not positive_int(r.budget) then
     return nil, where .. ".budget must be a positive integer (Lua instructions per hook call)"
@@ -92,7 +112,60 @@ local function check_route(i, r, plugin_dirs)
   if r.type == "websocket" and not chain.has_auth then
     return nil, where .. ": a websocket route needs a plugin with an auth hook"
   end
-  return { path = path, type = r.type, chain = chain, has_auth = chain.has_auth, budget = r.budget }
+  local acks
+  if r.acks ~= nil and r.acks ~= false then
+    if r.type ~= "websocket" then return nil, where .. ".acks applies to websocket routes only" end
+    local given = r.acks == true and {} or r.acks
+    if type(given) ~= "table" then return nil, where .. ".acks must be true or a table" end
+    acks = {}
+    for k, default in pairs(ACK_DEFAULTS) do
+      local v = given[k]
+      if v == nil then v = default end
+      if type(v) ~= "number" or v < 0 or (k ~= "jitter" and v <= 0) or (k == "jitter" and v >= 1)
+         or (k == "factor" and v < 1) or (k == "max_tries" and v ~= math.floor(v)) then
+        return nil, format("%s.acks.%s is out of range: %s", where, k, tostring(v))
+      end
+      acks[k] = v
+    end
+    local extra = unknown_key(given, ACK_DEFAULTS, where .. ".acks.")
+    if extra then return nil, extra end
+  end
+  local dup = r.duplicate_devices or "replace"
+  if dup ~= "replace" and dup ~= "allow" then
+    return nil, where .. ".duplicate_devices must be \"replace\" or \"allow\""
+  end
+  return { path = path, type = r.type, chain = chain, has_auth = chain.has_auth, budget = r.budget,
+           acks = acks, allow_duplicates = dup == "allow" }
+end
+
+-- history = { max_messages, max_age_ms, ..., channels = { { pattern, max_messages, max_age_ms } } }
+function _M.check_history(h)
+  if h == nil then h = {} end
+  if type(h) ~= "table" then return nil, "history must be a table" end
+  local out = { channels = {} }
+  for k, default in pairs(HISTORY_DEFAULTS) do
+    local v = h[k]
+    if v == nil then v = default end
+    if type(v) ~= "number" or v < 0 or v ~= math.floor(v) then
+      return nil, format("history.%s must be a non-negative integer, got %s", k, tostring(v))
+    end
+    out[k] = v
+  end
+  for k in pairs(h) do
+    if HISTORY_DEFAULTS[k] == nil and k ~= "channels" then return nil, "unknown key history." .. tostring(k) end
+  end
+  for i, p in ipairs(h.channels or {}) do
+    local where = format("history.channels[%d]", i)
+    if type(p) ~= "table" or type(p.pattern) ~= "string" or p.pattern == "" then
+      return nil, where .. " needs a pattern (exact name, prefix*, or *)"
+    end
+    local mm, ma = p.max_messages or out.max_messages, p.max_age_ms or out.max_age_ms
+    if type(mm) ~= "number" or mm < 0 or mm > 1000000 or type(ma) ~= "number" or ma < 0 then
+      return nil, where .. ": max_messages 0..1000000 and max_age_ms >= 0"
+    end
+    out.channels[i] = { pattern = p.pattern, max_messages = mm, max_age_ms = ma }
+  end
+  return out
 end
 
 -- Returns the normalised config, or nil and a message.
@@ -102,6 +175,8 @@ function _M.load(path)
   local ok, cfg = pcall(chunk)
   if not ok then return nil, path .. ": " .. tostring(cfg) end
   if type(cfg) ~= "table" then return nil, path .. ": the config file must return a table" end
+  local bad = unknown_key(cfg, TOP_KEYS, "")
+  if bad then return nil, bad end
 
   local out = {}
   local host, port = parse_listen(cfg.listen or DEFAULTS.listen)
@@ -131,6 +206,9 @@ function _M.load(path)
     if d:sub(1, 1) ~= "/" then d = dirname(path) .. "/" .. d end
     out.plugin_path[i] = d
   end
+
+  out.history, err = _M.check_history(cfg.history)
+  if not out.history then return nil, err end
 
   if type(cfg.routes) ~= "table" or #cfg.routes == 0 then
     return nil, "routes must be a non-empty list"

@@ -197,7 +197,11 @@ function _M.routes_for_c()
   local out = {}
   for i, r in ipairs(_M.config.routes) do
     local h = r.chain.hooks
+    local a = r.acks
     out[i] = { path = r.path, type = r.type, budget = r.budget or _M.config.plugin_budget,
+               allow_duplicates = r.allow_duplicates, acks = a ~= nil,
+               ack_timeout_ms = a and a.timeout_ms, ack_factor = a and a.factor,
+               ack_jitter = a and a.jitter, ack_max_tries = a and a.max_tries,
                auth = h.auth, ratelimit = h.ratelimit, route = h.route, format = h.format,
                on_connect = h.on_connect, on_close = h.on_close, on_message = h.on_message }
   end

@@ -50,6 +50,18 @@ M.query_string = query_string
 
 -- Unique-ish names so tests sharing a server do not share channels/devices.
 local counter = 0
+-- The type and channel of a frame (or of each frame of a list): answers
+-- such as `subscribed` carry more fields (epoch, seq) than a spec compares.
+function M.pick(t)
+  if type(t) ~= "table" then return t end
+  if t.type == nil and t[1] ~= nil then
+    local out = {}
+    for i, v in ipairs(t) do out[i] = M.pick(v) end
+    return out
+  end
+  return { type = t.type, channel = t.channel }
+end
+
 function M.unique(prefix)
   counter = counter + 1
   return string.format("%s%d", prefix or "x", counter)

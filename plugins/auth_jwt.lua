@@ -1,0 +1,272 @@
+-- auth_jwt: HS256 JSON Web Tokens (RFC 7519) signed with a shared secret.
+--
+-- The token comes from `Authorization: Bearer <jwt>` or `?token=<jwt>`
+-- (req.token). Only HS256 is accepted: the header's `alg` must be exactly
+-- "HS256" ("none", "hs256", RS256 ... are refused), and a header with `crit`
+-- is refused (no extensions are understood).
+--
+-- config = {
+--   secret   = "...",         -- required; at least 32 bytes (RFC 7518 3.2)
+--   leeway   = 30,            -- seconds of clock skew allowed on exp/nbf/iat
+--   require_exp = false,      -- true: a token without `exp` is refused
+--   issuer   = "billing",     -- optional: `iss` must equal it (or be one of a list)
+--   audience = "push",        -- optional: `aud` (string or list) must contain it
+--                             --   (or one of a list)
+--   publisher = false,        -- true: identities are publishers; also implied
+--                             --   on routes of type "publish"
+--   claims = {                -- which claim holds what (defaults shown)
+--     user = "sub", device = "device", kind = "kind", channels = "channels",
+--     name = "sub",           -- publisher name (publisher mode)
+--   },
+-- }
+--
+-- Identities: a device gets { user, device?, kind?, channels } from the
+-- claims (a missing device/kind is left to the core's defaults; a missing
+-- channels claim means no channel besides user:<user>). A publisher gets
+-- { name, channels }. The channels claim is a list of channel patterns.
+--
+-- Denials (the status is the contract with clients; the message names the
+-- reason and never echoes the token):
+--   401 unauthorized  -- the token cannot be trusted or is not for us, so the
+--                        client should get a new one: missing token,
+--                        malformed token (parts, base64, JSON, claim types),
+--                        unsupported alg, bad signature, expired, not yet
+--                        valid, issued in the future, wrong issuer, wrong
+--                        audience (RFC 6750 "invalid_token").
+--   403 forbidden     -- an authentic, current token for us that does not
+--                        grant this route: no user claim (device routes) or
+--                        no name claim (publish routes), i.e. a token minted
+--                        for the other kind of client.
+
+local moonpush = require "moonpush"
+
+local type, pairs, ipairs, tostring, setmetatable = type, pairs, ipairs, tostring, setmetatable
+local match, sub = string.match, string.sub
+local floor = math.floor
+
+local b64url_decode = moonpush.base64url_decode
+local b64url_encode = moonpush.base64url_encode
+local hmac_sha256 = moonpush.hmac_sha256
+local ct_eq = moonpush.constant_time_eq
+local json_decode = moonpush.json.decode
+local now_ms = moonpush.now
+local null = moonpush.json.null
+
+local _M = { name = "auth_jwt" }
+
+local MAX_TOKEN_BYTES = 8192
+local DEFAULT_LEEWAY = 30
+local CLAIM_DEFAULTS = { user = "sub", device = "device", kind = "kind", channels = "channels", name = "sub" }
+local KNOWN_KEYS = {
+  secret = true, leeway = true, require_exp = true, issuer = true, audience = true,
+  publisher = true, claims = true,
+}
+
+local function unauthorized(message)
+  return nil, { status = 401, code = "unauthorized", message = message }
+end
+
+local function forbidden(message)
+  return nil, { status = 403, code = "forbidden", message = message }
+end
+
+-- A string, or a non-empty list of strings; returns a set or nil.
+local function string_set(v)
+  if type(v) == "string" then return { [v] = true } end
+  if type(v) ~= "table" or #v == 0 then return nil end
+  local set = {}
+  for k, s in pairs(v) do
+    if type(k) ~= "number" or type(s) ~= "string" then return nil end
+    set[s] = true
+  end
+  return set
+end
+
+function _M.validate(conf)
+  for k in pairs(conf) do
+    if not KNOWN_KEYS[k] then return nil, "unknown key " .. tostring(k) end
+  end
+  if type(conf.secret) ~= "string" or conf.secret == "" then
+    return nil, "secret must be a non-empty string"
+  end
+  if #conf.secret < 32 then
+    return nil, "secret must be at least 32 bytes (RFC 7518: HS256 keys are 256 bits or more)"
+  end
+  if conf.leeway ~= nil and (type(conf.leeway) ~= "number" or conf.leeway < 0 or conf.leeway ~= conf.leeway) then
+    return nil, "leeway must be a number of seconds >= 0"
+  end
+  if conf.require_exp ~= nil and type(conf.require_exp) ~= "boolean" then
+    return nil, "require_exp must be a boolean"
+  end
+  if conf.publisher ~= nil and type(conf.publisher) ~= "boolean" then
+    return nil, "publisher must be a boolean"
+  end
+  if conf.issuer ~= nil and not string_set(conf.issuer) then
+    return nil, "issuer must be a string or a list of strings"
+  end
+  if conf.audience ~= nil and not string_set(conf.audience) then
+    return nil, "audience must be a string or a list of strings"
+  end
+  if conf.claims ~= nil then
+    if type(conf.claims) ~= "table" then return nil, "claims must be a table" end
+    for k, v in pairs(conf.claims) do
+      if not CLAIM_DEFAULTS[k] then
+        return nil, "claims." .. tostring(k) .. ": unknown (user, device, kind, channels, name)"
+      end
+      if type(v) ~= "string" or v == "" then
+        return nil, "claims." .. k .. " must be a claim name"
+      end
+    end
+  end
+  return true
+end
+
+-- Options derived from a config, computed once per config table.
+local derived = setmetatable({}, { __mode = "k" })
+
+local function options(conf)
+  local o = derived[conf]
+  if o then return o end
+  local claims = {}
+  for k, v in pairs(CLAIM_DEFAULTS) do claims[k] = v end
+  for k, v in pairs(conf.claims or {}) do claims[k] = v end
+  o = {
+    leeway = conf.leeway or DEFAULT_LEEWAY,
+    issuers = conf.issuer and string_set(conf.issuer),
+    audiences = conf.audience and string_set(conf.audience),
+    claims = claims,
+  }
+  derived[conf] = o
+  return o
+end
+
+-- Decodes one base64url JSON object part; returns table or nil.
+local function decode_part(s)
+  local raw = b64url_decode(s)
+  if not raw then return nil end
+  local v = json_decode(raw)   -- cjson.safe: nil on bad JSON
+  if type(v) ~= "table" or #v > 0 then return nil end
+  return v
+end
+
+local function is_time(v)
+  return type(v) == "number" and v == v and v > -1e15 and v < 1e15
+end
+
+-- Verifies the token; returns the claims or nil, denial.
+local function verify(token, conf, o)
+  if #token > MAX_TOKEN_BYTES then return unauthorized("malformed token: too long") end
+  local h64, p64, s64 = match(token, "^([%w_%-]+)%.([%w_%-]+)%.([%w_%-]*)$")
+  if not h64 then
+    local _, dots = token:gsub("%.", "")
+    if dots ~= 2 then return unauthorized("malformed token: a JWT has 3 dot-separated parts") end
+    return unauthorized("malformed token: parts must be base64url")
+  end
+
+  local header = decode_part(h64)
+  if not header then return unauthorized("malformed token: header is not a base64url JSON object") end
+  if header.alg ~= "HS256" then
+    return unauthorized("unsupported alg " .. (type(header.alg) == "string" and sub(header.alg, 1, 16) or "(none)") .. ": only HS256 is accepted")
+  end
+  if header.crit ~= nil then return unauthorized("malformed token: unsupported crit header") end
+
+  -- The signature is checked before the payload is looked at.
+  local expected = b64url_encode(hmac_sha256(conf.secret, h64 .. "." .. p64))
+  if not ct_eq(expected, s64) then return unauthorized("bad signature") end
+
+  local claims = decode_part(p64)
+  if not claims then return unauthorized("malformed token: payload is not a base64url JSON object") end
+
+  local now = now_ms() / 1000
+  local leeway = o.leeway
+  local exp, nbf, iat = claims.exp, claims.nbf, claims.iat
+  if exp ~= nil then
+    if not is_time(exp) then return unauthorized("malformed token: exp must be a number") end
+    if now >= exp + leeway then return unauthorized("expired token") end
+  elseif conf.require_exp then
+    return unauthorized("token has no exp")
+  end
+  if nbf ~= nil then
+    if not is_time(nbf) then return unauthorized("malformed token: nbf must be a number") end
+    if now + leeway < nbf then return unauthorized("token not yet valid (nbf)") end
+  end
+  if iat ~= nil then
+    if not is_time(iat) then return unauthorized("malformed token: iat must be a number") end
+    if now + leeway < iat then return unauthorized("token issued in the future (iat)") end
+  end
+
+  if o.issuers then
+    if type(claims.iss) ~= "string" or not o.issuers[claims.iss] then
+      return unauthorized("wrong issuer")
+    end
+  end
+  if o.audiences then
+    local aud, ok = claims.aud, false
+    if type(aud) == "string" then
+      ok = o.audiences[aud] or false
+    elseif type(aud) == "table" then
+      for _, a in ipairs(aud) do
+        if type(a) == "string" and o.audiences[a] then ok = true break end
+      end
+    end
+    if not ok then return unauthorized("wrong audience") end
+  end
+  return claims
+end
+
+-- A claim as a non-empty string (numbers are accepted and converted).
+local function claim_string(claims, name)
+  local v = claims[name]
+  if type(v) == "number" and v == floor(v) then v = tostring(v) end
+  if type(v) == "string" and v ~= "" then return v end
+  return nil
+end
+
+local function claim_channels(claims, name)
+  local v = claims[name]
+  if v == nil or v == null then return {} end
+  if type(v) ~= "table" then return nil end
+  local out = {}
+  for i, c in ipairs(v) do
+    if type(c) ~= "string" then return nil end
+    out[i] = c
+  end
+  return out
+end
+
+function _M.auth(req, conf)
+  local token = req.token
+  if type(token) ~= "string" or token == "" then
+    return unauthorized("missing token: send Authorization: Bearer <jwt> or ?token=")
+  end
+  local o = options(conf)
+  local claims, denial = verify(token, conf, o)
+  if not claims then return nil, denial end
+
+  local names = o.claims
+  local channels = claim_channels(claims, names.channels)
+  if not channels then
+    return unauthorized("malformed token: claim " .. names.channels .. " must be a list of strings")
+  end
+
+  if conf.publisher or req.route_type == "publish" then
+    local name = claim_string(claims, names.name)
+    if not name then return forbidden("token has no publisher name (claim " .. names.name .. ")") end
+    return { name = name, channels = channels }
+  end
+
+  local user = claim_string(claims, names.user)
+  if not user then return forbidden("token has no user (claim " .. names.user .. ")") end
+  local device, kind = claims[names.device], claims[names.kind]
+  if device == null then device = nil end
+  if kind == null then kind = nil end
+  if device ~= nil and type(device) ~= "string" then
+    return unauthorized("malformed token: claim " .. names.device .. " must be a string")
+  end
+  if kind ~= nil and type(kind) ~= "string" then
+    return unauthorized("malformed token: claim " .. names.kind .. " must be a string")
+  end
+  return { user = user, device = device, kind = kind, channels = channels }
+end
+
+return _M

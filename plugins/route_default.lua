@@ -1,0 +1,162 @@
+-- route_default: small, common publish-time rules for a publish route.
+--
+-- config = {
+--   require_fields = { "order", "status" }, -- data must be an object with these
+--                                           -- keys, none of them null
+--   max_data_bytes = 4096,   -- data, JSON-encoded, may be at most this long
+--   prefix = "acme:",        -- prepended to the channel(s); "{publisher}" in
+--                            -- it is replaced by the publisher's name, so
+--                            -- "{publisher}:" gives each publisher its own
+--                            -- namespace. Personal channels (user:<id>) are
+--                            -- left alone.
+--   kinds = { "pos" },       -- deliver only to connections of these device
+--                            -- kinds (sets msg.kinds; intersected with kinds
+--                            -- an earlier plugin set)
+-- }
+-- Every key is optional. Checks run before rewrites, so the limits apply to
+-- what the publisher sent. The hook always returns the message, which ends
+-- the route phase: put route_default last among a chain's route hooks.
+--
+-- Denials:
+--   400 bad_message     data is not an object / lacks a required field
+--   413 data_too_large  encoded data over max_data_bytes (measured as
+--                       lua-cjson encodes it: within a few bytes of the frame)
+--   400 bad_channel     a prefixed channel name would pass 128 bytes
+-- The channel rules themselves (characters, length) are the core's, checked
+-- on the result as on any channel.
+
+local moonpush = require "moonpush"
+
+local type, pairs, ipairs, tostring = type, pairs, ipairs, tostring
+local floor = math.floor
+local find, gsub, match, sub, format = string.find, string.gsub, string.match, string.sub, string.format
+
+local json_encode = moonpush.json.encode
+local null = moonpush.json.null
+
+local _M = { name = "route_default" }
+
+local KNOWN_KEYS = { require_fields = true, max_data_bytes = true, prefix = true, kinds = true }
+local MAX_CHANNEL_BYTES = 128
+local PERSONAL = "user:"
+
+local function string_list(v)
+  if type(v) ~= "table" or #v == 0 then return false end
+  for k, s in pairs(v) do
+    if type(k) ~= "number" or type(s) ~= "string" or s == "" then return false end
+  end
+  return true
+end
+
+function _M.validate(conf)
+  for k in pairs(conf) do
+    if not KNOWN_KEYS[k] then return nil, "unknown key " .. tostring(k) end
+  end
+  if conf.require_fields ~= nil and not string_list(conf.require_fields) then
+    return nil, "require_fields must be a non-empty list of field names"
+  end
+  local m = conf.max_data_bytes
+  if m ~= nil and (type(m) ~= "number" or m < 1 or m ~= floor(m)) then
+    return nil, "max_data_bytes must be a positive integer"
+  end
+  local p = conf.prefix
+  if p ~= nil then
+    if type(p) ~= "string" or p == "" then return nil, "prefix must be a non-empty string" end
+    local literal = gsub(p, "{publisher}", "")
+    if not match(literal, "^[%w_%-%.:@]*$") then
+      return nil, "prefix may hold channel characters (A-Z a-z 0-9 _ - . : @) and {publisher}"
+    end
+    if #literal >= MAX_CHANNEL_BYTES then return nil, "prefix is longer than a channel name may be" end
+  end
+  if conf.kinds ~= nil and not string_list(conf.kinds) then
+    return nil, "kinds must be a non-empty list of device kinds"
+  end
+  return true
+end
+
+local function bad(status, code, message)
+  return nil, { status = status, code = code, message = message }
+end
+
+local function check_data(data, conf)
+  local fields = conf.require_fields
+  if fields then
+    if type(data) ~= "table" then return bad(400, "bad_message", "data must be an object") end
+    for i = 1, #fields do
+      local v = data[fields[i]]
+      if v == nil or v == null then
+        return bad(400, "bad_message", "data." .. fields[i] .. " is required")
+      end
+    end
+  end
+  local max = conf.max_data_bytes
+  if max then
+    local encoded = json_encode(data)
+    if not encoded then return bad(400, "bad_message", "data cannot be encoded as JSON") end
+    if #encoded > max then
+      return bad(413, "data_too_large", format("data is %d bytes, at most %d allowed", #encoded, max))
+    end
+  end
+  return true
+end
+
+local function prefixed(channel, prefix)
+  if type(channel) ~= "string" or sub(channel, 1, #PERSONAL) == PERSONAL then return channel end
+  local c = prefix .. channel
+  if #c > MAX_CHANNEL_BYTES then return nil, c end
+  return c
+end
+
+local function intersect(have, want)
+  local set, out = {}, {}
+  for _, k in ipairs(want) do set[k] = true end
+  for _, k in ipairs(have) do
+    if set[k] then out[#out + 1] = k end
+  end
+  return out
+end
+
+function _M.route(msg, ctx, conf)
+  local ok, denial = check_data(msg.data, conf)
+  if not ok then return nil, denial end
+
+  local prefix = conf.prefix
+  if prefix then
+    if find(prefix, "{publisher}", 1, true) then
+      local name = ctx.publisher
+      if type(name) ~= "string" or name == "" then
+        return bad(403, "forbidden", "route needs a named publisher ({publisher} prefix)")
+      end
+      prefix = gsub(prefix, "{publisher}", (gsub(name, "%%", "%%%%")))
+    end
+    local long
+    if msg.channel ~= nil then
+      local c
+      c, long = prefixed(msg.channel, prefix)
+      if c == nil then return bad(400, "bad_channel", "channel too long after prefix: " .. sub(long, 1, 40) .. "...") end
+      msg.channel = c
+    end
+    if type(msg.channels) == "table" then
+      local out = {}
+      for i, ch in ipairs(msg.channels) do
+        out[i], long = prefixed(ch, prefix)
+        if out[i] == nil then return bad(400, "bad_channel", "channel too long after prefix: " .. sub(long, 1, 40) .. "...") end
+      end
+      msg.channels = out
+    end
+  end
+
+  local kinds = conf.kinds
+  if kinds then
+    if type(msg.kinds) == "table" then
+      msg.kinds = intersect(msg.kinds, kinds)
+    else
+      local copy = {}
+      for i = 1, #kinds do copy[i] = kinds[i] end
+      msg.kinds = copy
+    end
+  end
+  return msg
+end
+
+return _M

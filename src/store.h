@@ -1,0 +1,287 @@
+/* store.h — sequence numbers, channel history and device cursors.
+ *
+ * The store owns three things, all keyed by name (never by a hub pointer):
+ *
+ *   - per channel: the seq counter (last seq published), the epoch, and a
+ *     bounded history of the messages published with store=true, each kept
+ *     as a reference to its already-encoded frame, so a replay pushes the
+ *     same frames into a connection's queue: no copy, no re-encode;
+ *   - per (user, device, channel): a cursor, the last seq that device acked
+ *     and the epoch it belongs to;
+ *   - the limits and a sweep that frees what expired.
+ *
+ * It is an interface with one implementation per backend: the memory store
+ * (store_mem.c, the embedded default) and later a Redis store for clusters.
+ * Every operation that a backend may have to ask someone else about takes a
+ * callback: the callback is called exactly once with the outcome. The memory
+ * store always calls it before the operation returns; a Redis store calls it
+ * later from the event loop. Callers write the continuation in the callback
+ * and never assume either. `ud` must stay valid until the callback ran. A
+ * NULL callback means "don't tell me". Sweep, stats and policy changes are
+ * local bookkeeping and synchronous in every backend.
+ *
+ * Order: a backend completes operations in the order they were issued (a
+ * networked one keeps them on one pipelined connection per shard), so an
+ * append is visible to every read issued after it, and no callback of a
+ * channel overtakes an earlier one. A callback may call the store again
+ * (even a read from inside a read callback).
+ *
+ * Seq: the store, not the hub, hands out seqs (mp_store_next_seq), because
+ * in a cluster several nodes publish on one channel and the seq must come
+ * from the shared store. Publishing is: next_seq -> encode the frame with
+ * that seq -> mp_store_append (unless store=false) -> fan out -> answer.
+ * A seq taken and never appended (store=false, or the publish failed) is a
+ * hole in the history, not a loss: it was never stored.
+ *
+ * Epoch: a short string that changes whenever the channel's history before
+ * some seq may have been lost, so a client's `since` or a device cursor from
+ * another epoch means nothing and the caller replays from the start of what
+ * is retained. It changes when
+ *   - the store is new (process restart: every epoch carries a random
+ *     instance id drawn at mp_store_mem_new);
+ *   - the channel's state was dropped: evicted (max_channels, max_bytes) or
+ *     freed after it sat empty for channel_idle_ms. Its seq restarts at 1;
+ *   - the channel was flushed. Its seq goes on from where it was.
+ * It does NOT change when messages are trimmed for max_messages or age out
+ * (policy max_age or the message's own ttl): that is routine, would change
+ * the epoch on every publish of a full channel, and the caller sees it
+ * exactly through first_seq (a `since` below first_seq - 1 is a gap).
+ *
+ * first_seq is 1 + the newest seq the history lost: trimmed (max_messages,
+ * max_bytes) or aged out by max_age. A message whose own, shorter ttl ran
+ * out is not a loss (the publisher said it was worthless by then) and never
+ * moves it; nor do seqs that were never stored.
+ *
+ * Memory: the store allocates all of its state and frees it in
+ * mp_store_free. It holds one reference to each retained frame (taken in
+ * mp_store_append, dropped when the message is trimmed, expires, is evicted
+ * or flushed). Strings passed in are copied; strings and frames passed to a
+ * callback are valid until the callback returns: take mp_frame_ref (or push
+ * to an mp_outq, which does) to keep a frame. Every structure is bounded:
+ * messages per channel by the policy, channels by max_channels, stored bytes
+ * by max_bytes, cursors by max_cursors, and nothing is allocated per message
+ * beyond its slot in the channel's ring.
+ */
+#ifndef MP_STORE_H
+#define MP_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "frame.h"
+
+#define MP_STORE_NAME_MAX 128   /* channel, user and device names: 1..128 bytes */
+#define MP_STORE_ID_MAX 32      /* message ids: at most 31 bytes + NUL */
+#define MP_STORE_EPOCH_MAX 32   /* epochs: at most 31 bytes + NUL */
+#define MP_STORE_MESSAGES_LIMIT 1000000u   /* largest max_messages accepted */
+
+typedef struct mp_store mp_store;
+
+/* Outcomes passed to callbacks. Negative values are errors. */
+enum {
+    MP_STORE_OK = 0,
+    MP_STORE_STALE = 1,       /* cursor advance not forward: cursor unchanged (not an error) */
+    MP_STORE_ENOENT = -1,     /* no such channel or cursor */
+    MP_STORE_EINVAL = -2,     /* empty or too long name/id, seq 0, bad policy */
+    MP_STORE_ESEQ = -3,       /* append: seq not handed out, or not after the last stored */
+    MP_STORE_ERANGE = -4,     /* cursor advance beyond the last published seq */
+    MP_STORE_EEPOCH = -5,     /* cursor advance for an epoch that is not the channel's */
+    MP_STORE_ENOMEM = -6,
+    MP_STORE_EUNAVAIL = -7,   /* backend unreachable (not the memory store) */
+};
+
+const char *mp_store_strerror(int status);
+
+/* History limits for the channels whose name matches pattern: an exact
+ * name, a prefix ending in `*` (`orders:*`), or `*`. max_messages 0 keeps no
+ * history; max_age_ms 0 means no age limit (the count still bounds it). */
+typedef struct mp_store_policy {
+    const char *pattern;
+    uint32_t max_messages;
+    uint64_t max_age_ms;
+} mp_store_policy;
+
+typedef struct mp_store_config {
+    const mp_store_policy *policies;  /* first match wins; copied */
+    size_t npolicies;
+    mp_store_policy default_policy;   /* when none matches; pattern unused */
+    size_t max_channels;        /* channel states (seq + epoch + history); LRU evicted past it */
+    size_t max_bytes;           /* sum of retained frame sizes; 0 = no limit */
+    uint64_t channel_idle_ms;   /* a channel with no message is freed this long after its last use */
+    size_t max_cursors;         /* LRU evicted past it */
+    uint64_t cursor_ttl_ms;     /* a cursor not read nor advanced for this long is dropped; 0 = never */
+    /* Milliseconds since the epoch (wall clock: publish times are shown to
+     * clients and, in a cluster, compared across nodes). NULL: CLOCK_REALTIME. */
+    uint64_t (*clock_ms)(void *clock_ud);
+    void *clock_ud;
+} mp_store_config;
+
+/* Fills cfg with the defaults: no policies, default 100 messages / 1 hour,
+ * 10000 channels, 256 MiB, idle 10 minutes, 100000 cursors, cursor ttl 7 days. */
+void mp_store_config_defaults(mp_store_config *cfg);
+
+/* One retained message, as passed to a read callback. */
+typedef struct mp_store_item {
+    uint64_t seq;
+    uint64_t published_ms;
+    uint64_t expires_ms;        /* UINT64_MAX: no age limit */
+    mp_frame *frame;            /* borrowed for the callback's duration */
+    char id[MP_STORE_ID_MAX];
+} mp_store_item;
+
+/* Where a reader's `since` stands. */
+enum {
+    MP_STORE_SINCE_OK = 0,      /* since >= first_seq - 1: nothing retained was missed */
+    MP_STORE_SINCE_GAP,         /* since < first_seq - 1: messages since+1 .. first_seq-1 are gone */
+    MP_STORE_SINCE_AHEAD,       /* since > last_seq: the reader is ahead of this history */
+    MP_STORE_SINCE_EPOCH,       /* the reader's epoch is not the channel's: read from the start */
+};
+
+typedef struct mp_store_history {
+    const char *epoch;          /* "" for a channel the store does not know */
+    uint64_t first_seq;         /* 1 + the newest seq lost (see the top); 1 if none this epoch */
+    uint64_t last_seq;          /* last seq handed out (published), 0 if none */
+    int since_state;            /* MP_STORE_SINCE_* */
+    const mp_store_item *items; /* seq order, all with seq > since (0 after an epoch change) */
+    size_t count;
+    int more;                   /* 1 if retained messages follow the last one returned */
+} mp_store_history;
+
+typedef struct mp_store_cursor {
+    uint64_t seq;               /* last seq acked */
+    const char *epoch;          /* the channel's epoch when it was acked */
+} mp_store_cursor;
+
+typedef struct mp_store_stats {
+    uint64_t messages;          /* retained */
+    uint64_t bytes;             /* sum of retained frame sizes */
+    uint64_t channels;          /* channel states (seq + epoch), with or without history */
+    uint64_t channels_with_history;
+    uint64_t cursors;
+    uint64_t trimmed;           /* messages dropped for max_messages (or max_bytes) */
+    uint64_t expired;           /* messages aged out (max_age or ttl) */
+    uint64_t evicted_channels;  /* channel states dropped for max_channels / max_bytes */
+    uint64_t idle_channels;     /* empty channel states freed after channel_idle_ms */
+    uint64_t evicted_cursors;   /* dropped for max_cursors */
+    uint64_t expired_cursors;   /* dropped after cursor_ttl_ms */
+} mp_store_stats;
+
+typedef void (*mp_store_done_cb)(mp_store *st, int status, void *ud);
+typedef void (*mp_store_seq_cb)(mp_store *st, int status, uint64_t seq, const char *epoch, void *ud);
+typedef void (*mp_store_read_cb)(mp_store *st, int status, const mp_store_history *h, void *ud);
+/* c is NULL unless status is MP_STORE_OK or MP_STORE_STALE. */
+typedef void (*mp_store_cursor_cb)(mp_store *st, int status, const mp_store_cursor *c, void *ud);
+
+/* A message to append. */
+typedef struct mp_store_put {
+    uint64_t seq;               /* from mp_store_next_seq on this channel */
+    const char *id;             /* at most 31 bytes */
+    mp_frame *frame;            /* the encoded message; the store takes its own reference */
+    uint64_t ttl_ms;            /* 0: the policy's max_age; else min(ttl_ms, max_age) */
+} mp_store_put;
+
+/* The backend's operations; callers use the mp_store_* wrappers below. */
+typedef struct mp_store_ops {
+    void (*next_seq)(mp_store *st, const char *channel, mp_store_seq_cb cb, void *ud);
+    void (*append)(mp_store *st, const char *channel, const mp_store_put *m, mp_store_done_cb cb, void *ud);
+    void (*read)(mp_store *st, const char *channel, const char *epoch, uint64_t since, size_t max,
+                 mp_store_read_cb cb, void *ud);
+    void (*flush)(mp_store *st, const char *channel, mp_store_done_cb cb, void *ud);
+    void (*cursor_get)(mp_store *st, const char *user, const char *device, const char *channel,
+                       mp_store_cursor_cb cb, void *ud);
+    void (*cursor_advance)(mp_store *st, const char *user, const char *device, const char *channel,
+                           uint64_t seq, const char *epoch, mp_store_cursor_cb cb, void *ud);
+    void (*cursor_delete_device)(mp_store *st, const char *user, const char *device,
+                                 mp_store_done_cb cb, void *ud);
+    size_t (*sweep)(mp_store *st);
+    void (*stats)(mp_store *st, mp_store_stats *out);
+    int (*set_policies)(mp_store *st, const mp_store_policy *p, size_t n, const mp_store_policy *def);
+    void (*free)(mp_store *st);
+} mp_store_ops;
+
+struct mp_store {
+    const mp_store_ops *ops;
+};
+
+/* The memory store. NULL if out of memory or a policy is invalid. */
+mp_store *mp_store_mem_new(const mp_store_config *cfg);
+
+/* Hands out the next seq of channel (creating its state, which may evict the
+ * least recently used channel past max_channels) and passes it with the
+ * channel's epoch. Counts as use of the channel. */
+static inline void mp_store_next_seq(mp_store *st, const char *channel, mp_store_seq_cb cb, void *ud)
+{ st->ops->next_seq(st, channel, cb, ud); }
+
+/* Retains m in channel's history, trimming the oldest past the policy's
+ * max_messages (and, past max_bytes, evicting least recently used channels).
+ * m->seq must have been handed out by mp_store_next_seq and be above every
+ * seq appended before on this channel (else MP_STORE_ESEQ). Under a policy
+ * with max_messages 0 nothing is retained and the status is MP_STORE_OK. */
+static inline void mp_store_append(mp_store *st, const char *channel, const mp_store_put *m,
+                                   mp_store_done_cb cb, void *ud)
+{ st->ops->append(st, channel, m, cb, ud); }
+
+/* Up to max retained messages with seq > since, oldest first, with first_seq,
+ * last_seq and since_state. epoch is the reader's (NULL or "": none): if it is
+ * not the channel's, since is taken as 0 and since_state is
+ * MP_STORE_SINCE_EPOCH. Never returns an expired message. max 0 asks only
+ * for the positions. An unknown channel reads as empty (status MP_STORE_OK,
+ * epoch "", last_seq 0) and is not created. */
+static inline void mp_store_read(mp_store *st, const char *channel, const char *epoch, uint64_t since,
+                                 size_t max, mp_store_read_cb cb, void *ud)
+{ st->ops->read(st, channel, epoch, since, max, cb, ud); }
+
+/* Drops channel's history and gives it a new epoch; its seq goes on.
+ * channel NULL: every channel. MP_STORE_ENOENT for an unknown channel. */
+static inline void mp_store_flush(mp_store *st, const char *channel, mp_store_done_cb cb, void *ud)
+{ st->ops->flush(st, channel, cb, ud); }
+
+/* The device's cursor on channel: MP_STORE_OK, or MP_STORE_ENOENT. Counts as
+ * use of the cursor (its ttl restarts). */
+static inline void mp_store_cursor_get(mp_store *st, const char *user, const char *device,
+                                       const char *channel, mp_store_cursor_cb cb, void *ud)
+{ st->ops->cursor_get(st, user, device, channel, cb, ud); }
+
+/* Moves the device's cursor on channel to seq in the channel's current epoch.
+ *   MP_STORE_OK      moved (or created: past max_cursors the least recently
+ *                    used cursor is evicted);
+ *   MP_STORE_STALE   seq <= the cursor's seq in the same epoch: unchanged
+ *                    (a duplicate or reordered ack), ttl restarted;
+ *   MP_STORE_ERANGE  seq > the channel's last seq (or the channel is unknown);
+ *   MP_STORE_EEPOCH  epoch (NULL or "": don't check) is not the channel's.
+ * A cursor from an older epoch is replaced by any seq of the current one. */
+static inline void mp_store_cursor_advance(mp_store *st, const char *user, const char *device,
+                                           const char *channel, uint64_t seq, const char *epoch,
+                                           mp_store_cursor_cb cb, void *ud)
+{ st->ops->cursor_advance(st, user, device, channel, seq, epoch, cb, ud); }
+
+/* Deletes every cursor of (user, device). MP_STORE_OK even if there was none. */
+static inline void mp_store_cursor_delete_device(mp_store *st, const char *user, const char *device,
+                                                 mp_store_done_cb cb, void *ud)
+{ st->ops->cursor_delete_device(st, user, device, cb, ud); }
+
+/* Frees expired messages, idle empty channels and expired cursors. Call it
+ * periodically (e.g. once a second from one ev_timer). Work is proportional
+ * to what is due, not to what is stored. Returns the number of messages,
+ * channels and cursors it freed. Reads never depend on it having run. */
+static inline size_t mp_store_sweep(mp_store *st) { return st->ops->sweep(st); }
+
+static inline void mp_store_get_stats(mp_store *st, mp_store_stats *out) { st->ops->stats(st, out); }
+
+/* Replaces the policy table (config reload). A channel picks its new limits
+ * at its next append; retained messages keep the expiry they were given.
+ * Returns 0, or MP_STORE_EINVAL (a pattern with `*` elsewhere than at its
+ * end, or max_messages over MP_STORE_MESSAGES_LIMIT) / MP_STORE_ENOMEM, and
+ * then the old table stays. def NULL keeps the default policy. */
+static inline int mp_store_set_policies(mp_store *st, const mp_store_policy *p, size_t n,
+                                        const mp_store_policy *def)
+{ return st->ops->set_policies(st, p, n, def); }
+
+/* Frees the store, dropping its frame references. NULL is a no-op. */
+static inline void mp_store_free(mp_store *st) { if (st) st->ops->free(st); }
+
+/* The first policy in p[0..n) whose pattern matches channel, or def. */
+const mp_store_policy *mp_store_policy_match(const mp_store_policy *p, size_t n,
+                                             const mp_store_policy *def, const char *channel);
+
+#endif

@@ -1,0 +1,1150 @@
+/* store_mem.c — the memory store (see store.h).
+ *
+ * Channels: a uthash table by name. Each channel keeps its history in a ring
+ * array of entries in seq order, released when the channel empties; an entry
+ * (72 bytes) holds the message's fields and one frame reference, so storing a
+ * message allocates nothing but (now and then) the ring itself. max_messages
+ * counts live messages; a message released early by its own ttl leaves a
+ * hole, so the ring grows up to 2 x max_messages slots and, when full, is
+ * compacted in place (at least half of it is holes then: O(1) amortised).
+ *
+ * Expiry without scanning:
+ *   - Entries whose expiry is not earlier than every entry before them
+ *     ("in order": the usual case, same max_age for all) expire from the
+ *     front of the ring, so popping the front while it is expired finds all
+ *     of them.
+ *   - The others (a short per-message ttl, or a policy reload shortening
+ *     max_age) also go into a small per-channel min-heap of (expiry, seq);
+ *     when one comes due its entry is found by binary search on seq and its
+ *     frame released, leaving a hole the front pops later. Heap nodes whose
+ *     entry was trimmed first stay until they come due; once they outnumber
+ *     the ring the heap is rebuilt from the ring, so it stays O(ring).
+ *     Finding the entry works across compaction: it goes by seq.
+ *   - Channels sit in a min-heap ordered by when they next need attention
+ *     (their earliest expiry; for a channel with no message, when it becomes
+ *     idle). The sweep pops only due channels. Using a channel does not
+ *     reorder the heap: an idle deadline that moved later is found at its old
+ *     place, recomputed and pushed down — early, never late.
+ * Reads expire the channel first and also skip any entry past its expiry, so
+ * they never depend on the sweep having run.
+ *
+ * LRU lists (intrusive, O(1) touch) order channels for max_channels /
+ * max_bytes eviction and cursors for max_cursors / cursor_ttl_ms. Cursors
+ * are in a uthash table by key and, for "delete all of a device", in a list
+ * per device (a small table of devices by user + device).
+ */
+#include "store.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+#include <uthash.h>
+
+/* ---- intrusive doubly linked lists ---------------------------------- */
+
+typedef struct dlink { struct dlink *prev, *next; } dlink;
+typedef struct dlist { dlink *head, *tail; } dlist;
+
+#define CONTAINER(ptr, type, member) ((type *)(void *)((char *)(ptr) - offsetof(type, member)))
+
+static void list_remove(dlist *l, dlink *n)
+{
+    if (n->prev) n->prev->next = n->next; else l->head = n->next;
+    if (n->next) n->next->prev = n->prev; else l->tail = n->prev;
+    n->prev = n->next = NULL;
+}
+
+static void list_push_tail(dlist *l, dlink *n)
+{
+    n->prev = l->tail;
+    n->next = NULL;
+    if (l->tail) l->tail->next = n; else l->head = n;
+    l->tail = n;
+}
+
+static void list_move_tail(dlist *l, dlink *n)
+{
+    if (l->tail == n)
+        return;
+    list_remove(l, n);
+    list_push_tail(l, n);
+}
+
+/* ---- state ------------------------------------------------------------ */
+
+typedef struct entry {
+    uint64_t seq;
+    uint64_t published_ms;
+    uint64_t expires_ms;       /* UINT64_MAX: never */
+    mp_frame *frame;           /* NULL: a hole (released out of order) */
+    char id[MP_STORE_ID_MAX];
+    uint8_t by_ttl;            /* its own ttl, not max_age, sets its expiry */
+} entry;
+
+typedef struct ttl_node { uint64_t at, seq; } ttl_node;
+
+typedef struct chan {
+    UT_hash_handle hh;
+    dlink lru;
+    size_t due_idx;            /* place in the store's due heap */
+    uint64_t due_ms;           /* when the sweep should look at it (maybe early) */
+    uint64_t last_used;
+    entry *ring;
+    uint32_t head, count, cap;
+    uint32_t live;             /* entries holding a frame */
+    ttl_node *ttl;             /* min-heap of out-of-order expiries */
+    uint32_t nttl, ttl_cap;
+    uint64_t order_exp;        /* expiry of the latest in-order entry */
+    uint64_t last_seq;         /* last seq handed out */
+    uint64_t stored_seq;       /* last seq appended */
+    uint64_t floor_seq;        /* last seq lost: trimmed, or aged out by max_age */
+    uint32_t max_messages;
+    uint64_t max_age_ms;
+    unsigned policy_gen;
+    char epoch[MP_STORE_EPOCH_MAX];
+    char name[];
+} chan;
+
+typedef struct devrec {
+    UT_hash_handle hh;
+    dlist cursors;
+    size_t keylen;
+    char key[];
+} devrec;
+
+typedef struct cursor {
+    UT_hash_handle hh;
+    dlink lru;
+    dlink in_dev;
+    devrec *dev;
+    uint64_t seq;
+    uint64_t used;
+    char epoch[MP_STORE_EPOCH_MAX];
+    size_t keylen;
+    char key[];
+} cursor;
+
+typedef struct mem_store {
+    mp_store base;
+    mp_store_config cfg;       /* cfg.policies unused: see policies below */
+    mp_store_policy *policies; /* own copies, patterns strdup'd */
+    size_t npolicies;
+    mp_store_policy def;
+    unsigned policy_gen;
+    chan *chans;
+    dlist chan_lru;
+    size_t nchans;
+    chan **due;
+    size_t ndue, due_cap;
+    cursor *cursors;
+    devrec *devices;
+    dlist cursor_lru;
+    char instance[16];
+    uint64_t epoch_gen;
+    mp_store_item *scratch;    /* read results; a nested read allocates its own */
+    size_t scratch_cap;
+    int reading;
+    mp_store_stats stats;
+} mem_store;
+
+static const mp_store_ops mem_ops;
+
+/* ---- small helpers ---------------------------------------------------- */
+
+static uint64_t now_ms(mem_store *st)
+{
+    if (st->cfg.clock_ms)
+        return st->cfg.clock_ms(st->cfg.clock_ud);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static uint64_t add_sat(uint64_t a, uint64_t b) { return a > UINT64_MAX - b ? UINT64_MAX : a + b; }
+
+static size_t name_len(const char *s)
+{
+    if (!s)
+        return 0;
+    size_t n = strnlen(s, MP_STORE_NAME_MAX + 1);
+    return n > MP_STORE_NAME_MAX ? 0 : n;
+}
+
+static int given(const char *epoch) { return epoch && *epoch; }
+
+/* ---- policies --------------------------------------------------------- */
+
+const mp_store_policy *mp_store_policy_match(const mp_store_policy *p, size_t n,
+                                             const mp_store_policy *def, const char *channel)
+{
+    for (size_t i = 0; i < n; i++) {
+        const char *pat = p[i].pattern;
+        size_t len = strlen(pat);
+        if (len && pat[len - 1] == '*') {
+            if (strncmp(channel, pat, len - 1) == 0)
+                return &p[i];
+        } else if (strcmp(channel, pat) == 0) {
+            return &p[i];
+        }
+    }
+    return def;
+}
+
+static int policy_valid(const mp_store_policy *p, int needs_pattern)
+{
+    if (p->max_messages > MP_STORE_MESSAGES_LIMIT)
+        return 0;
+    if (!needs_pattern)
+        return 1;
+    if (!p->pattern || !*p->pattern)
+        return 0;
+    const char *star = strchr(p->pattern, '*');
+    return !star || star[1] == '\0';
+}
+
+static void free_policies(mp_store_policy *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free((char *)p[i].pattern);
+    free(p);
+}
+
+static int mem_set_policies(mp_store *base, const mp_store_policy *p, size_t n, const mp_store_policy *def)
+{
+    mem_store *st = (mem_store *)base;
+    for (size_t i = 0; i < n; i++)
+        if (!policy_valid(&p[i], 1))
+            return MP_STORE_EINVAL;
+    if (def && !policy_valid(def, 0))
+        return MP_STORE_EINVAL;
+    mp_store_policy *copy = n ? calloc(n, sizeof *copy) : NULL;
+    if (n && !copy)
+        return MP_STORE_ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        copy[i] = p[i];
+        if (!(copy[i].pattern = strdup(p[i].pattern))) {
+            free_policies(copy, i);
+            return MP_STORE_ENOMEM;
+        }
+    }
+    free_policies(st->policies, st->npolicies);
+    st->policies = copy;
+    st->npolicies = n;
+    if (def) {
+        st->def = *def;
+        st->def.pattern = NULL;
+    }
+    st->policy_gen++;
+    return MP_STORE_OK;
+}
+
+static void refresh_policy(mem_store *st, chan *ch)
+{
+    if (ch->policy_gen == st->policy_gen)
+        return;
+    const mp_store_policy *p = mp_store_policy_match(st->policies, st->npolicies, &st->def, ch->name);
+    ch->max_messages = p->max_messages;
+    ch->max_age_ms = p->max_age_ms;
+    ch->policy_gen = st->policy_gen;
+}
+
+/* ---- the due heap of channels ----------------------------------------- */
+
+static void due_place(mem_store *st, size_t i, chan *ch)
+{
+    st->due[i] = ch;
+    ch->due_idx = i;
+}
+
+static void due_up(mem_store *st, size_t i)
+{
+    chan *ch = st->due[i];
+    while (i > 0) {
+        size_t parent = (i - 1) / 2;
+        if (st->due[parent]->due_ms <= ch->due_ms)
+            break;
+        due_place(st, i, st->due[parent]);
+        i = parent;
+    }
+    due_place(st, i, ch);
+}
+
+static void due_down(mem_store *st, size_t i)
+{
+    chan *ch = st->due[i];
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, m = i;
+        uint64_t best = ch->due_ms;
+        if (l < st->ndue && st->due[l]->due_ms < best) { m = l; best = st->due[l]->due_ms; }
+        if (r < st->ndue && st->due[r]->due_ms < best) m = r;
+        if (m == i)
+            break;
+        due_place(st, i, st->due[m]);
+        i = m;
+    }
+    due_place(st, i, ch);
+}
+
+static int due_insert(mem_store *st, chan *ch)
+{
+    if (st->ndue == st->due_cap) {
+        size_t cap = st->due_cap ? st->due_cap * 2 : 16;
+        chan **d = realloc(st->due, cap * sizeof *d);
+        if (!d)
+            return -1;
+        st->due = d;
+        st->due_cap = cap;
+    }
+    due_place(st, st->ndue++, ch);
+    due_up(st, ch->due_idx);
+    return 0;
+}
+
+static void due_remove(mem_store *st, chan *ch)
+{
+    size_t i = ch->due_idx;
+    chan *last = st->due[--st->ndue];
+    if (last == ch)
+        return;
+    due_place(st, i, last);
+    due_up(st, i);
+    due_down(st, last->due_idx);
+}
+
+/* When the channel next needs the sweep: its earliest expiry, or, with no
+ * message left, when it turns idle. */
+static uint64_t channel_due(const mem_store *st, const chan *ch)
+{
+    if (ch->count == 0)
+        return add_sat(ch->last_used, st->cfg.channel_idle_ms);
+    uint64_t due = ch->ring[ch->head].expires_ms;
+    if (ch->nttl && ch->ttl[0].at < due)
+        due = ch->ttl[0].at;
+    return due;
+}
+
+static void reschedule(mem_store *st, chan *ch)
+{
+    uint64_t old = ch->due_ms;
+    ch->due_ms = channel_due(st, ch);
+    if (ch->due_ms < old)
+        due_up(st, ch->due_idx);
+    else
+        due_down(st, ch->due_idx);
+}
+
+/* ---- the per-channel ttl heap ----------------------------------------- */
+
+static void ttl_sift_up(ttl_node *h, uint32_t i)
+{
+    ttl_node n = h[i];
+    while (i > 0 && h[(i - 1) / 2].at > n.at) {
+        h[i] = h[(i - 1) / 2];
+        i = (i - 1) / 2;
+    }
+    h[i] = n;
+}
+
+static ttl_node ttl_pop(chan *ch)
+{
+    ttl_node top = ch->ttl[0], n = ch->ttl[--ch->nttl];
+    uint32_t i = 0;
+    for (;;) {
+        uint32_t l = 2 * i + 1, r = l + 1, m = l;
+        if (l >= ch->nttl)
+            break;
+        if (r < ch->nttl && ch->ttl[r].at < ch->ttl[l].at)
+            m = r;
+        if (ch->ttl[m].at >= n.at)
+            break;
+        ch->ttl[i] = ch->ttl[m];
+        i = m;
+    }
+    if (ch->nttl)
+        ch->ttl[i] = n;
+    return top;
+}
+
+/* ---- the ring ---------------------------------------------------------- */
+
+static entry *at(const chan *ch, uint32_t i)
+{
+    uint32_t k = ch->head + i;
+    return &ch->ring[k >= ch->cap ? k - ch->cap : k];
+}
+
+/* The position of the first entry with seq >= seq (count if none). */
+static uint32_t find_pos(const chan *ch, uint64_t seq)
+{
+    uint32_t lo = 0, hi = ch->count;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (at(ch, mid)->seq < seq) lo = mid + 1; else hi = mid;
+    }
+    return lo;
+}
+
+/* Slots a channel may use: its messages plus as many holes, so that
+ * compacting a full ring always frees at least half of it. */
+static uint32_t slot_limit(const chan *ch) { return 2 * ch->max_messages; }
+
+static int ring_grow(chan *ch)
+{
+    uint32_t cap = ch->cap ? ch->cap * 2 : 8;
+    if (cap > slot_limit(ch))
+        cap = slot_limit(ch);
+    if (cap <= ch->count)
+        cap = ch->count + 1;
+    entry *r = malloc((size_t)cap * sizeof *r);
+    if (!r)
+        return -1;
+    for (uint32_t i = 0; i < ch->count; i++)
+        r[i] = *at(ch, i);
+    free(ch->ring);
+    ch->ring = r;
+    ch->cap = cap;
+    ch->head = 0;
+    return 0;
+}
+
+/* Squeezes the holes out of the ring, in place (order kept). */
+static void ring_compact(chan *ch)
+{
+    uint32_t w = 0;
+    for (uint32_t r = 0; r < ch->count; r++) {
+        entry *e = at(ch, r);
+        if (e->frame) {
+            if (w != r)
+                *at(ch, w) = *e;
+            w++;
+        }
+    }
+    ch->count = w;
+}
+
+/* Room for one more entry: grow up to slot_limit, then compact. */
+static int ring_make_room(chan *ch)
+{
+    if (ch->count < ch->cap)
+        return 0;
+    if (ch->cap < slot_limit(ch) || ch->live == ch->count)
+        return ring_grow(ch);
+    ring_compact(ch);
+    return 0;
+}
+
+/* Gives the memory of an empty channel back. */
+static void ring_release_if_empty(chan *ch)
+{
+    if (ch->count)
+        return;
+    free(ch->ring);
+    free(ch->ttl);
+    ch->ring = NULL;
+    ch->ttl = NULL;
+    ch->cap = ch->head = ch->nttl = ch->ttl_cap = 0;
+}
+
+/* Drops the entry's frame; the slot stays as a hole until it is popped. */
+static void release(mem_store *st, chan *ch, entry *e)
+{
+    st->stats.bytes -= mp_frame_size(e->frame);
+    st->stats.messages--;
+    mp_frame_unref(e->frame);
+    e->frame = NULL;
+    if (--ch->live == 0)
+        st->stats.channels_with_history--;
+}
+
+enum { POP_TRIM, POP_EXPIRE };
+
+/* Pops the oldest entry. A message still held is counted as trimmed or
+ * expired, and moves first_seq unless it ran out its own ttl (the publisher
+ * said it was worthless by then: not a loss). A hole moves nothing.
+ * Returns 1 if a frame was released. */
+static int pop_front(mem_store *st, chan *ch, int why)
+{
+    entry *e = at(ch, 0);
+    int had = e->frame != NULL;
+    if (had) {
+        release(st, ch, e);
+        if (why == POP_TRIM) {
+            st->stats.trimmed++;
+            ch->floor_seq = e->seq;
+        } else {
+            st->stats.expired++;
+            if (!e->by_ttl)
+                ch->floor_seq = e->seq;
+        }
+    }
+    ch->head = ch->head + 1 == ch->cap ? 0 : ch->head + 1;
+    if (--ch->count == 0) {
+        ch->head = 0;
+        ch->nttl = 0;          /* every node left refers to a popped entry */
+        ch->order_exp = 0;
+    }
+    return had;
+}
+
+/* Re-derives which entries are out of order, dropping stale heap nodes. */
+static void ttl_rebuild(chan *ch)
+{
+    ch->nttl = 0;
+    ch->order_exp = 0;
+    for (uint32_t i = 0; i < ch->count; i++) {
+        entry *e = at(ch, i);
+        if (!e->frame)
+            continue;
+        if (e->expires_ms >= ch->order_exp) {
+            ch->order_exp = e->expires_ms;
+        } else {
+            ch->ttl[ch->nttl] = (ttl_node){ e->expires_ms, e->seq };
+            ttl_sift_up(ch->ttl, ch->nttl++);
+        }
+    }
+}
+
+/* Files the newest entry as in order, or in the ttl heap. A heap that cannot
+ * grow only delays the release: reads skip expired entries regardless, and
+ * the front pops it in time. */
+static void classify_newest(chan *ch, const entry *e)
+{
+    if (e->expires_ms >= ch->order_exp) {
+        ch->order_exp = e->expires_ms;
+        return;
+    }
+    if (ch->nttl >= 2 * ch->count + 16) {
+        ttl_rebuild(ch);       /* files e too */
+        return;
+    }
+    if (ch->nttl == ch->ttl_cap) {
+        uint32_t cap = ch->ttl_cap ? ch->ttl_cap * 2 : 8;
+        ttl_node *t = realloc(ch->ttl, (size_t)cap * sizeof *t);
+        if (!t)
+            return;
+        ch->ttl = t;
+        ch->ttl_cap = cap;
+    }
+    ch->ttl[ch->nttl] = (ttl_node){ e->expires_ms, e->seq };
+    ttl_sift_up(ch->ttl, ch->nttl++);
+}
+
+/* Releases every message of ch past its expiry. Returns how many. */
+static size_t expire_channel(mem_store *st, chan *ch, uint64_t now)
+{
+    size_t n = 0;
+    while (ch->count && (!at(ch, 0)->frame || at(ch, 0)->expires_ms <= now))
+        n += (size_t)pop_front(st, ch, POP_EXPIRE);
+    while (ch->nttl && ch->ttl[0].at <= now) {
+        ttl_node t = ttl_pop(ch);
+        uint32_t i = find_pos(ch, t.seq);
+        entry *e = i < ch->count ? at(ch, i) : NULL;
+        if (e && e->seq == t.seq && e->frame) {
+            release(st, ch, e);
+            st->stats.expired++;
+            n++;
+        }
+    }
+    while (ch->count && !at(ch, 0)->frame)
+        pop_front(st, ch, POP_EXPIRE);
+    ring_release_if_empty(ch);
+    return n;
+}
+
+/* ---- channels ---------------------------------------------------------- */
+
+static void new_epoch(mem_store *st, chan *ch)
+{
+    snprintf(ch->epoch, sizeof ch->epoch, "%s-%llx", st->instance, (unsigned long long)++st->epoch_gen);
+}
+
+static chan *find_chan(mem_store *st, const char *name, size_t len)
+{
+    chan *ch = NULL;
+    HASH_FIND(hh, st->chans, name, len, ch);
+    return ch;
+}
+
+static void touch_chan(mem_store *st, chan *ch, uint64_t now)
+{
+    ch->last_used = now;
+    list_move_tail(&st->chan_lru, &ch->lru);
+}
+
+static void free_chan(mem_store *st, chan *ch)
+{
+    for (uint32_t i = 0; i < ch->count; i++) {
+        entry *e = at(ch, i);
+        if (e->frame)
+            release(st, ch, e);
+    }
+    free(ch->ring);
+    free(ch->ttl);
+    HASH_DEL(st->chans, ch);
+    list_remove(&st->chan_lru, &ch->lru);
+    due_remove(st, ch);
+    st->nchans--;
+    free(ch);
+}
+
+static void evict_chan(mem_store *st, chan *ch)
+{
+    st->stats.evicted_channels++;
+    free_chan(st, ch);
+}
+
+static chan *get_or_create_chan(mem_store *st, const char *name, size_t len, uint64_t now)
+{
+    chan *ch = find_chan(st, name, len);
+    if (ch)
+        return ch;
+    while (st->nchans >= st->cfg.max_channels && st->chan_lru.head)
+        evict_chan(st, CONTAINER(st->chan_lru.head, chan, lru));
+    ch = calloc(1, sizeof *ch + len + 1);
+    if (!ch)
+        return NULL;
+    memcpy(ch->name, name, len + 1);
+    ch->last_used = now;
+    ch->policy_gen = st->policy_gen - 1;
+    refresh_policy(st, ch);
+    new_epoch(st, ch);
+    ch->due_ms = channel_due(st, ch);
+    if (due_insert(st, ch) < 0) {
+        free(ch);
+        return NULL;
+    }
+    HASH_ADD_KEYPTR(hh, st->chans, ch->name, len, ch);
+    list_push_tail(&st->chan_lru, &ch->lru);
+    st->nchans++;
+    return ch;
+}
+
+/* Past max_bytes: evicts least recently used channels that hold messages,
+ * then, if cur alone is too big, trims cur's oldest messages. */
+static void enforce_max_bytes(mem_store *st, chan *cur)
+{
+    if (!st->cfg.max_bytes)
+        return;
+    dlink *l = st->chan_lru.head;
+    while (st->stats.bytes > st->cfg.max_bytes) {
+        while (l && (CONTAINER(l, chan, lru) == cur || CONTAINER(l, chan, lru)->live == 0))
+            l = l->next;
+        if (l) {
+            dlink *next = l->next;
+            evict_chan(st, CONTAINER(l, chan, lru));
+            l = next;
+        } else if (cur->count) {
+            pop_front(st, cur, POP_TRIM);
+        } else {
+            break;
+        }
+    }
+}
+
+/* ---- operations: channels ---------------------------------------------- */
+
+static void mem_next_seq(mp_store *base, const char *channel, mp_store_seq_cb cb, void *ud)
+{
+    mem_store *st = (mem_store *)base;
+    size_t len = name_len(channel);
+    if (!len) {
+        if (cb) cb(base, MP_STORE_EINVAL, 0, NULL, ud);
+        return;
+    }
+    uint64_t now = now_ms(st);
+    chan *ch = get_or_create_chan(st, channel, len, now);
+    if (!ch) {
+        if (cb) cb(base, MP_STORE_ENOMEM, 0, NULL, ud);
+        return;
+    }
+    touch_chan(st, ch, now);
+    ch->last_seq++;
+    if (cb) cb(base, MP_STORE_OK, ch->last_seq, ch->epoch, ud);
+}
+
+static int append_entry(mem_store *st, chan *ch, const mp_store_put *m, uint64_t now)
+{
+    uint64_t life = ch->max_age_ms ? ch->max_age_ms : UINT64_MAX;
+    int by_ttl = m->ttl_ms && m->ttl_ms < life;
+    if (by_ttl)
+        life = m->ttl_ms;
+    while (ch->count && (ch->live >= ch->max_messages || !at(ch, 0)->frame))
+        pop_front(st, ch, POP_TRIM);
+    if (!ch->max_messages)
+        return MP_STORE_OK;    /* this policy keeps no history */
+    if (ring_make_room(ch) < 0)
+        return MP_STORE_ENOMEM;
+    entry *e = at(ch, ch->count++);
+    e->seq = m->seq;
+    e->published_ms = now;
+    e->expires_ms = add_sat(now, life);
+    e->frame = mp_frame_ref(m->frame);
+    strcpy(e->id, m->id);
+    e->by_ttl = (uint8_t)by_ttl;
+    if (ch->live++ == 0)
+        st->stats.channels_with_history++;
+    st->stats.messages++;
+    st->stats.bytes += mp_frame_size(m->frame);
+    classify_newest(ch, e);
+    return MP_STORE_OK;
+}
+
+static void mem_append(mp_store *base, const char *channel, const mp_store_put *m,
+                       mp_store_done_cb cb, void *ud)
+{
+    mem_store *st = (mem_store *)base;
+    size_t len = name_len(channel);
+    int status = MP_STORE_OK;
+    chan *ch;
+    if (!len || !m || !m->frame || !m->id || strnlen(m->id, MP_STORE_ID_MAX) >= MP_STORE_ID_MAX || !m->seq) {
+        status = MP_STORE_EINVAL;
+    } else if (!(ch = find_chan(st, channel, len)) || m->seq > ch->last_seq || m->seq <= ch->stored_seq) {
+        status = MP_STORE_ESEQ;
+    } else {
+        uint64_t now = now_ms(st);
+        touch_chan(st, ch, now);
+        refresh_policy(st, ch);
+        expire_channel(st, ch, now);
+        status = append_entry(st, ch, m, now);
+        if (status == MP_STORE_OK) {
+            ch->stored_seq = m->seq;
+            enforce_max_bytes(st, ch);
+        }
+        reschedule(st, ch);
+    }
+    if (cb) cb(base, status, ud);
+}
+
+/* Where since stands against ch (NULL: unknown), with since_eff set to the
+ * seq to read after. */
+static int since_state(const mp_store_history *h, const char *reader_epoch, uint64_t since, uint64_t *since_eff)
+{
+    *since_eff = since;
+    if (given(reader_epoch) && strcmp(reader_epoch, h->epoch) != 0) {
+        *since_eff = 0;
+        return MP_STORE_SINCE_EPOCH;
+    }
+    if (since > h->last_seq)
+        return MP_STORE_SINCE_AHEAD;
+    if (since + 1 < h->first_seq)
+        return MP_STORE_SINCE_GAP;
+    return MP_STORE_SINCE_OK;
+}
+
+static void mem_read(mp_store *base, const char *channel, const char *epoch, uint64_t since, size_t max,
+                     mp_store_read_cb cb, void *ud)
+{
+    mem_store *st = (mem_store *)base;
+    size_t len = name_len(channel);
+    if (!len) {
+        if (cb) cb(base, MP_STORE_EINVAL, NULL, ud);
+        return;
+    }
+    mp_store_history h = { .epoch = "", .first_seq = 1 };
+    uint64_t after;
+    chan *ch = find_chan(st, channel, len);
+    if (!ch) {
+        h.since_state = since_state(&h, epoch, since, &after);
+        if (cb) cb(base, MP_STORE_OK, &h, ud);
+        return;
+    }
+    uint64_t now = now_ms(st);
+    touch_chan(st, ch, now);
+    expire_channel(st, ch, now);
+    reschedule(st, ch);
+    h.epoch = ch->epoch;
+    h.first_seq = ch->floor_seq + 1;
+    h.last_seq = ch->last_seq;
+    h.since_state = since_state(&h, epoch, since, &after);
+
+    size_t want = max < ch->live ? max : ch->live;
+    mp_store_item *items = NULL;
+    int own = st->reading;            /* nested read: don't clobber the outer one's items */
+    if (want) {
+        if (own) {
+            items = malloc(want * sizeof *items);
+        } else if (st->scratch_cap < want) {
+            mp_store_item *s = realloc(st->scratch, want * sizeof *s);
+            if (s) {
+                st->scratch = s;
+                st->scratch_cap = want;
+            }
+            items = s;
+        } else {
+            items = st->scratch;
+        }
+        if (!items) {
+            if (cb) cb(base, MP_STORE_ENOMEM, NULL, ud);
+            return;
+        }
+    }
+    for (uint32_t i = find_pos(ch, after + 1); i < ch->count; i++) {
+        entry *e = at(ch, i);
+        if (!e->frame || e->expires_ms <= now)
+            continue;
+        if (h.count == want) {
+            h.more = 1;
+            break;
+        }
+        mp_store_item *it = &items[h.count++];
+        it->seq = e->seq;
+        it->published_ms = e->published_ms;
+        it->expires_ms = e->expires_ms;
+        it->frame = mp_frame_ref(e->frame);   /* valid even if cb changes the store */
+        memcpy(it->id, e->id, sizeof it->id);
+    }
+    h.items = items;
+    st->reading++;
+    if (cb) cb(base, MP_STORE_OK, &h, ud);
+    st->reading--;
+    for (size_t i = 0; i < h.count; i++)
+        mp_frame_unref(items[i].frame);
+    if (own)
+        free(items);
+}
+
+static void flush_chan(mem_store *st, chan *ch)
+{
+    for (uint32_t i = 0; i < ch->count; i++) {
+        entry *e = at(ch, i);
+        if (e->frame)
+            release(st, ch, e);
+    }
+    ch->count = 0;
+    ch->head = 0;
+    ch->nttl = 0;
+    ch->order_exp = 0;
+    ring_release_if_empty(ch);
+    ch->floor_seq = ch->last_seq;
+    new_epoch(st, ch);
+    reschedule(st, ch);
+}
+
+static void mem_flush(mp_store *base, const char *channel, mp_store_done_cb cb, void *ud)
+{
+    mem_store *st = (mem_store *)base;
+    int status = MP_STORE_OK;
+    if (!channel) {
+        chan *ch, *tmp;
+        HASH_ITER(hh, st->chans, ch, tmp)
+            flush_chan(st, ch);
+    } else {
+        size_t len = name_len(channel);
+        chan *ch = len ? find_chan(st, channel, len) : NULL;
+        if (!len)
+            status = MP_STORE_EINVAL;
+        else if (!ch)
+            status = MP_STORE_ENOENT;
+        else
+            flush_chan(st, ch);
+    }
+    if (cb) cb(base, status, ud);
+}
+
+/* ---- cursors ------------------------------------------------------------ */
+
+#define KEY_MAX (3 * (MP_STORE_NAME_MAX + 1))
+
+/* The one place cursor keys are built: "user\0device\0channel", or with
+ * channel NULL the device's key "user\0device\0" (a prefix of all of its
+ * cursor keys). Names cannot hold a NUL, so two different triples never
+ * share a key. Returns the length, or 0 if a name is empty or too long. */
+static size_t cursor_key(char out[KEY_MAX], const char *user, const char *device, const char *channel)
+{
+    const char *parts[3] = { user, device, channel };
+    size_t n = 0;
+    for (int i = 0; i < (channel ? 3 : 2); i++) {
+        size_t len = name_len(parts[i]);
+        if (!len)
+            return 0;
+        memcpy(out + n, parts[i], len);
+        n += len;
+        out[n++] = '\0';
+    }
+    return n;
+}
+
+static void free_cursor(mem_store *st, cursor *c)
+{
+    devrec *d = c->dev;
+    HASH_DEL(st->cursors, c);
+    list_remove(&st->cursor_lru, &c->lru);
+    list_remove(&d->cursors, &c->in_dev);
+    if (!d->cursors.head) {
+        HASH_DEL(st->devices, d);
+        free(d);
+    }
+    st->stats.cursors--;
+    free(c);
+}
+
+static int cursor_expired(const mem_store *st, const cursor *c, uint64_t now)
+{
+    return st->cfg.cursor_ttl_ms && add_sat(c->used, st->cfg.cursor_ttl_ms) <= now;
+}
+
+/* The live cursor with this key; an expired one is freed on the way. */
+static cursor *find_cursor(mem_store *st, const char *key, size_t klen, uint64_t now)
+{
+    cursor *c = NULL;
+    HASH_FIND(hh, st->cursors, key, klen, c);
+    if (c && cursor_expired(st, c, now)) {
+        st->stats.expired_cursors++;
+        free_cursor(st, c);
+        c = NULL;
+    }
+    return c;
+}
+
+static void touch_cursor(mem_store *st, cursor *c, uint64_t now)
+{
+    c->used = now;
+    list_move_tail(&st->cursor_lru, &c->lru);
+}
+
+static cursor *create_cursor(mem_store *st, const char *key, size_t klen)
+{
+    while (st->stats.cursors >= st->cfg.max_cursors && st->cursor_lru.head) {
+        st->stats.evicted_cursors++;
+        free_cursor(st, CONTAINER(st->cursor_lru.head, cursor, lru));
+    }
+    /* The device key is the cursor key up to and including its second NUL. */
+    size_t dlen = strlen(key) + 1;
+    dlen += strlen(key + dlen) + 1;
+    devrec *d = NULL;
+    HASH_FIND(hh, st->devices, key, dlen, d);
+    if (!d) {
+        if (!(d = calloc(1, sizeof *d + dlen)))
+            return NULL;
+        memcpy(d->key, key, dlen);
+        d->keylen = dlen;
+        HASH_ADD_KEYPTR(hh, st->devices, d->key, dlen, d);
+    }
+    cursor *c = calloc(1, sizeof *c + klen);
+    if (!c) {
+        if (!d->cursors.head) {
+            HASH_DEL(st->devices, d);
+            free(d);
+        }
+        return NULL;
+    }
+    memcpy(c->key, key, klen);
+    c->keylen = klen;
+    c->dev = d;
+    HASH_ADD_KEYPTR(hh, st->cursors, c->key, klen, c);
+    list_push_tail(&st->cursor_lru, &c->lru);
+    list_push_tail(&d->cursors, &c->in_dev);
+    st->stats.cursors++;
+    return c;
+}
+
+static void mem_cursor_get(mp_store *base, const char *user, const char *device, const char *channel,
+                           mp_store_cursor_cb cb, void *ud)
+{
+    mem_store *st = (mem_store *)base;
+    char key[KEY_MAX];
+    size_t klen = cursor_key(key, user, device, channel);
+    if (!klen) {
+        if (cb) cb(base, MP_STORE_EINVAL, NULL, ud);
+        return;
+    }
+    uint64_t now = now_ms(st);
+    cursor *c = find_cursor(st, key, klen, now);
+    if (!c) {
+        if (cb) cb(base, MP_STORE_ENOENT, NULL, ud);
+        return;
+    }
+    touch_cursor(st, c, now);
+    mp_store_cursor out = { c->seq, c->epoch };
+    if (cb) cb(base, MP_STORE_OK, &out, ud);
+}
+
+static void mem_cursor_advance(mp_store *base, const char *user, const char *device, const char *channel,
+                               uint64_t seq, const char *epoch, mp_store_cursor_cb cb, void *ud)
+{
+    mem_store *st = (mem_store *)base;
+    char key[KEY_MAX];
+    size_t klen = cursor_key(key, user, device, channel);
+    if (!klen || !seq) {
+        if (cb) cb(base, MP_STORE_EINVAL, NULL, ud);
+        return;
+    }
+    chan *ch = find_chan(st, channel, name_len(channel));
+    if (!ch || seq > ch->last_seq) {
+        if (cb) cb(base, MP_STORE_ERANGE, NULL, ud);
+        return;
+    }
+    if (given(epoch) && strcmp(epoch, ch->epoch) != 0) {
+        if (cb) cb(base, MP_STORE_EEPOCH, NULL, ud);
+        return;
+    }
+    uint64_t now = now_ms(st);
+    cursor *c = find_cursor(st, key, klen, now);
+    int status = MP_STORE_OK;
+    if (c && seq <= c->seq && strcmp(c->epoch, ch->epoch) == 0) {
+        status = MP_STORE_STALE;
+    } else {
+        if (!c && !(c = create_cursor(st, key, klen))) {
+            if (cb) cb(base, MP_STORE_ENOMEM, NULL, ud);
+            return;
+        }
+        c->seq = seq;
+        memcpy(c->epoch, ch->epoch, sizeof c->epoch);
+    }
+    touch_cursor(st, c, now);
+    mp_store_cursor out = { c->seq, c->epoch };
+    if (cb) cb(base, status, &out, ud);
+}
+
+static void mem_cursor_delete_device(mp_store *base, const char *user, const char *device,
+                                     mp_store_done_cb cb, void *ud)
+{
+    mem_store *st = (mem_store *)base;
+    char key[KEY_MAX];
+    size_t klen = cursor_key(key, user, device, NULL);
+    if (!klen) {
+        if (cb) cb(base, MP_STORE_EINVAL, ud);
+        return;
+    }
+    devrec *d = NULL;
+    HASH_FIND(hh, st->devices, key, klen, d);
+    if (d) {
+        /* The last free_cursor frees d: only `next` is read after it. */
+        dlink *l = d->cursors.head;
+        while (l) {
+            dlink *next = l->next;
+            free_cursor(st, CONTAINER(l, cursor, in_dev));
+            l = next;
+        }
+    }
+    if (cb) cb(base, MP_STORE_OK, ud);
+}
+
+/* ---- sweep, stats, lifetime -------------------------------------------- */
+
+static size_t mem_sweep(mp_store *base)
+{
+    mem_store *st = (mem_store *)base;
+    uint64_t now = now_ms(st);
+    size_t n = 0;
+    /* Each visit leaves the channel due strictly after now, or frees it. */
+    while (st->ndue && st->due[0]->due_ms <= now) {
+        chan *ch = st->due[0];
+        n += expire_channel(st, ch, now);
+        if (ch->count == 0 && add_sat(ch->last_used, st->cfg.channel_idle_ms) <= now) {
+            st->stats.idle_channels++;
+            free_chan(st, ch);
+            n++;
+        } else {
+            reschedule(st, ch);
+        }
+    }
+    while (st->cursor_lru.head) {
+        cursor *c = CONTAINER(st->cursor_lru.head, cursor, lru);
+        if (!cursor_expired(st, c, now))
+            break;
+        st->stats.expired_cursors++;
+        free_cursor(st, c);
+        n++;
+    }
+    return n;
+}
+
+static void mem_stats(mp_store *base, mp_store_stats *out)
+{
+    mem_store *st = (mem_store *)base;
+    *out = st->stats;
+    out->channels = st->nchans;
+}
+
+static void mem_free(mp_store *base)
+{
+    mem_store *st = (mem_store *)base;
+    while (st->chans)
+        free_chan(st, st->chans);
+    while (st->cursors)
+        free_cursor(st, st->cursors);
+    free_policies(st->policies, st->npolicies);
+    free(st->due);
+    free(st->scratch);
+    free(st);
+}
+
+static const mp_store_ops mem_ops = {
+    .next_seq = mem_next_seq,
+    .append = mem_append,
+    .read = mem_read,
+    .flush = mem_flush,
+    .cursor_get = mem_cursor_get,
+    .cursor_advance = mem_cursor_advance,
+    .cursor_delete_device = mem_cursor_delete_device,
+    .sweep = mem_sweep,
+    .stats = mem_stats,
+    .set_policies = mem_set_policies,
+    .free = mem_free,
+};
+
+/* 48 random bits (mixed with the time and pid should getrandom fail), so
+ * every store instance, hence every restart, names new epochs. */
+static void draw_instance(mem_store *st)
+{
+    uint64_t r = 0;
+    if (getrandom(&r, sizeof r, GRND_NONBLOCK) != (ssize_t)sizeof r) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        r ^= (uint64_t)ts.tv_sec * 1000000007u ^ (uint64_t)ts.tv_nsec ^ ((uint64_t)getpid() << 32) ^
+             (uint64_t)(uintptr_t)st;
+    }
+    snprintf(st->instance, sizeof st->instance, "%012llx", (unsigned long long)(r & 0xffffffffffffull));
+}
+
+void mp_store_config_defaults(mp_store_config *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    cfg->default_policy = (mp_store_policy){ NULL, 100, 3600 * 1000 };
+    cfg->max_channels = 10000;
+    cfg->max_bytes = (size_t)256 << 20;
+    cfg->channel_idle_ms = 10 * 60 * 1000;
+    cfg->max_cursors = 100000;
+    cfg->cursor_ttl_ms = (uint64_t)7 * 24 * 3600 * 1000;
+}
+
+mp_store *mp_store_mem_new(const mp_store_config *cfg)
+{
+    mem_store *st = calloc(1, sizeof *st);
+    if (!st)
+        return NULL;
+    st->base.ops = &mem_ops;
+    st->cfg = *cfg;
+    st->cfg.policies = NULL;
+    st->cfg.npolicies = 0;
+    if (st->cfg.max_channels < 1)
+        st->cfg.max_channels = 1;
+    if (st->cfg.max_cursors < 1)
+        st->cfg.max_cursors = 1;
+    if (mem_set_policies(&st->base, cfg->policies, cfg->npolicies, &cfg->default_policy) != MP_STORE_OK) {
+        free(st);
+        return NULL;
+    }
+    draw_instance(st);
+    return &st->base;
+}
+
+const char *mp_store_strerror(int status)
+{
+    switch (status) {
+    case MP_STORE_OK: return "ok";
+    case MP_STORE_STALE: return "cursor already at or past that seq";
+    case MP_STORE_ENOENT: return "no such channel or cursor";
+    case MP_STORE_EINVAL: return "invalid name, id or seq";
+    case MP_STORE_ESEQ: return "seq not handed out, or not after the last stored";
+    case MP_STORE_ERANGE: return "seq beyond the last published";
+    case MP_STORE_EEPOCH: return "epoch is not the channel's";
+    case MP_STORE_ENOMEM: return "out of memory";
+    case MP_STORE_EUNAVAIL: return "store unavailable";
+    default: return "unknown store error";
+    }
+}
