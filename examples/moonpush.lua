@@ -14,6 +14,15 @@ return {
     max_subscriptions = 64,        -- channels per connection (besides user:<id>)
   },
 
+  -- Channel history (the memory store): resume, offline delivery, resends.
+  history = {
+    max_messages = 100,        -- per channel, unless a pattern below says otherwise
+    max_age_ms = 3600000,
+    channels = {
+      { pattern = "user:*", max_messages = 500, max_age_ms = 86400000 },  -- offline devices catch up a day
+    },
+  },
+
   timeouts = {
     request_ms = 10000,  -- whole HTTP request / handshake must arrive within
     idle_ms = 60000,     -- close a WebSocket silent this long (code 4000)
@@ -49,6 +58,27 @@ return {
         } },
       },
     },
+    {
+      -- Devices that must not miss anything: they ack, unacked messages are
+      -- resent, and a reconnecting device gets what it has not acked.
+      path = "/ws/reliable",
+      type = "websocket",
+      acks = { timeout_ms = 5000, factor = 2, max_tries = 5, jitter = 0.2 },
+      plugins = {
+        { name = "auth_token", config = {
+            tokens = {
+              ["till-1"] = { user = "store-12", device = "till-1", kind = "pos", channels = { "store-12:*" } },
+            },
+        } },
+      },
+    },
+    -- Backend reads: a channel's history, a user's connections.
+    { path = "/history", type = "history", plugins = {
+        { name = "auth_token", config = { publishers = { ["publisher-secret"] = { name = "backend", channels = { "*" } } } } },
+    } },
+    { path = "/presence", type = "presence", plugins = {
+        { name = "auth_token", config = { publishers = { ["publisher-secret"] = { name = "backend", channels = { "*" } } } } },
+    } },
     { path = "/health", type = "health" },
   },
 }

@@ -6,8 +6,9 @@
 --   publishers = { [token] = { name = "backend", channels = { "*" } } }, -- /publish
 -- }
 -- The token comes from `Authorization: Bearer <token>` or `?token=`.
--- On a websocket route only `tokens` are accepted, on a publish route only
--- `publishers`.
+-- On a websocket route only `tokens` are accepted; on the backend routes
+-- (publish, history, presence) only `publishers`, whose `channels` say what
+-- they may publish to and read.
 
 local type, pairs, tostring = type, pairs, tostring
 
@@ -48,7 +49,7 @@ function _M.auth(req, conf)
   -- Never fall back from one book to the other: a device token is no
   -- publisher credential, and the reverse.
   local book
-  if req.route_type == "publish" then book = conf.publishers else book = conf.tokens end
+  if req.route_type == "websocket" then book = conf.tokens else book = conf.publishers end
   local id = book and book[req.token]
   if not id then
     return nil, { status = 401, code = "unauthorized", message = "unknown token" }

@@ -36,6 +36,8 @@ local function routes()
     { path = "/ev", type = "websocket", plugins = { ws_auth(), { name = "events" } } },
     { path = "/fmt-boom", type = "websocket", plugins = { ws_auth(), { name = "boom_format" } } },
     { path = "/fmt-pub", type = "websocket", plugins = { ws_auth(), { name = "publishing_format", config = { target = SIDE } } } },
+    { path = "/conn-boom", type = "websocket", plugins = { ws_auth(), { name = "boom_connect" } } },
+    { path = "/routed", type = "publish", plugins = { pub_auth(), { name = "router" } } },
     { path = "/ws", type = "websocket", plugins = { ws_auth() } },
     { path = "/publish", type = "publish", plugins = { pub_auth() } },
     { path = "/health", type = "health" },
@@ -128,7 +130,7 @@ describe("moonpush plugin isolation", function()
       local st, body = client.publish(srv, { channel = "news", data = 1 }, { path = "/loop-publish" })
       assert.equals(500, st)
       assert.equals("plugin_error", body and body.error)
-      assert.equals("plugin loop_auth failed", body and body.message)
+      assert.equals("plugin loop_auth ran past its instruction budget", body and body.message)
     end)
 
     it("keeps the server answering /health promptly, also between several looping requests", function()
@@ -146,6 +148,66 @@ describe("moonpush plugin isolation", function()
       assert.equals("plugin_error", resp.json and resp.json.error)
       local w = dev("/burn-own", "bob")
       assert.equals("burner", w.welcome.user)
+    end)
+  end)
+
+  describe("an auth hook that catches the budget error with pcall and loops on", function()
+    it("is still stopped: 500 plugin_error promptly and /health keeps answering", function()
+      -- its own server: a hook that escapes the budget hangs the whole event loop
+      local own = server.start({ plugin_path = PLUGIN_PATH, plugin_budget = BUDGET, routes = {
+        { path = "/sneaky", type = "websocket", plugins = { { name = "sneaky_loop_auth" } } },
+        { path = "/health", type = "health" },
+      } })
+      local ok, err = pcall(function()
+        local t0 = client.now()
+        local resp, rerr, c = client.raw_request(own, client.upgrade_request(own, { path = "/sneaky", token = "x" }), 2)
+        c:close()
+        assert.is_table(resp, "no answer within 2 s: " .. tostring(rerr))
+        assert.equals(500, resp.status)
+        assert.equals("plugin_error", resp.json and resp.json.error)
+        assert.is_true(client.now() - t0 < 1)
+        local hok, st = pcall(client.http, own, "/health", { timeout = 1 })
+        assert.is_true(hok, "/health did not answer: " .. tostring(st))
+        assert.equals(200, st)
+      end)
+      local rc, serr = own:stop(1)
+      assert(ok, err)
+      assert.equals(0, rc, serr)
+    end)
+  end)
+
+  describe("a route hook that raises", function()
+    it("fails the publish with 500 plugin_error naming the plugin and publishes nothing of the batch", function()
+      local ch = client.unique("routeboom-")
+      local w = dev("/ws", "bob", { channels = { ch } })
+      local st, body, _, raw = client.publish(srv, { { channel = ch, data = "fine" }, { channel = ch, data = { action = "raise" } } },
+        { path = "/routed" })
+      assert.equals(500, st, raw)
+      assert.equals("plugin_error", body and body.error)
+      assert.equals("item 1: plugin router failed", body.message)   -- a batch names the item
+      assert.is_nil(raw:find("exploded", 1, true))
+      assert.matches("router exploded", srv:log(), 1, true)
+      local ans = client.publish_ok(srv, { channel = ch, data = "next" }, { path = "/routed" })
+      assert.equals(1, ans.seq)
+      assert.equals("next", client.recv_message(w).data)
+    end)
+  end)
+
+  describe("on_connect / on_close hooks that raise", function()
+    it("are only logged: the connection opens, works and closes normally", function()
+      local ch = client.unique("connboom-")
+      local w = dev("/conn-boom", "bob", { channels = { ch } })
+      assert.same({ type = "pong" }, client.request(w, { type = "ping" }))
+      client.publish_ok(srv, { channel = ch, data = "hi" })
+      assert.equals("hi", client.recv_message(w).data)
+      assert.matches("boom_connect on_connect exploded", srv:log(), 1, true)
+      w:close(1000, "done", 2)
+      local deadline = client.now() + 2
+      while not srv:log():find("boom_connect on_close exploded", 1, true) and client.now() < deadline do
+        server.sleep(0.02)
+      end
+      assert.matches("boom_connect on_close exploded", srv:log(), 1, true)
+      client.assert_serves(srv)
     end)
   end)
 

@@ -16,6 +16,7 @@
 #include "log.h"
 #include "lua_host.h"
 #include "publish.h"
+#include "query.h"
 #include "ws.h"
 
 enum { PART_NONE, PART_URL, PART_FIELD, PART_VALUE };
@@ -435,6 +436,15 @@ static void dispatch(mp_http *h, const uint8_t *rest, size_t rest_len)
         } else {
             mp_publish_handle(&req);
         }
+        break;
+    case MP_ROUTE_HISTORY:
+    case MP_ROUTE_PRESENCE:
+        if (strcmp(req.method, "GET") != 0)
+            method_not_allowed(c, "GET");
+        else if (req.route->type == MP_ROUTE_HISTORY)
+            mp_query_history(&req);
+        else
+            mp_query_presence(&req);
         break;
     case MP_ROUTE_WEBSOCKET:
         if (strcmp(req.method, "GET") != 0)

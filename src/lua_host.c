@@ -10,6 +10,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "delivery.h"
@@ -25,10 +27,10 @@ static int in_format;       /* no publishing from inside a format hook */
 
 /* ---- calling Lua -------------------------------------------------------- */
 
-/* Past the budget, raise — and keep raising every few instructions until
- * the outermost call returns, so a plugin that catches the error with pcall
- * cannot carry on. */
-#define BUDGET_REPEAT 1000
+/* Past the budget, raise — and keep raising at every instruction until the
+ * outermost call returns, so a plugin that catches the error with pcall
+ * cannot carry on: the first instruction outside its pcall raises again. */
+#define BUDGET_REPEAT 1
 
 static void budget_hook(lua_State *l, lua_Debug *ar)
 {
@@ -196,6 +198,8 @@ static int read_routes(mp_config *cfg)
         const char *type = lua_tostring(L, -1);
         r->type = strcmp(type, "websocket") == 0 ? MP_ROUTE_WEBSOCKET
                 : strcmp(type, "publish") == 0   ? MP_ROUTE_PUBLISH
+                : strcmp(type, "history") == 0   ? MP_ROUTE_HISTORY
+                : strcmp(type, "presence") == 0  ? MP_ROUTE_PRESENCE
                                                  : MP_ROUTE_HEALTH;
         lua_pop(L, 2);
         r->budget = (int)num_field(t, NULL, "budget");
@@ -364,11 +368,22 @@ static void read_denial(int idx, mp_denial *d)
     lua_pop(L, 3);
 }
 
+/* The plugin core.lua was running when a call had to be aborted. */
+static const char *running_plugin(void)
+{
+    push_core_fn("running");
+    const char *name = lua_isstring(L, -1) ? lua_tostring(L, -1) : "?";
+    lua_pop(L, 1);   /* the string stays reachable from core.running */
+    return name;
+}
+
 static void failed_call(mp_denial *d)
 {
     const char *e = lua_tostring(L, -1);
-    set_denial(d, 500, "plugin_error",
-               e && strstr(e, "instruction budget") ? "a plugin ran past its instruction budget" : "a plugin failed");
+    char msg[160];
+    snprintf(msg, sizeof msg, "plugin %s %s", running_plugin(),
+             e && strstr(e, "instruction budget") ? "ran past its instruction budget" : "failed");
+    set_denial(d, 500, "plugin_error", msg);
 }
 
 /* ---- auth --------------------------------------------------------------- */
@@ -728,11 +743,31 @@ int mp_lua_reload_config(mp_config *cfg, char *summary, size_t summary_len, char
 typedef struct watched {
     ev_stat w;
     ev_timer settle;
+    struct timespec mtime;      /* as last seen, to the nanosecond */
+    off_t size;
+    ino_t ino;
     struct watched *next;
     char path[];
 } watched;
 
 static watched *watches;
+/* ev_stat compares mtime in whole seconds: a same-size edit within the
+ * second it loaded would go unseen. A once-a-second nanosecond check of the
+ * few watched files catches it. */
+static ev_timer recheck;
+
+static int remember_stat(watched *f)
+{
+    struct stat st;
+    if (stat(f->path, &st) != 0)
+        return 0;
+    int changed = st.st_mtim.tv_sec != f->mtime.tv_sec || st.st_mtim.tv_nsec != f->mtime.tv_nsec ||
+                  st.st_size != f->size || st.st_ino != f->ino;
+    f->mtime = st.st_mtim;
+    f->size = st.st_size;
+    f->ino = st.st_ino;
+    return changed;
+}
 
 static void reload_plugin_file(struct ev_loop *loop, ev_timer *t, int revents)
 {
@@ -755,17 +790,32 @@ static void reload_plugin_file(struct ev_loop *loop, ev_timer *t, int revents)
     lua_settop(L, top);
 }
 
-static void on_plugin_changed(struct ev_loop *loop, ev_stat *w, int revents)
+static void schedule_reload(struct ev_loop *loop, watched *f)
 {
-    (void)revents;
-    watched *f = (watched *)w;
     ev_timer_stop(loop, &f->settle);
     ev_timer_set(&f->settle, RELOAD_SETTLE, 0.);
     ev_timer_start(loop, &f->settle);
 }
 
+static void on_plugin_changed(struct ev_loop *loop, ev_stat *w, int revents)
+{
+    (void)revents;
+    watched *f = (watched *)w;
+    remember_stat(f);
+    schedule_reload(loop, f);
+}
+
+static void on_recheck(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)w; (void)revents;
+    for (watched *f = watches; f; f = f->next)
+        if (remember_stat(f))
+            schedule_reload(loop, f);
+}
+
 static void unwatch_all(struct ev_loop *loop)
 {
+    ev_timer_stop(loop, &recheck);
     while (watches) {
         watched *f = watches;
         watches = f->next;
@@ -795,12 +845,16 @@ void mp_lua_watch_plugins(struct ev_loop *loop)
             ev_stat_start(loop, &f->w);
             ev_init(&f->settle, reload_plugin_file);
             f->settle.data = f;
+            f->size = -1;
+            remember_stat(f);
             f->next = watches;
             watches = f;
         }
         lua_pop(L, 1);
     }
     lua_settop(L, top);
+    ev_timer_init(&recheck, on_recheck, 1., 1.);
+    ev_timer_start(loop, &recheck);
 }
 
 /* ---- misc --------------------------------------------------------------- */

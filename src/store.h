@@ -60,7 +60,8 @@
  * to an mp_outq, which does) to keep a frame. Every structure is bounded:
  * messages per channel by the policy, channels by max_channels, stored bytes
  * by max_bytes, cursors by max_cursors, and nothing is allocated per message
- * beyond its slot in the channel's ring.
+ * beyond its slot in the channel's ring (at most 2 x max_messages slots: a
+ * message released early by its own ttl leaves a slot until compacted).
  */
 #ifndef MP_STORE_H
 #define MP_STORE_H

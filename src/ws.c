@@ -88,6 +88,11 @@ const char *mp_ws_kind(const mp_conn *c)
     return c->ws ? c->ws->ident->kind : "";
 }
 
+const char *mp_ws_device(const mp_conn *c)
+{
+    return c->ws ? c->ws->ident->device : "";
+}
+
 int mp_ws_format_route(const mp_conn *c)
 {
     int r = c->ws ? c->ws->route_index : -1;

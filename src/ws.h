@@ -30,8 +30,9 @@ void mp_ws_upgrade_required(mp_conn *c);
 
 void mp_ws_feed(mp_conn *c, const uint8_t *data, size_t len);
 
-/* The device kind of a WebSocket connection ("" otherwise). */
+/* The device kind / device id of a WebSocket connection ("" otherwise). */
 const char *mp_ws_kind(const mp_conn *c);
+const char *mp_ws_device(const mp_conn *c);
 
 /* The index of the connection's route if that route formats messages
  * itself (a format hook), else -1. */

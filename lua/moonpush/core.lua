@@ -93,6 +93,7 @@ local function with_config(chain, hook, default_status, a, b)
   for _, link in ipairs(chain) do
     local fn = link.plugin[hook]
     if fn then
+      _M.running = link.name   -- C names it if the call has to be aborted
       local ok, v, err
       if b == nil then ok, v, err = pcall(fn, a, link.config)
       else ok, v, err = pcall(fn, a, b, link.config) end
@@ -317,6 +318,7 @@ function _M.event(route_index, name, conn, arg)
   for _, link in ipairs(route.chain) do
     local fn = link.plugin[name]
     if fn then
+      _M.running = link.name
       local ok, err
       if arg ~= nil then ok, err = pcall(fn, conn, arg, link.config)
       else ok, err = pcall(fn, conn, link.config) end

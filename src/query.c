@@ -1,0 +1,176 @@
+/* query.c — see query.h. History answers are built by appending the stored
+ * frames' payloads (already the JSON message envelopes) to a bounded body:
+ * nothing is parsed or re-encoded. */
+#include "query.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "hub.h"
+#include "lua_host.h"
+#include "server.h"
+#include "store.h"
+#include "ws.h"
+
+#define HISTORY_DEFAULT_LIMIT 100
+#define HISTORY_MAX_LIMIT 1000
+
+/* Runs auth and checks the identity may read name. Returns 0, or answers. */
+static int authorize(mp_http_req *req, const char *name)
+{
+    mp_identity *id = NULL;
+    mp_denial deny;
+    if (mp_lua_auth(req, &id, &deny) < 0) {
+        mp.stats.auth_denials++;
+        mp_http_deny(req->conn, &deny);
+        return -1;
+    }
+    int ok = mp_identity_allows(id, name);
+    free(id);
+    if (!ok) {
+        char msg[MP_NAME_MAX + 48];
+        snprintf(msg, sizeof msg, "this token may not read %s", name);
+        mp_http_error(req->conn, 403, "forbidden", msg);
+        return -1;
+    }
+    return 0;
+}
+
+/* A query parameter that must be an integer in [min, max]; def if absent.
+ * Returns -1 (and answers 400) if present but malformed. */
+static int int_param(mp_http_req *req, const char *name, long long min, long long max, long long def,
+                     long long *out)
+{
+    char buf[32];
+    const char *v = mp_http_query_get(req, name, buf, sizeof buf);
+    if (!v) {
+        *out = def;
+        return 0;
+    }
+    char *end = NULL;
+    long long n = strtoll(v, &end, 10);
+    if (!*v || *end || n < min || n > max) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "%s must be an integer from %lld to %lld", name, min, max);
+        mp_http_error(req->conn, 400, "bad_request", msg);
+        return -1;
+    }
+    *out = n;
+    return 0;
+}
+
+/* The payload of a server frame (unmasked): skip its 2, 4 or 10 byte header. */
+static const uint8_t *frame_payload(const mp_frame *f, size_t *len)
+{
+    const uint8_t *b = mp_frame_bytes(f);
+    size_t h = (b[1] & 0x7f) < 126 ? 2 : (b[1] & 0x7f) == 126 ? 4 : 10;
+    *len = mp_frame_size(f) - h;
+    return b + h;
+}
+
+typedef struct history_answer {
+    char *body;
+    size_t len, cap;
+    int failed;
+} history_answer;
+
+static void append(history_answer *a, const void *p, size_t n)
+{
+    if (a->failed)
+        return;
+    if (a->len + n + 1 > a->cap) {
+        size_t cap = a->cap ? a->cap : 4096;
+        while (cap < a->len + n + 1)
+            cap *= 2;
+        char *b = realloc(a->body, cap);
+        if (!b) {
+            a->failed = 1;
+            return;
+        }
+        a->body = b;
+        a->cap = cap;
+    }
+    memcpy(a->body + a->len, p, n);
+    a->len += n;
+}
+
+static void got_history(mp_store *st, int status, const mp_store_history *h, void *ud)
+{
+    (void)st;
+    history_answer *a = ud;
+    if (status < 0 || !h) {
+        a->failed = 1;
+        return;
+    }
+    char head[256];
+    int n = snprintf(head, sizeof head, "\"epoch\":\"%s\",\"first_seq\":%llu,\"last_seq\":%llu,\"more\":%s,\"messages\":[",
+                     h->epoch, (unsigned long long)h->first_seq, (unsigned long long)h->last_seq,
+                     h->more ? "true" : "false");
+    append(a, head, (size_t)n);
+    for (size_t i = 0; i < h->count; i++) {
+        size_t plen;
+        const uint8_t *p = frame_payload(h->items[i].frame, &plen);
+        if (i)
+            append(a, ",", 1);
+        append(a, p, plen);
+    }
+    append(a, "]}", 2);
+}
+
+void mp_query_history(mp_http_req *req)
+{
+    char channel[MP_NAME_MAX + 1];
+    if (!mp_http_query_get(req, "channel", channel, sizeof channel) ||
+        !mp_hub_valid_name(channel, strlen(channel))) {
+        mp_http_error(req->conn, 400, "bad_channel", "?channel= must name a channel (1-128 bytes of A-Z a-z 0-9 _ - . : @)");
+        return;
+    }
+    long long since, limit;
+    if (int_param(req, "since", 0, (long long)1 << 62, 0, &since) < 0 ||
+        int_param(req, "limit", 1, HISTORY_MAX_LIMIT, HISTORY_DEFAULT_LIMIT, &limit) < 0)
+        return;
+    if (authorize(req, channel) < 0)
+        return;
+    history_answer a = {0};
+    char head[MP_NAME_MAX + 16];
+    int n = snprintf(head, sizeof head, "{\"channel\":\"%s\",", channel);
+    append(&a, head, (size_t)n);
+    mp_store_read(mp.store, channel, NULL, (uint64_t)since, (size_t)limit, got_history, &a);
+    if (a.failed)
+        mp_http_error(req->conn, 503, "unavailable", "the history could not be read");
+    else
+        mp_http_respond(req->conn, 200, "", a.body, a.len);
+    free(a.body);
+}
+
+void mp_query_presence(mp_http_req *req)
+{
+    char user[MP_NAME_MAX + 1], personal[MP_NAME_MAX + 8];
+    if (!mp_http_query_get(req, "user", user, sizeof user) || !mp_hub_valid_name(user, strlen(user))) {
+        mp_http_error(req->conn, 400, "bad_user", "?user= must name a user (1-128 bytes of A-Z a-z 0-9 _ - . : @)");
+        return;
+    }
+    snprintf(personal, sizeof personal, "user:%s", user);
+    if (authorize(req, personal) < 0)
+        return;
+    mp_channel *ch = mp_hub_channel(personal, 0);
+    json_t *devices = json_array();
+    for (mp_sub *s = ch ? mp_hub_channel_subs(ch) : NULL; s; s = s->ch_next) {
+        char id[24];
+        snprintf(id, sizeof id, "%llu", (unsigned long long)s->conn->id);
+        json_array_append_new(devices, json_pack("{s:s, s:s, s:s}", "device", mp_ws_device(s->conn),
+                                                 "kind", mp_ws_kind(s->conn), "conn", id));
+    }
+    size_t n = json_array_size(devices);
+    json_t *answer = json_pack("{s:s, s:b, s:I, s:o}", "user", user, "online", n > 0, "connections",
+                               (json_int_t)n, "devices", devices);
+    char *text = answer ? json_dumps(answer, JSON_COMPACT) : NULL;
+    json_decref(answer);
+    if (text)
+        mp_http_respond(req->conn, 200, "", text, strlen(text));
+    else
+        mp_http_error(req->conn, 503, "unavailable", "server out of memory");
+    free(text);
+}
