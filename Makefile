@@ -10,11 +10,11 @@
 CC      ?= cc
 PKGS    := libev-dev libwslay-dev libluajit-5.1-dev luajit libhiredis-dev \
            libhttp-parser-dev libjansson-dev libssl-dev uthash-dev \
-           lua-busted lua-http lua-cjson redis-server pkg-config
+           lua-busted lua-http lua-cjson redis-server pkg-config libedit-dev
 CFLAGS  ?= -O2 -g
 MP_CFLAGS := $(CFLAGS) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Isrc \
            $(shell pkg-config --cflags luajit 2>/dev/null)
-LDLIBS  := -lev -lwslay -lhttp_parser -ljansson -lcrypto -lm \
+LDLIBS  := -lev -lwslay -lhttp_parser -ljansson -lcrypto -ledit -lm \
            $(shell pkg-config --libs luajit 2>/dev/null)
 
 SRC     := $(wildcard src/*.c)

@@ -80,5 +80,7 @@ return {
         { name = "auth_token", config = { publishers = { ["publisher-secret"] = { name = "backend", channels = { "*" } } } } },
     } },
     { path = "/health", type = "health" },
+    -- Prometheus. Add an auth plugin here to require a token.
+    { path = "/metrics", type = "metrics" },
   },
 }

@@ -5,7 +5,7 @@
 local host = require "moonpush.host"
 local cjson = require "cjson.safe"
 
-local select, tostring, concat = select, tostring, table.concat
+local select, tostring, type, error, concat = select, tostring, type, error, table.concat
 
 local _M = {
   json = {
@@ -23,10 +23,25 @@ local _M = {
   base64url_encode = host.base64url_encode,
   base64url_decode = host.base64url_decode,
   limit = host.limit,
-  publish = host.publish,
   online = host.online,
   channel_info = host.channel_info,
 }
+
+-- publish("news", data) | publish({ user = "alice" }, data) | publish({ channel = "x" }, data)
+if host.publish then
+  function _M.publish(target, data)
+    local name = target
+    if type(target) == "table" then
+      name = target.channel or (target.user and "user:" .. tostring(target.user))
+    end
+    if type(name) ~= "string" then
+      error("bad argument #1 to 'publish' (channel name or { user = ... } / { channel = ... } expected)", 2)
+    end
+    local text, err = cjson.encode(data)
+    if not text then error("bad argument #2 to 'publish' (" .. tostring(err) .. ")", 2) end
+    return host.publish(name, text)
+  end
+end
 
 local LEVELS = { debug = true, info = true, warn = true, error = true }
 

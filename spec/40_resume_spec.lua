@@ -285,7 +285,6 @@ describe("moonpush resume", function()
       assert.is_nil(pub_err)
       assert.same({}, errors)
       assert.is_true(last_published > 100, "publisher published only " .. last_published)
-      if os.getenv("MP_DEBUG") then io.stderr:write("race: published " .. last_published .. "\n") end
       for k = 1, N_CLIENTS do
         local seen = results[k]
         assert.is_table(seen, "client " .. k .. " has no result")

@@ -200,6 +200,25 @@ describe("moonpush acks", function()
     assert.is_true(client.expect_silence(w, 3 * TIMEOUT_MS / 1000))
   end)
 
+  -- At least once: a device closed with 4004 because it never acked must
+  -- get the message again on reconnect ("the device resumes from its
+  -- cursor"), even though it never acked anything on that channel.
+  it("after a 4004 close of a device that never acked, the reconnect (no since) gets the message again", function()
+    local ch = client.unique("cur0-")
+    local w, q = acked({ channels = { ch } })
+    local a = client.publish_ok(srv, { channel = ch, data = "must arrive" })
+    assert.equals(a.seq, client.recv_message(w).seq)
+    local code = client.expect_close(w, 5)
+    assert.equals(4004, code)
+    local w2 = client.ws(srv, { token = q.token, device = q.device, path = "/ws/acked", channels = { ch } })
+    open[#open + 1] = w2
+    local m, raw = next_frame(w2, 1)
+    assert.is_table(m, "nothing replayed after the 4004: the unacked message is lost (" .. tostring(raw) .. ")")
+    assert.equals("message", m.type, raw)
+    assert.equals(a.seq, m.seq)
+    assert.equals("must arrive", m.data)
+  end)
+
   it("after a 4004 close, the device's reconnect (no since) resumes from its cursor", function()
     local ch = client.unique("cur-")
     local w, q = acked({ channels = { ch } })

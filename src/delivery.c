@@ -6,10 +6,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "log.h"
+#include "metrics.h"
 #include "server.h"
 #include "store.h"
+#include "ws.h"
 
 #define REPLAY_BATCH 256
 
@@ -95,26 +98,47 @@ static void got_batch(mp_store *st, int status, const mp_store_history *h, void 
             send_reset(r->c, r->channel, h, "ahead");
         r->first = 0;
     }
-    for (size_t i = 0; i < h->count; i++) {
+    size_t pause_at = mp.cfg.max_outbound_bytes / 2;
+    size_t i = 0;
+    for (; i < h->count && r->c->out.bytes < pause_at; i++) {
         if (mp_conn_send(r->c, h->items[i].frame) < 0)
             return;
         r->last = h->items[i].seq;
         r->count++;
     }
-    r->more = h->more;
+    r->more = h->more || i < h->count;
 }
 
-int mp_delivery_replay(mp_conn *c, mp_sub *s, const char *epoch, uint64_t since)
+/* Reads and queues batches until the history is exhausted or the queue is
+ * half full; in the second case the subscription waits (see delivery.h). */
+static int replay_from(mp_conn *c, mp_sub *s, const char *epoch, uint64_t since, int first)
 {
     const char *channel = mp_hub_channel_name(s->ch);
-    replay r = {c, s, channel, 1, 0, since, 0};
+    replay r = {c, s, channel, first, 0, since, 0};
     mp_store_read(mp.store, channel, epoch, since, REPLAY_BATCH, got_batch, &r);
-    while (r.more && c->state == MP_CONN_WS)
+    while (r.more && c->state == MP_CONN_WS && c->out.bytes < mp.cfg.max_outbound_bytes / 2)
         mp_store_read(mp.store, channel, NULL, r.last, REPLAY_BATCH, got_batch, &r);
     if (r.count > 0 && r.last > s->sent_seq)
         s->sent_seq = r.last;
     mp.stats.messages_replayed += (uint64_t)r.count;
+    s->replaying = r.more && c->state == MP_CONN_WS;
+    if (s->replaying) {
+        s->replay_after = r.last;
+        c->flags |= MP_CONN_REPLAY;
+    }
+    if (r.count > 0 && s->tracks_acks)
+        mp_ws_awaiting_ack(c);
     return r.count;
+}
+
+int mp_delivery_replay(mp_conn *c, mp_sub *s, const char *epoch, uint64_t since)
+{
+    return replay_from(c, s, epoch, since, 1);
+}
+
+void mp_delivery_continue(mp_conn *c, mp_sub *s)
+{
+    replay_from(c, s, NULL, s->replay_after, 0);
 }
 
 typedef struct cursor_result {
@@ -134,6 +158,14 @@ static void got_cursor(mp_store *st, int status, const mp_store_cursor *cur, voi
     }
 }
 
+static void cursor_set(mp_store *st, int status, const mp_store_cursor *cur, void *ud)
+{
+    (void)st;
+    mp_sub *s = ud;
+    if ((status == MP_STORE_OK || status == MP_STORE_STALE) && cur)
+        s->acked_seq = cur->seq;
+}
+
 void mp_delivery_resume_device(mp_conn *c, mp_sub *s, const mp_identity *id, int personal)
 {
     const char *channel = mp_hub_channel_name(s->ch);
@@ -142,9 +174,18 @@ void mp_delivery_resume_device(mp_conn *c, mp_sub *s, const mp_identity *id, int
     if (cur.found) {
         s->acked_seq = cur.seq;
         mp_delivery_replay(c, s, cur.epoch, cur.seq);
-    } else if (personal) {
-        mp_delivery_replay(c, s, NULL, 0);   /* kept for this user while no device was there */
+        return;
     }
+    if (personal) {
+        /* Kept for this user while no device was there: all of it is owed. */
+        mp_store_cursor_advance(mp.store, id->user, id->device, channel, 0, NULL, cursor_set, s);
+        mp_delivery_replay(c, s, NULL, 0);
+        return;
+    }
+    char epoch[32];
+    uint64_t last = 0;
+    mp_delivery_position(channel, epoch, &last);
+    mp_store_cursor_advance(mp.store, id->user, id->device, channel, last, NULL, cursor_set, s);
 }
 
 /* ---- acks ----------------------------------------------------------------- */
@@ -190,6 +231,8 @@ static void on_ack_timeout(struct ev_loop *loop, ev_timer *w, int revents)
     for (mp_sub *s = *a->subs; s && c->state == MP_CONN_WS; s = s->conn_next) {
         if (!s->tracks_acks || s->sent_seq <= s->acked_seq)
             continue;
+        if (s->replaying)
+            continue;                       /* its replay resends everything anyway */
         uint64_t sent = s->sent_seq;
         int n = mp_delivery_replay(c, s, NULL, s->acked_seq);
         mp.stats.resends += (uint64_t)n;
@@ -232,6 +275,24 @@ void mp_acks_arm(mp_acks *a)
         start_timer(a);
 }
 
+static void got_acked_item(mp_store *st, int status, const mp_store_history *h, void *ud)
+{
+    (void)st; (void)ud;
+    if (status < 0 || !h || h->count == 0)
+        return;
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    double now_ms = (double)now.tv_sec * 1000.0 + (double)now.tv_nsec / 1e6;
+    mp_metrics_ack_latency((now_ms - (double)h->items[0].published_ms) / 1000.0);
+}
+
+/* Publish-to-ack latency of the acked message, from its stored publish time
+ * (a message no longer in history is not measured). */
+static void observe_ack_latency(const char *channel, uint64_t seq)
+{
+    mp_store_read(mp.store, channel, NULL, seq - 1, 1, got_acked_item, NULL);
+}
+
 static void cursor_moved(mp_store *st, int status, const mp_store_cursor *cur, void *ud)
 {
     (void)st; (void)cur;
@@ -248,6 +309,7 @@ int mp_acks_ack(mp_acks *a, mp_sub *s, uint64_t seq)
         return 0;                       /* duplicate or reordered: nothing new */
     s->acked_seq = seq;
     const char *channel = mp_hub_channel_name(s->ch);
+    observe_ack_latency(channel, seq);
     mp_store_cursor_advance(mp.store, a->id->user, a->id->device, channel, seq, NULL, cursor_moved,
                             (void *)channel);
     if (!anything_unacked(a)) {

@@ -6,6 +6,13 @@
  * run, so replayed messages end exactly where live ones begin — no gap, no
  * duplicate. (A networked store must keep that order; see store.h.)
  *
+ * A replay never fills a connection's queue past half its bound: it pauses
+ * there (the subscription is marked replaying, and live fanout skips it,
+ * since every live message is in the history the replay will read) and
+ * continues when the queue has drained to a quarter. Messages published
+ * with store=false are not in history: a subscription that is replaying
+ * misses them, like a disconnected one would.
+ *
  * Acks: on a route with `acks`, each subscription tracks the last seq sent
  * and the last acked (cumulative, per channel). A connection with anything
  * unacked has one retry timer — armed when the first unacked message goes
@@ -33,8 +40,13 @@ typedef struct mp_acks mp_acks;
  * s->sent_seq to the last seq queued. Returns the number of messages. */
 int mp_delivery_replay(mp_conn *c, mp_sub *s, const char *epoch, uint64_t since);
 
+/* Continues a replay paused because the connection's queue was full. */
+void mp_delivery_continue(mp_conn *c, mp_sub *s);
+
 /* Queues the retained messages the device has not acked (its cursor), or
- * for its personal channel with no cursor, everything retained. */
+ * for its personal channel with no cursor, everything retained. A device
+ * with no cursor on a channel gets one at the channel's current position,
+ * so what is published from now on is owed to it until it acks. */
 void mp_delivery_resume_device(mp_conn *c, mp_sub *s, const mp_identity *id, int personal);
 
 /* The channel's epoch and last seq ("" and 0 if the store does not know it). */

@@ -12,6 +12,7 @@ mp_frame *mp_frame_new(size_t cap)
     if (!f)
         return NULL;
     f->refs = 1;
+    f->published = 0;
     f->off = 0;
     f->len = 0;
     f->cap = (uint32_t)cap;

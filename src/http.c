@@ -15,6 +15,7 @@
 
 #include "log.h"
 #include "lua_host.h"
+#include "metrics.h"
 #include "publish.h"
 #include "query.h"
 #include "ws.h"
@@ -40,6 +41,8 @@ typedef struct mp_http {
     int free_pending;
     int reject_status;           /* set by a callback that refuses the request */
     const char *reject_code, *reject_msg;
+    ev_tstamp started_at;        /* for the access log */
+    const char *route_path;      /* set at dispatch, for the access log */
 } mp_http;
 
 static http_parser_settings settings;
@@ -96,6 +99,8 @@ static int on_message_begin(http_parser *p)
     h->body_len = 0;
     h->has_length = 0;
     h->started = 1;
+    h->started_at = ev_now(mp.loop);
+    h->route_path = NULL;
     mp_tlist_touch(&mp_request_list, &h->conn->tnode);  /* the whole request within request_ms */
     return 0;
 }
@@ -291,12 +296,39 @@ static int keep_alive(mp_conn *c)
 
 void mp_http_respond(mp_conn *c, int status, const char *extra_headers, const char *body, size_t body_len)
 {
+    mp_http_respond_typed(c, status, "application/json", extra_headers, body, body_len);
+}
+
+/* One line per answered request. The path only: a query string may carry a
+ * token. Bytes that could break the line are replaced. */
+void mp_http_access_log(mp_conn *c, int status, size_t bytes)
+{
+    mp_http *h = c->http;
+    if (!mp.cfg.log_access || !h || mp_log_level > MP_LOG_INFO)
+        return;
+    char path[160] = "-";
+    if (h->arena && h->url_off < h->arena_len) {
+        const char *u = h->arena + h->url_off;
+        size_t i = 0;
+        for (; u[i] && u[i] != '?' && i < sizeof path - 1; i++)
+            path[i] = (u[i] == '"' || u[i] == '\\' || (unsigned char)u[i] < 0x21) ? '_' : u[i];
+        path[i ? i : 1] = '\0';
+    }
+    mp_info("http", "conn=%llu method=%s path=\"%s\" status=%d bytes=%zu ms=%.2f remote=%s route=%s",
+            (unsigned long long)c->id, http_method_str(h->parser.method), path, status, bytes,
+            (ev_now(mp.loop) - h->started_at) * 1000.0, c->remote, h->route_path ? h->route_path : "-");
+}
+
+void mp_http_respond_typed(mp_conn *c, int status, const char *content_type, const char *extra_headers,
+                           const char *body, size_t body_len)
+{
+    mp_http_access_log(c, status, body_len);
     char head[512];
     int ka = keep_alive(c) && !mp.stopping;
     int n = snprintf(head, sizeof head,
-                     "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
+                     "HTTP/1.1 %d %s\r\nContent-Type: %s\r\n"
                      "Content-Length: %zu\r\nConnection: %s\r\n%s\r\n",
-                     status, status_text(status), body_len, ka ? "keep-alive" : "close",
+                     status, status_text(status), content_type, body_len, ka ? "keep-alive" : "close",
                      extra_headers ? extra_headers : "");
     if (n < 0 || (size_t)n >= sizeof head) {
         mp_conn_abort(c);
@@ -424,6 +456,7 @@ static void dispatch(mp_http *h, const uint8_t *rest, size_t rest_len)
     }
     req.route = &mp.cfg.routes[ri];
     req.route_index = ri;
+    h->route_path = req.route->path;
     switch (req.route->type) {
     case MP_ROUTE_HEALTH:
         handle_health(&req);
@@ -436,6 +469,12 @@ static void dispatch(mp_http *h, const uint8_t *rest, size_t rest_len)
         } else {
             mp_publish_handle(&req);
         }
+        break;
+    case MP_ROUTE_METRICS:
+        if (strcmp(req.method, "GET") != 0)
+            method_not_allowed(c, "GET");
+        else
+            mp_metrics_handle(&req);
         break;
     case MP_ROUTE_HISTORY:
     case MP_ROUTE_PRESENCE:

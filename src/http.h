@@ -53,9 +53,16 @@ const char *mp_http_header_get(const mp_http_req *req, const char *name);
 /* Value of a query parameter, percent-decoded into out (bounded); NULL if absent. */
 const char *mp_http_query_get(const mp_http_req *req, const char *name, char *out, size_t outlen);
 
-/* Queues a complete answer. extra_headers is "" or lines ending in \r\n. */
+/* Queues a complete JSON answer. extra_headers is "" or lines ending in \r\n. */
 void mp_http_respond(mp_conn *c, int status, const char *extra_headers,
                      const char *body, size_t body_len);
+
+/* The access log line for an answer given outside mp_http_respond (101). */
+void mp_http_access_log(mp_conn *c, int status, size_t bytes);
+
+/* The same with another Content-Type. */
+void mp_http_respond_typed(mp_conn *c, int status, const char *content_type, const char *extra_headers,
+                           const char *body, size_t body_len);
 
 struct mp_denial;
 /* Answers a plugin's denial: its status, code and message (and Retry-After

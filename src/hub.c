@@ -148,6 +148,7 @@ static mp_frame *encode_message(const char *name, uint64_t seq, const char *id,
     memcpy(p + n, data, data_len);
     p[n + data_len] = '}';
     mp_ws_frame_seal(f, MP_WS_TEXT, payload);
+    f->published = ev_now(mp.loop);
     return f;
 }
 
@@ -165,6 +166,8 @@ static mp_frame *format_frame(int route, const char *name, uint64_t seq, const c
         return NULL;
     mp_frame *f = mp_ws_frame(MP_WS_TEXT, text, len);
     free(text);
+    if (f)
+        f->published = standard->published;
     return f;
 }
 
@@ -188,6 +191,8 @@ static uint32_t fanout(mp_channel *ch, uint64_t seq, const char *id, const char 
     memset(tried, 0, sizeof tried);
     for (mp_sub *s = ch->subs; s; s = s->ch_next) {
         mp_conn *c = s->conn;
+        if (s->replaying)
+            continue;   /* still catching up from history, which holds this one too */
         if (opts->nkinds > 0 && !kind_listed(mp_ws_kind(c), opts->kinds, opts->nkinds))
             continue;
         mp_frame *send = f;
@@ -198,8 +203,10 @@ static uint32_t fanout(mp_channel *ch, uint64_t seq, const char *id, const char 
                 tried[r] = 1;
             }
             send = formatted[r];
-            if (!send)
+            if (!send) {
+                mp.stats.dropped_format++;
                 continue;
+            }
         }
         if (mp_conn_send(c, send) == 0) {
             recipients++;

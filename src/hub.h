@@ -40,6 +40,8 @@ struct mp_sub {
     uint64_t sent_seq;              /* last seq queued to it (ack routes) */
     uint64_t acked_seq;             /* last seq it acked (ack routes) */
     uint8_t tracks_acks;            /* its route requires acks */
+    uint8_t replaying;              /* history replay paused: live frames wait for it */
+    uint64_t replay_after;          /* replay resumes after this seq */
 };
 
 typedef struct mp_publish_opts {

@@ -86,6 +86,22 @@ int mp_lua_reload_config(mp_config *cfg, char *summary, size_t summary_len, char
 /* Watches every plugin file and reloads a changed one (ev_stat). */
 void mp_lua_watch_plugins(struct ev_loop *loop);
 
+/* Runs an admin chunk. Returns 0 with *output (malloc'd, printed result),
+ * 1 if the chunk is incomplete (send more lines), -1 with *output the error. */
+int mp_lua_admin_eval(const char *code, char **output);
+
+/* Completion candidates for prefix as a JSON array text (malloc'd). */
+char *mp_lua_admin_complete(const char *prefix);
+
+typedef struct mp_plugin_stat {
+    char name[64];
+    uint64_t calls, errors;
+    double seconds;
+} mp_plugin_stat;
+
+/* Per-plugin hook statistics (core.lua counts them); returns how many. */
+int mp_lua_plugin_stats(mp_plugin_stat *out, int max);
+
 /* 1 if name matches one of the identity's patterns ("*", "prefix*", exact). */
 int mp_identity_allows(const mp_identity *id, const char *name);
 

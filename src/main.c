@@ -17,10 +17,13 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "admin.h"
+#include "admin_client.h"
 #include "hub.h"
 #include "log.h"
 #include "lua_host.h"
 #include "net.h"
+#include "reload.h"
 #include "server.h"
 #include "store.h"
 #include "ws.h"
@@ -30,7 +33,17 @@
 
 mp_server mp;
 
-static ev_signal sigint_watcher, sigterm_watcher, sighup_watcher;
+static ev_signal sigint_watcher, sigterm_watcher, sighup_watcher, sigusr1_watcher;
+
+/* SIGUSR1: logrotate moved the log file; write to a fresh one. */
+static void on_reopen_signal(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    (void)loop; (void)w; (void)revents;
+    if (mp_log_reopen() < 0)
+        mp_error("cannot reopen the log file", "file=%s", mp.cfg.log_file);
+    else
+        mp_info("log file reopened", NULL);
+}
 static ev_timer shutdown_timer;
 static ev_prepare shutdown_check;   /* before the loop blocks: after this iteration's closes */
 
@@ -82,27 +95,13 @@ static void on_stop_signal(struct ev_loop *loop, ev_signal *w, int revents)
         ev_break(loop, EVBREAK_ALL);
 }
 
-/* The store's limits from the config's history section. */
-static void store_policies(mp_store_policy *out, mp_store_policy *def)
-{
-    const mp_history_config *h = &mp.cfg.history;
-    for (int i = 0; i < h->npolicies; i++) {
-        out[i].pattern = h->policies[i].pattern;
-        out[i].max_messages = h->policies[i].max_messages;
-        out[i].max_age_ms = h->policies[i].max_age_ms;
-    }
-    def->pattern = "*";
-    def->max_messages = h->max_messages;
-    def->max_age_ms = h->max_age_ms;
-}
-
 static mp_store *open_store(void)
 {
     const mp_history_config *h = &mp.cfg.history;
     mp_store_policy policies[h->npolicies > 0 ? h->npolicies : 1];
     mp_store_config sc;
     mp_store_config_defaults(&sc);
-    store_policies(policies, &sc.default_policy);
+    mp_reload_store_policies(policies, &sc.default_policy);
     sc.policies = policies;
     sc.npolicies = (size_t)h->npolicies;
     sc.max_channels = h->max_channels;
@@ -122,43 +121,11 @@ static void on_sweep(struct ev_loop *loop, ev_timer *w, int revents)
     mp_store_sweep(mp.store);
 }
 
-/* Connections keep their route across a reload when its path survives. */
-static void remap_routes(char **old_paths, int nold)
-{
-    int map[nold > 0 ? nold : 1];
-    for (int i = 0; i < nold; i++) {
-        map[i] = -1;
-        for (int k = 0; k < mp.cfg.nroutes; k++)
-            if (strcmp(old_paths[i], mp.cfg.routes[k].path) == 0)
-                map[i] = k;
-    }
-    mp_ws_remap_routes(map);
-}
-
-/* SIGHUP: the whole config again, or nothing. Listeners and connections stay. */
 static void on_reload_signal(struct ev_loop *loop, ev_signal *w, int revents)
 {
-    (void)w; (void)revents;
-    int nold = mp.cfg.nroutes;
-    char *old_paths[nold > 0 ? nold : 1];
-    for (int i = 0; i < nold; i++)
-        old_paths[i] = strdup(mp.cfg.routes[i].path);
+    (void)loop; (void)w; (void)revents;
     char summary[1024], err[512];
-    if (mp_lua_reload_config(&mp.cfg, summary, sizeof summary, err, sizeof err) < 0) {
-        mp_error("config reload refused, the running config stays", "error=\"%s\"", err);
-    } else {
-        remap_routes(old_paths, nold);
-        const mp_history_config *h = &mp.cfg.history;
-        mp_store_policy policies[h->npolicies > 0 ? h->npolicies : 1], def;
-        store_policies(policies, &def);
-        if (mp_store_set_policies(mp.store, policies, (size_t)h->npolicies, &def) != 0)
-            mp_warn("history policies not applied", NULL);
-        mp_net_apply_timeouts();
-        mp_lua_watch_plugins(loop);
-        mp_info("config reloaded", "changes=\"%s\"", summary);
-    }
-    for (int i = 0; i < nold; i++)
-        free(old_paths[i]);
+    mp_server_reload(summary, sizeof summary, err, sizeof err);
 }
 
 static void make_boot_id(void)
@@ -171,6 +138,8 @@ static void make_boot_id(void)
 
 int main(int argc, char **argv)
 {
+    if (argc > 1 && strcmp(argv[1], "admin") == 0)
+        return mp_admin_client_main(argc - 1, argv + 1);
     const char *config_path = "examples/moonpush.lua";
     int check_only = 0;
     for (int i = 1; i < argc; i++) {
@@ -204,6 +173,11 @@ int main(int argc, char **argv)
     }
 
     signal(SIGPIPE, SIG_IGN);
+    mp_log_level = mp.cfg.log_level;
+    if (mp_log_configure(mp.cfg.log_json, mp.cfg.log_file) < 0) {
+        mp_error("cannot open the log file", "file=%s", mp.cfg.log_file);
+        return 1;
+    }
     make_boot_id();
     mp.loop = ev_default_loop(EVFLAG_AUTO);
     mp.started = ev_now(mp.loop);
@@ -214,7 +188,7 @@ int main(int argc, char **argv)
     }
     ev_timer_init(&sweep_timer, on_sweep, 1., 1.);
     ev_timer_start(mp.loop, &sweep_timer);
-    if (mp_net_listen() < 0)
+    if (mp_net_listen() < 0 || mp_admin_start() < 0)
         return 1;
     mp_net_start();
     ev_signal_init(&sigint_watcher, on_stop_signal, SIGINT);
@@ -223,11 +197,14 @@ int main(int argc, char **argv)
     ev_signal_start(mp.loop, &sigint_watcher);
     ev_signal_start(mp.loop, &sigterm_watcher);
     ev_signal_start(mp.loop, &sighup_watcher);
+    ev_signal_init(&sigusr1_watcher, on_reopen_signal, SIGUSR1);
+    ev_signal_start(mp.loop, &sigusr1_watcher);
     mp_lua_watch_plugins(mp.loop);
     mp_info("moonpush started", "version=%s boot_id=%s config=%s", MOONPUSH_VERSION, mp.boot_id, config_path);
 
     ev_run(mp.loop, 0);
 
+    mp_admin_stop();
     mp_net_free_all();
     mp_hub_free_all();
     ev_timer_stop(mp.loop, &sweep_timer);

@@ -16,6 +16,7 @@
 #include "http.h"
 #include "hub.h"
 #include "log.h"
+#include "metrics.h"
 #include "server.h"
 #include "ws.h"
 
@@ -100,7 +101,7 @@ void mp_conn_close_ws(mp_conn *c, uint16_t code, const char *reason)
     if (c->state != MP_CONN_WS)
         return;
     if (c->flags & MP_CONN_SLOW)
-        mp_outq_drop_unstarted(&c->out);   /* it would never read them anyway */
+        mp.stats.dropped_slow += mp_outq_drop_unstarted(&c->out);   /* it would never read them */
     if (code)
         c->close_code = code;
     mp_frame *f = code ? mp_ws_close_frame(code, reason) : NULL;
@@ -133,8 +134,11 @@ static void finish_close(mp_conn *c)
 
 int mp_conn_send(mp_conn *c, mp_frame *f)
 {
-    if (c->flags & (MP_CONN_DEAD | MP_CONN_SLOW))
+    if (c->flags & (MP_CONN_DEAD | MP_CONN_SLOW)) {
+        if (f->published > 0)
+            mp.stats.dropped_slow++;
         return -1;
+    }
     if (mp_outq_push(&c->out, f) < 0) {
         c->flags |= MP_CONN_SLOW;
         c->close_code = 1011;
@@ -165,7 +169,12 @@ static int flush(mp_conn *c)
             mp_conn_abort(c);
             return -1;
         }
-        mp_outq_consume(&c->out, (size_t)w);
+        mp_outq_consume(&c->out, (size_t)w, mp_metrics_written);
+    }
+    if ((c->flags & MP_CONN_REPLAY) && c->state == MP_CONN_WS &&
+        c->out.bytes < MP_REPLAY_RESUME_BYTES(mp.cfg.max_outbound_bytes)) {
+        c->flags &= (uint8_t)~MP_CONN_REPLAY;
+        mp_ws_continue_replays(c);          /* may queue more and set the flag again */
     }
     if (mp_outq_empty(&c->out)) {
         ev_io_stop(mp.loop, &c->wio);

@@ -36,6 +36,7 @@ enum {
     MP_CONN_DEAD = 1 << 2,         /* aborted: free in the prepare pass */
     MP_CONN_SLOW = 1 << 3,         /* over its outbound bound: close with 4001 */
     MP_CONN_WR_SHUT = 1 << 4,      /* closing: all sent, write side shut down */
+    MP_CONN_REPLAY = 1 << 5,       /* a history replay waits for the queue to drain */
 };
 
 struct mp_http;
@@ -88,6 +89,9 @@ void mp_conn_close_ws(mp_conn *c, uint16_t code, const char *reason);
 
 /* Stops reading requests; shuts down once the queued answer is written. */
 void mp_conn_close_after_flush(mp_conn *c);
+
+/* Bytes queued below which a paused history replay continues. */
+#define MP_REPLAY_RESUME_BYTES(max) ((max) / 4)
 
 /* Drops the connection now (peer gone, write error). */
 void mp_conn_abort(mp_conn *c);

@@ -74,7 +74,7 @@ int mp_outq_iov(const mp_outq *q, struct iovec *iov, int max)
     return n;
 }
 
-void mp_outq_consume(mp_outq *q, size_t n)
+void mp_outq_consume(mp_outq *q, size_t n, void (*done)(const mp_frame *f))
 {
     q->bytes -= n;
     while (n > 0 && q->count > 0) {
@@ -86,6 +86,8 @@ void mp_outq_consume(mp_outq *q, size_t n)
         }
         n -= left;
         q->head_off = 0;
+        if (done)
+            done(f);
         mp_frame_unref(f);
         q->head = (q->head + 1) % q->cap;
         q->count--;
@@ -94,15 +96,17 @@ void mp_outq_consume(mp_outq *q, size_t n)
         release_heap_ring(q);
 }
 
-void mp_outq_drop_unstarted(mp_outq *q)
+uint32_t mp_outq_drop_unstarted(mp_outq *q)
 {
-    uint32_t keep = q->head_off > 0 ? 1 : 0;
+    uint32_t keep = q->head_off > 0 ? 1 : 0, messages = 0;
     for (uint32_t i = keep; i < q->count; i++) {
         mp_frame *f = slot(q, i);
+        messages += f->published > 0;
         q->bytes -= mp_frame_size(f);
         mp_frame_unref(f);
     }
     q->count = keep;
     if (q->count == 0)
         release_heap_ring(q);
+    return messages;
 }

@@ -43,12 +43,14 @@ int mp_outq_push(mp_outq *q, mp_frame *f);
 int mp_outq_iov(const mp_outq *q, struct iovec *iov, int max);
 
 /* Marks n bytes as written: drops the frames fully written, keeps the offset
- * into a partly written head. Releases a heap ring once the queue is empty. */
-void mp_outq_consume(mp_outq *q, size_t n);
+ * into a partly written head. Releases a heap ring once the queue is empty.
+ * done (may be NULL) sees each fully written frame before it is released. */
+void mp_outq_consume(mp_outq *q, size_t n, void (*done)(const mp_frame *f));
 
 /* Drops every frame not yet started, keeping a partly written head so the
- * stream stays well-formed. Used before a close frame on a slow consumer. */
-void mp_outq_drop_unstarted(mp_outq *q);
+ * stream stays well-formed. Used before a close frame on a slow consumer.
+ * Returns how many message frames (published > 0) it dropped. */
+uint32_t mp_outq_drop_unstarted(mp_outq *q);
 
 static inline int mp_outq_empty(const mp_outq *q) { return q->count == 0; }
 

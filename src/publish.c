@@ -11,6 +11,7 @@
 #include "hub.h"
 #include "log.h"
 #include "lua_host.h"
+#include "metrics.h"
 #include "server.h"
 
 typedef struct item {
@@ -224,6 +225,7 @@ void mp_publish_handle(mp_http_req *req)
     mp_denial deny;
     if (mp_lua_auth(req, &pub, &deny) < 0) {
         mp.stats.auth_denials++;
+        mp_metrics_denied(req->route->path, deny.status);
         mp_http_deny(c, &deny);
         return;
     }
@@ -259,8 +261,10 @@ void mp_publish_handle(mp_http_req *req)
         root = NULL;
         if (ok && (req->route->hooks & MP_HOOK_ROUTE))
             ok = run_route_hooks(req, pub, items, count) == 0;
-        if (ok)
+        if (ok) {
             publish_all(c, items, count, batch);
+            mp_metrics_route(req->route->path)->published += count;
+        }
     }
     free_items(items, count);
     json_decref(root);

@@ -10,6 +10,7 @@
 
 #include "hub.h"
 #include "lua_host.h"
+#include "metrics.h"
 #include "server.h"
 #include "store.h"
 #include "ws.h"
@@ -24,6 +25,7 @@ static int authorize(mp_http_req *req, const char *name)
     mp_denial deny;
     if (mp_lua_auth(req, &id, &deny) < 0) {
         mp.stats.auth_denials++;
+        mp_metrics_denied(req->route->path, deny.status);
         mp_http_deny(req->conn, &deny);
         return -1;
     }
@@ -121,7 +123,7 @@ static void got_history(mp_store *st, int status, const mp_store_history *h, voi
 
 void mp_query_history(mp_http_req *req)
 {
-    char channel[MP_NAME_MAX + 1];
+    char channel[MP_NAME_MAX + 2];   /* one more: a 129-byte name must not pass truncated */
     if (!mp_http_query_get(req, "channel", channel, sizeof channel) ||
         !mp_hub_valid_name(channel, strlen(channel))) {
         mp_http_error(req->conn, 400, "bad_channel", "?channel= must name a channel (1-128 bytes of A-Z a-z 0-9 _ - . : @)");
@@ -147,8 +149,9 @@ void mp_query_history(mp_http_req *req)
 
 void mp_query_presence(mp_http_req *req)
 {
-    char user[MP_NAME_MAX + 1], personal[MP_NAME_MAX + 8];
-    if (!mp_http_query_get(req, "user", user, sizeof user) || !mp_hub_valid_name(user, strlen(user))) {
+    char user[MP_NAME_MAX + 2], personal[MP_NAME_MAX + 8];
+    if (!mp_http_query_get(req, "user", user, sizeof user) || !mp_hub_valid_name(user, strlen(user)) ||
+        strlen(user) + 5 > MP_NAME_MAX) {
         mp_http_error(req->conn, 400, "bad_user", "?user= must name a user (1-128 bytes of A-Z a-z 0-9 _ - . : @)");
         return;
     }

@@ -11,7 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-typedef enum { MP_ROUTE_WEBSOCKET, MP_ROUTE_PUBLISH, MP_ROUTE_HEALTH, MP_ROUTE_HISTORY, MP_ROUTE_PRESENCE } mp_route_type;
+typedef enum { MP_ROUTE_WEBSOCKET, MP_ROUTE_PUBLISH, MP_ROUTE_HEALTH, MP_ROUTE_HISTORY, MP_ROUTE_PRESENCE, MP_ROUTE_METRICS } mp_route_type;
 
 /* Which hooks some plugin of a route's chain has: C calls into Lua only for
  * those, so a route without plugins costs no Lua call at all. */
@@ -76,6 +76,14 @@ typedef struct mp_config {
     mp_route *routes;
     int nroutes;
     mp_history_config history;
+    char admin_socket[108];    /* "" = none */
+    char admin_host[64];       /* "" = no TCP admin */
+    int admin_port;
+    char admin_token[128];
+    int log_level;             /* MP_LOG_* */
+    int log_json;              /* 1: JSON lines, 0: logfmt */
+    int log_access;            /* an access line per HTTP request */
+    char log_file[256];        /* "" = stderr */
 } mp_config;
 
 typedef struct mp_stats {
@@ -96,6 +104,9 @@ typedef struct mp_stats {
     uint64_t resends;
     uint64_t ack_timeout_closes;
     uint64_t replaced_closes;
+    uint64_t kicks;
+    uint64_t dropped_slow;           /* message frames never sent to a slow consumer */
+    uint64_t dropped_format;         /* recipients skipped because a format hook failed */
     uint64_t reloads;
     uint64_t reload_failures;
 } mp_stats;
@@ -115,5 +126,9 @@ typedef struct mp_server {
 } mp_server;
 
 extern mp_server mp;
+
+/* Reloads the config file and plugins (SIGHUP, admin reload()). Returns 0
+ * with a summary of what changed, or -1 with why it was refused. */
+int mp_server_reload(char *summary, size_t summary_len, char *err, size_t errlen);
 
 #endif

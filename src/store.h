@@ -244,6 +244,9 @@ static inline void mp_store_cursor_get(mp_store *st, const char *user, const cha
 { st->ops->cursor_get(st, user, device, channel, cb, ud); }
 
 /* Moves the device's cursor on channel to seq in the channel's current epoch.
+ * seq 0 records a starting position (creating the channel's state if it has
+ * none), so a device that subscribed and never acked is still owed what was
+ * published after it subscribed.
  *   MP_STORE_OK      moved (or created: past max_cursors the least recently
  *                    used cursor is evicted);
  *   MP_STORE_STALE   seq <= the cursor's seq in the same epoch: unchanged

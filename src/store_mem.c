@@ -968,11 +968,18 @@ static void mem_cursor_advance(mp_store *base, const char *user, const char *dev
     mem_store *st = (mem_store *)base;
     char key[KEY_MAX];
     size_t klen = cursor_key(key, user, device, channel);
-    if (!klen || !seq) {
+    if (!klen) {
         if (cb) cb(base, MP_STORE_EINVAL, NULL, ud);
         return;
     }
-    chan *ch = find_chan(st, channel, name_len(channel));
+    /* seq 0 records a starting position (a device subscribing before
+     * anything was published): the channel's state is created for it. */
+    chan *ch = seq ? find_chan(st, channel, name_len(channel))
+                   : get_or_create_chan(st, channel, name_len(channel), now_ms(st));
+    if (!ch && !seq) {
+        if (cb) cb(base, MP_STORE_ENOMEM, NULL, ud);
+        return;
+    }
     if (!ch || seq > ch->last_seq) {
         if (cb) cb(base, MP_STORE_ERANGE, NULL, ud);
         return;

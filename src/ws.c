@@ -15,6 +15,7 @@
 #include "hub.h"
 #include "log.h"
 #include "lua_host.h"
+#include "metrics.h"
 #include "server.h"
 
 typedef struct mp_ws {
@@ -88,6 +89,18 @@ const char *mp_ws_kind(const mp_conn *c)
     return c->ws ? c->ws->ident->kind : "";
 }
 
+int mp_ws_describe(const mp_conn *c, mp_ws_desc *d)
+{
+    if (!c->ws)
+        return -1;
+    d->user = c->ws->ident->user;
+    d->device = c->ws->ident->device;
+    d->kind = c->ws->ident->kind;
+    d->route_index = c->ws->route_index;
+    d->subs = c->ws->subs;
+    return 0;
+}
+
 const char *mp_ws_device(const mp_conn *c)
 {
     return c->ws ? c->ws->ident->device : "";
@@ -123,6 +136,15 @@ void mp_ws_awaiting_ack(mp_conn *c)
 {
     if (c->ws)
         mp_acks_arm(c->ws->acks);
+}
+
+void mp_ws_continue_replays(mp_conn *c)
+{
+    if (!c->ws)
+        return;
+    for (mp_sub *s = c->ws->subs; s && c->state == MP_CONN_WS; s = s->conn_next)
+        if (s->replaying)
+            mp_delivery_continue(c, s);
 }
 
 void mp_ws_remap_routes(const int *map)
@@ -678,7 +700,7 @@ static void join_channels(mp_conn *c, mp_http_req *req, const char *personal)
         const char *ep = mp_http_query_get(req, key, epoch, sizeof epoch);
         char *end = NULL;
         unsigned long long seq = since ? strtoull(since, &end, 10) : 0;
-        if (since && end && *end == '\0' && since[0] != '\0')
+        if (since && end && *end == '\0' && since[0] >= '0' && since[0] <= '9')
             mp_delivery_replay(c, s, ep, seq);
         else if (since)
             send_error(c, "bad_since", "since.<channel> must be a seq (integer >= 0)", name);
@@ -711,6 +733,7 @@ void mp_ws_handshake(mp_http_req *req, const uint8_t *rest, size_t rest_len)
     mp_denial deny;
     if (mp_lua_auth(req, &id, &deny) < 0) {
         mp.stats.auth_denials++;
+        mp_metrics_denied(req->route->path, deny.status);
         mp_http_deny(c, &deny);
         return;
     }
@@ -752,6 +775,7 @@ void mp_ws_handshake(mp_http_req *req, const uint8_t *rest, size_t rest_len)
     }
     mp_conn_send(c, f);
     mp_frame_unref(f);
+    mp_http_access_log(c, 101, 0);
 
     /* Without a cap the kernel grows a stalled client's send buffer to
      * megabytes before our own max_outbound_bytes even starts counting. */
@@ -766,6 +790,7 @@ void mp_ws_handshake(mp_http_req *req, const uint8_t *rest, size_t rest_len)
     ws->route_index = (int16_t)req->route_index;
     mp.nws++;
     mp.stats.ws_handshakes++;
+    mp_metrics_route(route->path)->handshakes++;
     mp_tlist_touch(&mp_idle_list, &c->tnode);
     join_channels(c, req, personal);
     mp_http_session_free(c);   /* req (and its query) lives in the HTTP arena: last use above */

@@ -30,6 +30,18 @@ void mp_ws_upgrade_required(mp_conn *c);
 
 void mp_ws_feed(mp_conn *c, const uint8_t *data, size_t len);
 
+struct mp_sub;
+
+/* What the admin sees of a WebSocket connection. Valid until the loop runs. */
+typedef struct mp_ws_desc {
+    const char *user, *device, *kind;
+    int route_index;
+    const struct mp_sub *subs;
+} mp_ws_desc;
+
+/* Fills d for a WebSocket connection; returns -1 for any other. */
+int mp_ws_describe(const mp_conn *c, mp_ws_desc *d);
+
 /* The device kind / device id of a WebSocket connection ("" otherwise). */
 const char *mp_ws_kind(const mp_conn *c);
 const char *mp_ws_device(const mp_conn *c);
@@ -40,6 +52,9 @@ int mp_ws_format_route(const mp_conn *c);
 
 /* A frame on an ack route went out unacked: make sure the retry timer runs. */
 void mp_ws_awaiting_ack(mp_conn *c);
+
+/* The queue drained: continue the connection's paused history replays. */
+void mp_ws_continue_replays(mp_conn *c);
 
 /* After a config reload: map[old route index] = new index, or -1. */
 void mp_ws_remap_routes(const int *map);

@@ -63,7 +63,7 @@ static void test_shared_frame_refcount(void)
         mp_outq_clear(&qs[i]);
     CHECK(f->refs == 1);
     CHECK(qs[99].bytes == 7);
-    mp_outq_consume(&qs[99], 7);          /* written: the last reference goes */
+    mp_outq_consume(&qs[99], 7, NULL);          /* written: the last reference goes */
     CHECK(mp_outq_empty(&qs[99]));
 }
 
@@ -100,7 +100,7 @@ static void test_outq_partial_writes_and_growth(void)
             glen += k;
             took += k;
         }
-        mp_outq_consume(&q, took);
+        mp_outq_consume(&q, took, NULL);
     }
     CHECK(glen == elen && memcmp(got, expect, elen) == 0);
     CHECK(q.ring == q.inline_slots);      /* the heap ring went back */
@@ -118,7 +118,7 @@ static void test_drop_unstarted_keeps_partial_head(void)
     mp_outq_push(&q, a);
     mp_outq_push(&q, b);
     mp_outq_push(&q, b);
-    mp_outq_consume(&q, 3);               /* head partly written */
+    mp_outq_consume(&q, 3, NULL);               /* head partly written */
     mp_outq_drop_unstarted(&q);
     CHECK(q.count == 1 && q.bytes == 3 && b->refs == 1);
     mp_outq_clear(&q);

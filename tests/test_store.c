@@ -951,8 +951,22 @@ static void test_cursor_moves_forward_only(void)
     CHECK(cursor_advance(st, "alice", "phone", "c", 5, seq_out.epoch) == MP_STORE_OK && cur.seq == 5);
     CHECK(cursor_get(st, "alice", "phone", "c") == MP_STORE_OK && cur.seq == 5);
     CHECK(cursor_get(st, "alice", "laptop", "c") == MP_STORE_ENOENT);   /* per device */
-    CHECK(cursor_advance(st, "alice", "phone", "c", 0, NULL) == MP_STORE_EINVAL);
+    /* seq 0 is a starting position: stale once the cursor moved past it */
+    CHECK(cursor_advance(st, "alice", "phone", "c", 0, NULL) == MP_STORE_STALE && cur.seq == 5);
     CHECK(stats(st).cursors == 1);
+    mp_store_free(st);
+}
+
+static void test_cursor_at_zero_marks_a_starting_position(void)
+{
+    mp_store *st = new_store(10, 0);
+    /* A device subscribes to a channel nothing was published on yet. */
+    CHECK(cursor_advance(st, "bob", "tab", "fresh", 0, NULL) == MP_STORE_OK && cur.seq == 0);
+    CHECK(stats(st).channels == 1);                          /* its state now exists */
+    publish(st, "fresh", 0, NULL);
+    CHECK(cursor_get(st, "bob", "tab", "fresh") == MP_STORE_OK && cur.seq == 0);
+    CHECK(strcmp(cur.epoch, seq_out.epoch) == 0);            /* same epoch: seq 1 is owed */
+    CHECK(cursor_advance(st, "bob", "tab", "fresh", 1, NULL) == MP_STORE_OK && cur.seq == 1);
     mp_store_free(st);
 }
 
@@ -1162,6 +1176,7 @@ int main(void)
     RUN(test_policy_matching);
     RUN(test_policy_without_history);
     RUN(test_cursor_moves_forward_only);
+    RUN(test_cursor_at_zero_marks_a_starting_position);
     RUN(test_cursor_beyond_last_seq_refused);
     RUN(test_cursor_epochs);
     RUN(test_cursor_lru_cap);

@@ -32,12 +32,13 @@ local DEFAULTS = {
   plugin_budget = 1000000,   -- Lua instructions per hook call
 }
 
-local ROUTE_TYPES = { websocket = true, publish = true, health = true, history = true, presence = true }
+local ROUTE_TYPES = { websocket = true, publish = true, health = true, history = true, presence = true,
+                      metrics = true }
 
 -- Keys a config may have: anything else is a typo, refused rather than ignored.
 local TOP_KEYS = { listen = true, max_connections = true, limits = true, timeouts = true,
                    plugin_dir = true, plugin_path = true, plugin_budget = true, routes = true,
-                   history = true }
+                   history = true, admin = true, log = true }
 local ROUTE_KEYS = { path = true, type = true, plugins = true, budget = true, acks = true,
                      duplicate_devices = true }
 local ACK_DEFAULTS = { timeout_ms = 5000, factor = 2, max_tries = 5, jitter = 0.2 }
@@ -102,7 +103,7 @@ local function check_route(i, r, plugin_dirs)
   local path = r.path
   if #path > 1 then path = path:gsub("/+$", "") end
   if not ROUTE_TYPES[r.type] then
-    return nil, format("%s.type must be websocket, publish, history, presence or health, got %s", where, tostring(r.type))
+    return nil, format("%s.type must be websocket, publish, history, presence, metrics or health, got %s", where, tostring(r.type))
   end
   if r.budget ~= nil and not positive_int(r.budget) then
     return nil, where .. ".budget must be a positive integer (Lua instructions per hook call)"
@@ -168,6 +169,48 @@ function _M.check_history(h)
   return out
 end
 
+-- admin = { socket = "path" | false, listen = "127.0.0.1:8081", token = "..." }
+function _M.check_admin(a, base)
+  if a == nil then a = {} end
+  if type(a) ~= "table" then return nil, "admin must be a table" end
+  local bad = unknown_key(a, { socket = true, listen = true, token = true }, "admin.")
+  if bad then return nil, bad end
+  local out = {}
+  if a.socket ~= false then
+    local sock = a.socket or "moonpush-admin.sock"
+    if type(sock) ~= "string" or sock == "" then return nil, "admin.socket must be a path or false" end
+    if sock:sub(1, 1) ~= "/" then sock = base .. "/" .. sock end
+    if #sock > 100 then return nil, "admin.socket path is too long for a Unix socket (100 bytes)" end
+    out.socket = sock
+  end
+  if a.listen ~= nil then
+    local host, port = parse_listen(a.listen)
+    if not host then return nil, "admin.listen must be \"host:port\"" end
+    if host ~= "127.0.0.1" and host ~= "::1" and host ~= "localhost" then
+      return nil, "admin.listen must be a loopback address (127.0.0.1, ::1 or localhost)"
+    end
+    if type(a.token) ~= "string" or #a.token < 16 then
+      return nil, "admin.listen needs admin.token, at least 16 characters"
+    end
+    out.listen_host, out.listen_port, out.token = host, port, a.token
+  end
+  return out
+end
+
+-- log = { level = "info", format = "logfmt" | "json", file = "path", access = true }
+function _M.check_log(l)
+  if l == nil then l = {} end
+  if type(l) ~= "table" then return nil, "log must be a table" end
+  local bad = unknown_key(l, { level = true, format = true, file = true, access = true }, "log.")
+  if bad then return nil, bad end
+  local levels = { debug = true, info = true, warn = true, error = true }
+  local out = { level = l.level or "info", format = l.format or "logfmt", file = l.file, access = l.access ~= false }
+  if not levels[out.level] then return nil, "log.level must be debug, info, warn or error" end
+  if out.format ~= "logfmt" and out.format ~= "json" then return nil, "log.format must be logfmt or json" end
+  if out.file ~= nil and type(out.file) ~= "string" then return nil, "log.file must be a path" end
+  return out
+end
+
 -- Returns the normalised config, or nil and a message.
 function _M.load(path)
   local chunk, err = loadfile(path)
@@ -209,6 +252,10 @@ function _M.load(path)
 
   out.history, err = _M.check_history(cfg.history)
   if not out.history then return nil, err end
+  out.admin, err = _M.check_admin(cfg.admin, dirname(path))
+  if not out.admin then return nil, err end
+  out.log, err = _M.check_log(cfg.log)
+  if not out.log then return nil, err end
 
   if type(cfg.routes) ~= "table" or #cfg.routes == 0 then
     return nil, "routes must be a non-empty list"

@@ -44,6 +44,7 @@ function _M.load_path(file, name)
   end
   plugin.name = plugin.name or name
   plugin.file = file
+  plugin.loaded_at = os.date("!%Y-%m-%dT%H:%M:%SZ")
   return plugin
 end
 

@@ -1,0 +1,301 @@
+/* admin.c — see admin.h. */
+#include "admin.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <jansson.h>
+#include <netdb.h>
+#include <openssl/crypto.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "lua_host.h"
+#include "server.h"
+
+#define ADMIN_MAX_LINE (1024 * 1024)
+#define ADMIN_MAX_OUT (4 * 1024 * 1024)
+
+typedef struct admin_conn {
+    ev_io rio, wio;
+    struct admin_conn *next;
+    char *in;                 /* bytes of the current, unfinished line */
+    size_t in_len, in_cap;
+    char *out;                /* answers not yet written */
+    size_t out_len, out_off;
+    int tcp;                  /* must present the token first */
+    int authed;
+    int closing;              /* close once out is written */
+} admin_conn;
+
+static ev_io unix_watcher, tcp_watcher;
+static int unix_fd = -1, tcp_fd = -1;
+static admin_conn *conns;
+
+static void admin_free(admin_conn *a)
+{
+    for (admin_conn **pp = &conns; *pp; pp = &(*pp)->next)
+        if (*pp == a) {
+            *pp = a->next;
+            break;
+        }
+    ev_io_stop(mp.loop, &a->rio);
+    ev_io_stop(mp.loop, &a->wio);
+    close(a->rio.fd);
+    free(a->in);
+    free(a->out);
+    free(a);
+}
+
+static void flush_out(admin_conn *a)
+{
+    while (a->out_off < a->out_len) {
+        ssize_t w = write(a->rio.fd, a->out + a->out_off, a->out_len - a->out_off);
+        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            ev_io_start(mp.loop, &a->wio);
+            return;
+        }
+        if (w <= 0) {
+            admin_free(a);
+            return;
+        }
+        a->out_off += (size_t)w;
+    }
+    a->out_len = a->out_off = 0;
+    ev_io_stop(mp.loop, &a->wio);
+    if (a->closing)
+        admin_free(a);
+}
+
+/* Queues one JSON answer line (takes ownership of obj). */
+static void answer(admin_conn *a, json_t *obj)
+{
+    char *text = obj ? json_dumps(obj, JSON_COMPACT | JSON_ENSURE_ASCII) : NULL;
+    json_decref(obj);
+    if (!text)
+        text = strdup("{\"ok\":false,\"error\":\"could not encode the answer\"}");
+    size_t n = strlen(text);
+    if (a->out_len + n + 1 > ADMIN_MAX_OUT) {
+        free(text);
+        a->closing = 1;       /* an admin not reading its answers: drop it */
+        return;
+    }
+    char *buf = realloc(a->out, a->out_len + n + 1);
+    if (!buf) {
+        free(text);
+        a->closing = 1;
+        return;
+    }
+    a->out = buf;
+    memcpy(a->out + a->out_len, text, n);
+    a->out[a->out_len + n] = '\n';
+    a->out_len += n + 1;
+    free(text);
+}
+
+static json_t *failure(const char *error)
+{
+    return json_pack("{s:b, s:s}", "ok", 0, "error", error);
+}
+
+static void handle_request(admin_conn *a, const char *line, size_t len)
+{
+    json_error_t jerr;
+    json_t *req = json_loadb(line, len, 0, &jerr);
+    if (!req || !json_is_object(req)) {
+        answer(a, failure("each line is a JSON object: {\"eval\":...}, {\"complete\":...} or {\"token\":...}"));
+        json_decref(req);
+        return;
+    }
+    const char *token = json_string_value(json_object_get(req, "token"));
+    const char *code = json_string_value(json_object_get(req, "eval"));
+    const char *prefix = json_string_value(json_object_get(req, "complete"));
+    if (a->tcp && !a->authed) {
+        size_t want = strlen(mp.cfg.admin_token);
+        if (token && strlen(token) == want && CRYPTO_memcmp(token, mp.cfg.admin_token, want) == 0) {
+            a->authed = 1;
+            answer(a, json_pack("{s:b}", "ok", 1));
+        } else {
+            mp_warn("admin: bad token", NULL);
+            answer(a, failure("bad token"));
+            a->closing = 1;
+        }
+    } else if (code) {
+        char *output = NULL;
+        int rc = mp_lua_admin_eval(code, &output);
+        if (rc == 0)
+            answer(a, json_pack("{s:b, s:s}", "ok", 1, "output", output ? output : ""));
+        else if (rc == 1)
+            answer(a, json_pack("{s:b, s:b}", "ok", 0, "incomplete", 1));
+        else
+            answer(a, failure(output ? output : "error"));
+        free(output);
+    } else if (prefix) {
+        char *list = mp_lua_admin_complete(prefix);
+        json_t *cands = list ? json_loads(list, 0, NULL) : NULL;
+        free(list);
+        answer(a, json_pack("{s:b, s:o}", "ok", 1, "candidates", cands ? cands : json_array()));
+    } else if (token) {
+        answer(a, json_pack("{s:b}", "ok", 1));
+    } else {
+        answer(a, failure("unknown request: use eval, complete or token"));
+    }
+    json_decref(req);
+}
+
+static void take_bytes(admin_conn *a, const char *p, size_t n)
+{
+    while (n > 0 && !a->closing) {
+        const char *nl = memchr(p, '\n', n);
+        size_t part = nl ? (size_t)(nl - p) : n;
+        if (a->in_len + part > ADMIN_MAX_LINE) {
+            answer(a, failure("line longer than 1 MiB"));
+            a->closing = 1;
+            return;
+        }
+        if (a->in_len + part + 1 > a->in_cap) {
+            size_t cap = a->in_cap ? a->in_cap : 1024;
+            while (cap < a->in_len + part + 1)
+                cap *= 2;
+            char *b = realloc(a->in, cap);
+            if (!b) {
+                a->closing = 1;
+                return;
+            }
+            a->in = b;
+            a->in_cap = cap;
+        }
+        memcpy(a->in + a->in_len, p, part);
+        a->in_len += part;
+        if (!nl)
+            return;
+        handle_request(a, a->in, a->in_len);
+        a->in_len = 0;
+        p += part + 1;
+        n -= part + 1;
+    }
+}
+
+static void on_admin_read(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop; (void)revents;
+    admin_conn *a = w->data;
+    char buf[16384];
+    ssize_t n = read(w->fd, buf, sizeof buf);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+        return;
+    if (n <= 0) {
+        admin_free(a);
+        return;
+    }
+    take_bytes(a, buf, (size_t)n);
+    if (a->out_len > a->out_off || a->closing)
+        flush_out(a);
+}
+
+static void on_admin_write(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop; (void)revents;
+    flush_out(w->data);
+}
+
+static void on_admin_accept(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)revents;
+    int fd = accept4(w->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0)
+        return;
+    admin_conn *a = calloc(1, sizeof *a);
+    if (!a) {
+        close(fd);
+        return;
+    }
+    a->tcp = w == &tcp_watcher;
+    ev_io_init(&a->rio, on_admin_read, fd, EV_READ);
+    ev_io_init(&a->wio, on_admin_write, fd, EV_WRITE);
+    a->rio.data = a->wio.data = a;
+    a->next = conns;
+    conns = a;
+    ev_io_start(loop, &a->rio);
+}
+
+static int listen_unix(const char *path)
+{
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
+    unlink(path);   /* a stale socket from a previous run */
+    /* Created 0600 from the start: no window where others could connect. */
+    mode_t old = umask(0177);
+    int ok = fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0 && listen(fd, 16) == 0;
+    umask(old);
+    if (!ok) {
+        mp_error("cannot open the admin socket", "path=%s error=\"%s\"", path, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static int listen_tcp(const char *host, int port)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV}, *res;
+    char ps[16];
+    snprintf(ps, sizeof ps, "%d", port);
+    if (getaddrinfo(host, ps, &hints, &res) != 0)
+        return -1;
+    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), one = 1;
+    if (fd >= 0)
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    int ok = fd >= 0 && bind(fd, res->ai_addr, res->ai_addrlen) == 0 && listen(fd, 16) == 0;
+    freeaddrinfo(res);
+    if (!ok) {
+        mp_error("cannot open the admin TCP listener", "addr=%s:%d error=\"%s\"", host, port, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+int mp_admin_start(void)
+{
+    if (mp.cfg.admin_socket[0]) {
+        if ((unix_fd = listen_unix(mp.cfg.admin_socket)) < 0)
+            return -1;
+        ev_io_init(&unix_watcher, on_admin_accept, unix_fd, EV_READ);
+        ev_io_start(mp.loop, &unix_watcher);
+        mp_info("admin listening", "socket=%s", mp.cfg.admin_socket);
+    }
+    if (mp.cfg.admin_host[0]) {
+        if ((tcp_fd = listen_tcp(mp.cfg.admin_host, mp.cfg.admin_port)) < 0)
+            return -1;
+        ev_io_init(&tcp_watcher, on_admin_accept, tcp_fd, EV_READ);
+        ev_io_start(mp.loop, &tcp_watcher);
+        mp_info("admin listening", "addr=%s:%d", mp.cfg.admin_host, mp.cfg.admin_port);
+    }
+    return 0;
+}
+
+void mp_admin_stop(void)
+{
+    while (conns)
+        admin_free(conns);
+    if (unix_fd >= 0) {
+        ev_io_stop(mp.loop, &unix_watcher);
+        close(unix_fd);
+        unlink(mp.cfg.admin_socket);
+        unix_fd = -1;
+    }
+    if (tcp_fd >= 0) {
+        ev_io_stop(mp.loop, &tcp_watcher);
+        close(tcp_fd);
+        tcp_fd = -1;
+    }
+}

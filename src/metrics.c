@@ -1,0 +1,284 @@
+/* metrics.c — see metrics.h. */
+#include "metrics.h"
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "hub.h"
+#include "lua_host.h"
+#include "server.h"
+#include "store.h"
+#include "ws.h"
+
+static const double bucket_bounds[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                                       0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
+#define NBUCKETS (sizeof bucket_bounds / sizeof bucket_bounds[0])
+
+typedef struct histogram {
+    uint64_t counts[NBUCKETS + 1];   /* the last one is +Inf */
+    uint64_t n;
+    double sum;
+} histogram;
+
+static histogram deliver_latency, ack_latency;
+static uint64_t delivered;
+
+static struct {
+    char path[64];
+    mp_route_counters c;
+} routes[MP_METRICS_MAX_ROUTES + 1];
+static int nroutes;
+
+mp_route_counters *mp_metrics_route(const char *path)
+{
+    for (int i = 0; i < nroutes; i++)
+        if (strcmp(routes[i].path, path) == 0)
+            return &routes[i].c;
+    if (nroutes < MP_METRICS_MAX_ROUTES) {
+        snprintf(routes[nroutes].path, sizeof routes[nroutes].path, "%s", path);
+        return &routes[nroutes++].c;
+    }
+    snprintf(routes[MP_METRICS_MAX_ROUTES].path, sizeof routes[0].path, "other");
+    return &routes[MP_METRICS_MAX_ROUTES].c;
+}
+
+void mp_metrics_denied(const char *route_path, int status)
+{
+    mp_route_counters *c = mp_metrics_route(route_path);
+    if (status == 429)
+        c->ratelimit_denials++;
+    else if (status == 401 || status == 403)
+        c->auth_denials++;
+}
+
+static void observe(histogram *h, double v)
+{
+    if (v < 0)
+        v = 0;
+    size_t i = 0;
+    while (i < NBUCKETS && v > bucket_bounds[i])
+        i++;
+    h->counts[i]++;
+    h->n++;
+    h->sum += v;
+}
+
+void mp_metrics_written(const mp_frame *f)
+{
+    if (f->published > 0) {
+        delivered++;
+        observe(&deliver_latency, ev_now(mp.loop) - f->published);
+    }
+}
+
+void mp_metrics_ack_latency(double seconds)
+{
+    observe(&ack_latency, seconds);
+}
+
+/* ---- exposition --------------------------------------------------------- */
+
+typedef struct text {
+    char *b;
+    size_t len, cap;
+    int failed;
+} text;
+
+static void put(text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void put(text *t, const char *fmt, ...)
+{
+    if (t->failed)
+        return;
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(t->b + t->len, t->cap - t->len, fmt, ap);
+        va_end(ap);
+        if (n < 0) {
+            t->failed = 1;
+            return;
+        }
+        if ((size_t)n < t->cap - t->len) {
+            t->len += (size_t)n;
+            return;
+        }
+        size_t cap = t->cap * 2 + (size_t)n;
+        char *b = realloc(t->b, cap);
+        if (!b) {
+            t->failed = 1;
+            return;
+        }
+        t->b = b;
+        t->cap = cap;
+    }
+}
+
+static void head(text *t, const char *name, const char *type, const char *help)
+{
+    put(t, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void counter(text *t, const char *name, const char *help, uint64_t v)
+{
+    head(t, name, "counter", help);
+    put(t, "%s %llu\n", name, (unsigned long long)v);
+}
+
+static void gauge(text *t, const char *name, const char *help, double v)
+{
+    head(t, name, "gauge", help);
+    put(t, "%s %.17g\n", name, v);
+}
+
+static void histogram_text(text *t, const char *name, const char *help, const histogram *h)
+{
+    head(t, name, "histogram", help);
+    uint64_t cum = 0;
+    for (size_t i = 0; i < NBUCKETS; i++) {
+        cum += h->counts[i];
+        put(t, "%s_bucket{le=\"%g\"} %llu\n", name, bucket_bounds[i], (unsigned long long)cum);
+    }
+    cum += h->counts[NBUCKETS];
+    put(t, "%s_bucket{le=\"+Inf\"} %llu\n%s_sum %.9g\n%s_count %llu\n", name, (unsigned long long)cum, name,
+        h->sum, name, (unsigned long long)h->n);
+}
+
+/* Connections by route and device kind, and queued bytes: counted at scrape. */
+typedef struct conn_census {
+    struct { int route; char kind[MP_NAME_MAX + 1]; uint64_t n; } rows[256];
+    int nrows;
+    uint64_t queued_bytes;
+} conn_census;
+
+static void count_conn(mp_conn *c, void *arg)
+{
+    conn_census *cc = arg;
+    mp_ws_desc d;
+    cc->queued_bytes += c->out.bytes;
+    if (mp_ws_describe(c, &d) < 0)
+        return;
+    for (int i = 0; i < cc->nrows; i++)
+        if (cc->rows[i].route == d.route_index && strcmp(cc->rows[i].kind, d.kind) == 0) {
+            cc->rows[i].n++;
+            return;
+        }
+    if (cc->nrows < 256) {
+        cc->rows[cc->nrows].route = d.route_index;
+        snprintf(cc->rows[cc->nrows].kind, sizeof cc->rows[0].kind, "%s", d.kind);
+        cc->rows[cc->nrows++].n = 1;
+    }
+}
+
+static void route_counters(text *t)
+{
+    static const struct { const char *name, *help; size_t off; } rows[] = {
+        {"moonpush_handshakes_total", "WebSocket handshakes completed, by route", offsetof(mp_route_counters, handshakes)},
+        {"moonpush_auth_denials_total", "requests refused by auth (401/403), by route", offsetof(mp_route_counters, auth_denials)},
+        {"moonpush_ratelimit_denials_total", "requests refused by a rate limit (429), by route", offsetof(mp_route_counters, ratelimit_denials)},
+        {"moonpush_route_messages_published_total", "messages published, by publish route", offsetof(mp_route_counters, published)},
+    };
+    int n = nroutes + (routes[MP_METRICS_MAX_ROUTES].path[0] ? 1 : 0);
+    for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++) {
+        head(t, rows[r].name, "counter", rows[r].help);
+        for (int i = 0; i < n; i++) {
+            int slot = i < nroutes ? i : MP_METRICS_MAX_ROUTES;
+            uint64_t v = *(const uint64_t *)((const char *)&routes[slot].c + rows[r].off);
+            put(t, "%s{route=\"%s\"} %llu\n", rows[r].name, routes[slot].path, (unsigned long long)v);
+        }
+    }
+}
+
+static void plugin_counters(text *t)
+{
+    mp_plugin_stat stats[128];
+    int n = mp_lua_plugin_stats(stats, 128);
+    head(t, "moonpush_plugin_calls_total", "counter", "hook calls, by plugin");
+    for (int i = 0; i < n; i++)
+        put(t, "moonpush_plugin_calls_total{plugin=\"%s\"} %llu\n", stats[i].name, (unsigned long long)stats[i].calls);
+    head(t, "moonpush_plugin_errors_total", "counter", "hook calls that raised or were denied by the budget, by plugin");
+    for (int i = 0; i < n; i++)
+        put(t, "moonpush_plugin_errors_total{plugin=\"%s\"} %llu\n", stats[i].name, (unsigned long long)stats[i].errors);
+    head(t, "moonpush_plugin_seconds_total", "counter", "CPU seconds spent in hooks, by plugin");
+    for (int i = 0; i < n; i++)
+        put(t, "moonpush_plugin_seconds_total{plugin=\"%s\"} %.9g\n", stats[i].name, stats[i].seconds);
+}
+
+static void render(text *t)
+{
+    const mp_stats *s = &mp.stats;
+    conn_census cc = {.nrows = 0};
+    mp_net_each_ws(count_conn, &cc);
+    head(t, "moonpush_connections", "gauge", "open WebSocket connections, by route and device kind");
+    for (int i = 0; i < cc.nrows; i++) {
+        int r = cc.rows[i].route;
+        put(t, "moonpush_connections{route=\"%s\",kind=\"%s\"} %llu\n",
+            r >= 0 && r < mp.cfg.nroutes ? mp.cfg.routes[r].path : "", cc.rows[i].kind,
+            (unsigned long long)cc.rows[i].n);
+    }
+    gauge(t, "moonpush_http_connections", "open connections still speaking HTTP", mp.nconns - mp.nws);
+    gauge(t, "moonpush_outbound_queue_bytes", "bytes queued to clients and not yet written", (double)cc.queued_bytes);
+    gauge(t, "moonpush_channels", "channels with at least one subscriber", (double)mp_hub_channel_count());
+    gauge(t, "moonpush_uptime_seconds", "seconds since start", ev_now(mp.loop) - mp.started);
+    counter(t, "moonpush_connections_accepted_total", "TCP connections accepted", s->connections_accepted);
+    counter(t, "moonpush_connections_rejected_total", "connections refused at max_connections or out of fds", s->connections_rejected);
+    counter(t, "moonpush_http_requests_total", "HTTP requests parsed", s->http_requests);
+    route_counters(t);
+    counter(t, "moonpush_messages_published_total", "messages published", s->messages_published);
+    counter(t, "moonpush_messages_queued_total", "message frames queued to connections (one per recipient)", s->frames_queued);
+    counter(t, "moonpush_messages_delivered_total", "message frames completely written to a socket", delivered);
+    counter(t, "moonpush_messages_replayed_total", "message frames sent from history (resume, resend)", s->messages_replayed);
+    counter(t, "moonpush_messages_acked_total", "acks received", s->acks);
+    counter(t, "moonpush_messages_resent_total", "message frames resent for want of an ack", s->resends);
+    head(t, "moonpush_messages_dropped_total", "counter", "message frames not delivered, by reason");
+    put(t, "moonpush_messages_dropped_total{reason=\"slow_consumer\"} %llu\n", (unsigned long long)s->dropped_slow);
+    put(t, "moonpush_messages_dropped_total{reason=\"format_error\"} %llu\n", (unsigned long long)s->dropped_format);
+    head(t, "moonpush_closes_total", "counter", "WebSocket connections closed by the server, by reason");
+    put(t, "moonpush_closes_total{reason=\"slow_consumer\"} %llu\n", (unsigned long long)s->slow_consumer_closes);
+    put(t, "moonpush_closes_total{reason=\"idle_timeout\"} %llu\n", (unsigned long long)s->idle_timeout_closes);
+    put(t, "moonpush_closes_total{reason=\"ack_timeout\"} %llu\n", (unsigned long long)s->ack_timeout_closes);
+    put(t, "moonpush_closes_total{reason=\"replaced\"} %llu\n", (unsigned long long)s->replaced_closes);
+    put(t, "moonpush_closes_total{reason=\"kicked\"} %llu\n", (unsigned long long)s->kicks);
+    counter(t, "moonpush_writev_calls_total", "writev system calls", s->writev_calls);
+    mp_store_stats ss;
+    mp_store_get_stats(mp.store, &ss);
+    gauge(t, "moonpush_history_messages", "messages retained in channel histories", (double)ss.messages);
+    gauge(t, "moonpush_history_bytes", "bytes of retained message frames", (double)ss.bytes);
+    gauge(t, "moonpush_device_cursors", "device cursors held", (double)ss.cursors);
+    counter(t, "moonpush_history_trimmed_total", "messages dropped from history for count or size", ss.trimmed);
+    counter(t, "moonpush_history_expired_total", "messages aged out of history", ss.expired);
+    histogram_text(t, "moonpush_publish_to_deliver_seconds", "from publish until the frame was written to a socket", &deliver_latency);
+    histogram_text(t, "moonpush_publish_to_ack_seconds", "from publish until the device acked it", &ack_latency);
+    plugin_counters(t);
+    head(t, "moonpush_reloads_total", "counter", "config and plugin reloads, by result");
+    put(t, "moonpush_reloads_total{result=\"ok\"} %llu\n", (unsigned long long)s->reloads);
+    put(t, "moonpush_reloads_total{result=\"refused\"} %llu\n", (unsigned long long)s->reload_failures);
+}
+
+void mp_metrics_handle(mp_http_req *req)
+{
+    if (req->route->hooks & MP_HOOK_AUTH) {
+        mp_identity *id = NULL;
+        mp_denial deny;
+        if (mp_lua_auth(req, &id, &deny) < 0) {
+            mp_metrics_denied(req->route->path, deny.status);
+            mp_http_deny(req->conn, &deny);
+            return;
+        }
+        free(id);
+    }
+    text t = {malloc(16384), 0, 16384, 0};
+    if (!t.b) {
+        mp_http_error(req->conn, 503, "unavailable", "server out of memory");
+        return;
+    }
+    render(&t);
+    if (t.failed)
+        mp_http_error(req->conn, 503, "unavailable", "server out of memory");
+    else
+        mp_http_respond_typed(req->conn, 200, "text/plain; version=0.0.4; charset=utf-8", "", t.b, t.len);
+    free(t.b);
+}

@@ -1,0 +1,70 @@
+/* reload.c — swapping the config of a running server (SIGHUP, admin
+ * reload()). The Lua side validates the new config whole; only then are
+ * routes, limits, timeouts, history policies and plugin watches replaced.
+ * Listeners and connections stay; a connection keeps its route when the
+ * route's path survives (else it runs without plugins until it closes).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "lua_host.h"
+#include "net.h"
+#include "reload.h"
+#include "server.h"
+#include "store.h"
+#include "ws.h"
+
+/* The store's limits from the config's history section. */
+void mp_reload_store_policies(mp_store_policy *out, mp_store_policy *def)
+{
+    const mp_history_config *h = &mp.cfg.history;
+    for (int i = 0; i < h->npolicies; i++) {
+        out[i].pattern = h->policies[i].pattern;
+        out[i].max_messages = h->policies[i].max_messages;
+        out[i].max_age_ms = h->policies[i].max_age_ms;
+    }
+    def->pattern = "*";
+    def->max_messages = h->max_messages;
+    def->max_age_ms = h->max_age_ms;
+}
+
+/* Connections keep their route across a reload when its path survives. */
+static void remap_routes(char **old_paths, int nold)
+{
+    int map[nold > 0 ? nold : 1];
+    for (int i = 0; i < nold; i++) {
+        map[i] = -1;
+        for (int k = 0; k < mp.cfg.nroutes; k++)
+            if (strcmp(old_paths[i], mp.cfg.routes[k].path) == 0)
+                map[i] = k;
+    }
+    mp_ws_remap_routes(map);
+}
+
+/* The whole config again, or nothing. Listeners and connections stay. */
+int mp_server_reload(char *summary, size_t summary_len, char *err, size_t errlen)
+{
+    int nold = mp.cfg.nroutes;
+    char *old_paths[nold > 0 ? nold : 1];
+    for (int i = 0; i < nold; i++)
+        old_paths[i] = strdup(mp.cfg.routes[i].path);
+    int rc = mp_lua_reload_config(&mp.cfg, summary, summary_len, err, errlen);
+    if (rc < 0) {
+        mp_error("config reload refused, the running config stays", "error=\"%s\"", err);
+    } else {
+        remap_routes(old_paths, nold);
+        const mp_history_config *h = &mp.cfg.history;
+        mp_store_policy policies[h->npolicies > 0 ? h->npolicies : 1], def;
+        mp_reload_store_policies(policies, &def);
+        if (mp_store_set_policies(mp.store, policies, (size_t)h->npolicies, &def) != 0)
+            mp_warn("history policies not applied", NULL);
+        mp_net_apply_timeouts();
+        mp_lua_watch_plugins(mp.loop);
+        mp_info("config reloaded", "changes=\"%s\"", summary);
+    }
+    for (int i = 0; i < nold; i++)
+        free(old_paths[i]);
+    return rc;
+}
+
