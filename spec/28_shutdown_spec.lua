@@ -39,7 +39,8 @@ describe("moonpush shutdown", function()
       for i, c in ipairs(conns) do
         local code, reason, skipped = c:expect_close(2)
         assert.equals(1001, code, "client " .. i .. ": " .. tostring(reason))
-        assert.equals(5, skipped, "client " .. i .. " did not get the 5 messages before the close")
+        -- the 5 messages, then the reconnect hint (docs/protocol.md)
+        assert.equals(6, skipped, "client " .. i .. " did not get the 5 messages and the reconnect hint before the close")
         c:close()
       end
     end)

@@ -519,6 +519,7 @@ static void read_limits(int idx, mp_config *cfg)
     cfg->request_timeout = num_field(idx, "timeouts", "request_ms") / 1000.0;
     cfg->idle_timeout = num_field(idx, "timeouts", "idle_ms") / 1000.0;
     cfg->ping_interval = num_field(idx, "timeouts", "ping_ms") / 1000.0;
+    cfg->shutdown_grace = num_field(idx, "timeouts", "shutdown_ms") / 1000.0;
 }
 
 static void set_lua_path(void)

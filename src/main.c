@@ -29,7 +29,7 @@
 #include "ws.h"
 
 #define MOONPUSH_VERSION "0.1.0"
-#define SHUTDOWN_GRACE_SECONDS 5.0
+#define RECONNECT_SPREAD_MS 5000   /* clients told to come back within this */
 
 mp_server mp;
 
@@ -55,9 +55,19 @@ static void usage(FILE *out)
             "       moonpush --version\n");
 }
 
+/* A reconnect hint, then close 1001. Each client gets its own delay so a
+ * restart is not followed by every device reconnecting in the same second. */
 static void close_going_away(mp_conn *c, void *arg)
 {
     (void)arg;
+    char hint[64];
+    int n = snprintf(hint, sizeof hint, "{\"type\":\"reconnect\",\"after_ms\":%ld}",
+                     500 + random() % RECONNECT_SPREAD_MS);
+    mp_frame *f = mp_ws_frame(MP_WS_TEXT, hint, (size_t)n);
+    if (f) {
+        mp_conn_send(c, f);
+        mp_frame_unref(f);
+    }
     mp_conn_close_ws(c, 1001, "server shutting down");
 }
 
@@ -87,7 +97,7 @@ static void on_stop_signal(struct ev_loop *loop, ev_signal *w, int revents)
     mp_info("shutting down", "signal=%d connections=%d", w->signum, mp.nconns);
     mp_net_stop_accepting();
     mp_net_each_ws(close_going_away, NULL);
-    ev_timer_init(&shutdown_timer, on_shutdown_timeout, SHUTDOWN_GRACE_SECONDS, 0.);
+    ev_timer_init(&shutdown_timer, on_shutdown_timeout, mp.cfg.shutdown_grace, 0.);
     ev_timer_start(loop, &shutdown_timer);
     ev_prepare_init(&shutdown_check, on_shutdown_check);
     ev_prepare_start(loop, &shutdown_check);
@@ -179,6 +189,7 @@ int main(int argc, char **argv)
         return 1;
     }
     make_boot_id();
+    srandom((unsigned)strtoul(mp.boot_id, NULL, 16));
     mp.loop = ev_default_loop(EVFLAG_AUTO);
     mp.started = ev_now(mp.loop);
     mp.store = open_store();

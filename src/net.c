@@ -20,7 +20,7 @@
 #include "server.h"
 #include "ws.h"
 
-#define LINGER_SECONDS 2.0
+#define LINGER_SECONDS 2.0   /* a closing peer's FIN, at most; shutdown waits no longer */
 #define ACCEPTS_PER_WAKEUP 64
 #define FLUSH_IOV 64
 #define FLUSH_ROUNDS 4      /* writev calls per connection per iteration */

@@ -73,6 +73,7 @@ typedef struct mp_config {
     double request_timeout;  /* seconds */
     double idle_timeout;
     double ping_interval;
+    double shutdown_grace;   /* seconds SIGTERM waits for queues to drain */
     mp_route *routes;
     int nroutes;
     mp_history_config history;

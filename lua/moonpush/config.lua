@@ -28,6 +28,7 @@ local DEFAULTS = {
     request_ms = 10000,
     idle_ms = 60000,
     ping_ms = 25000,
+    shutdown_ms = 5000,
   },
   plugin_budget = 1000000,   -- Lua instructions per hook call
 }

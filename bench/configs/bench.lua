@@ -1,0 +1,67 @@
+-- bench/configs/bench.lua: the config every bench/ scenario runs the server with.
+--
+-- Environment (read when the server loads this file):
+--   MOONPUSH_BENCH_LISTEN  host:port to listen on (default 127.0.0.1:18080);
+--                          bench/run.sh and bench/quick pick a free port
+--   MOONPUSH_BENCH_USERS   how many unicast users to define (default 10000)
+--   MOONPUSH_BENCH_MAX_OUTBOUND, MOONPUSH_BENCH_PING_MS, MOONPUSH_BENCH_IDLE_MS
+--                          override limits.max_outbound_bytes (1048576),
+--                          timeouts.ping_ms (25000) and idle_ms (120000)
+--
+-- Devices:
+--   token "bench"        -> user "bench", may subscribe to any channel
+--                           (broadcast/idle: many connections, device=d<i>)
+--   token "bench-u<k>"   -> user "u<k>", k = 0 .. USERS-1 (unicast: one token
+--                           per user, generated below rather than listed)
+-- Publisher: "Authorization: Bearer publisher-secret".
+--
+-- Limits are the defaults except max_connections (room for 19k+ devices on one
+-- worker: the fd hard limit is 20,000 per process on these machines).
+local getenv = os and os.getenv or function() return nil end
+
+local function num(name, default) return tonumber(getenv(name) or "") or default end
+local users = num("MOONPUSH_BENCH_USERS", 10000)
+
+local tokens = {
+  ["bench"] = { user = "bench", kind = "bench", channels = { "*" } },
+}
+for k = 0, users - 1 do
+  tokens["bench-u" .. k] = { user = "u" .. k, kind = "bench", channels = { "*" } }
+end
+
+return {
+  listen = getenv("MOONPUSH_BENCH_LISTEN") or "127.0.0.1:18080",
+  max_connections = 100000,
+
+  limits = {
+    max_outbound_bytes = num("MOONPUSH_BENCH_MAX_OUTBOUND", 1048576),  -- the default
+  },
+
+  timeouts = {
+    request_ms = 10000,
+    idle_ms = num("MOONPUSH_BENCH_IDLE_MS", 120000),  -- longer than any scenario: idle runs measure holding
+    ping_ms = num("MOONPUSH_BENCH_PING_MS", 25000),
+  },
+
+  plugin_dir = "../../plugins",
+  admin = { socket = false },       -- several bench servers may run side by side
+  log = { access = false },         -- measure the server, not its access log
+
+  routes = {
+    {
+      path = "/ws",
+      type = "websocket",
+      plugins = { { name = "auth_token", config = { tokens = tokens } } },
+    },
+    {
+      path = "/publish",
+      type = "publish",
+      plugins = {
+        { name = "auth_token", config = {
+            publishers = { ["publisher-secret"] = { name = "bench", channels = { "*" } } },
+        } },
+      },
+    },
+    { path = "/health", type = "health" },
+  },
+}

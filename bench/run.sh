@@ -1,0 +1,240 @@
+#!/bin/sh
+# bench/run.sh - runs the benchmark scenario set and appends a dated markdown
+# table (command, git revision, machine) to docs/benchmarks.md. It does not
+# commit. Every scenario gets a fresh server (bench/configs/bench.lua on a free
+# 127.0.0.1 port) so memory and channel state do not leak between rows.
+#
+#   sh bench/run.sh                 full set (~3 minutes), appends
+#   sh bench/run.sh --quick         the <1 minute set (what bench/quick runs), prints only
+#   sh bench/run.sh --no-append     full set, prints only
+#   sh bench/run.sh --append        (with --quick) append as well
+#   sh bench/run.sh --only NAME     only scenarios whose name contains NAME
+#   sh bench/run.sh --rev REV       benchmark a committed revision (git archive into a
+#                                   temporary tree, built there) instead of the work tree
+#
+# Environment: BENCH_OUT (default docs/benchmarks.md), BENCH_KEEP=1 keeps the
+# per-scenario logs directory, BENCH_DURATION overrides every duration.
+set -eu
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+LG="$ROOT/bench/loadgen"
+CONFIG="$ROOT/bench/configs/bench.lua"
+OUT="${BENCH_OUT:-$ROOT/docs/benchmarks.md}"
+
+quick=0
+rev_arg=""
+append=1
+append_set=0
+only=""
+cmdline="sh bench/run.sh $*"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) quick=1 ;;
+    --append) append=1; append_set=1 ;;
+    --no-append) append=0; append_set=1 ;;
+    --only) shift; only="$1" ;;
+    --rev) shift; rev_arg="$1" ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    *) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+if [ "$quick" = 1 ] && [ "$append_set" = 0 ]; then append=0; fi
+
+work=$(mktemp -d /tmp/moonpush-bench.XXXXXX)
+server_pid=""
+cleanup() {
+  if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
+    kill -TERM "$server_pid" 2>/dev/null || true
+    sleep 1
+    kill -KILL "$server_pid" 2>/dev/null || true
+  fi
+  if [ "${BENCH_KEEP:-0}" = 1 ]; then echo "run.sh: logs kept in $work"; else rm -rf "$work"; fi
+}
+trap cleanup EXIT INT TERM
+
+# ---- build -----------------------------------------------------------------
+if ! make -s -C bench >/dev/null; then echo "run.sh: building bench/loadgen failed" >&2; exit 1; fi
+tree="$ROOT"
+if [ -n "$rev_arg" ]; then
+  tree="$work/tree"
+  mkdir -p "$tree"
+  git archive --format=tar "$rev_arg" | tar -x -C "$tree" || { echo "run.sh: cannot export $rev_arg" >&2; exit 1; }
+  rev=$(git rev-parse --short "$rev_arg")
+else
+  rev=$(git rev-parse --short HEAD 2>/dev/null || echo "no-commit")
+  if [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]; then rev="$rev (+uncommitted changes)"; fi
+fi
+if ! make -s -C "$tree" >"$work/build.log" 2>&1; then
+  echo "run.sh: building moonpush in $tree failed:" >&2; tail -5 "$work/build.log" >&2; exit 1
+fi
+
+# ---- limits ----------------------------------------------------------------
+fd_soft=$(ulimit -n)
+fd_hard=$(ulimit -Hn)
+ports=$(cat /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null | tr -s '\t ' ' ' || echo "?")
+echo "run.sh: open files soft $fd_soft hard $fd_hard per process; ephemeral ports $ports"
+echo "run.sh: the server holds one fd per connection: scenarios above ~$((fd_hard - 100)) connections are skipped"
+
+# ---- scenarios: name|loadgen arguments|server environment --------------------
+if [ "$quick" = 1 ]; then
+  scenarios="idle-2k|--mode idle --conns 2000 --duration 3|
+broadcast-2k-20ps|--mode broadcast --conns 2000 --rate 20 --duration 5 --warmup 1|
+unicast-2k-2000ps|--mode unicast --conns 2000 --users 2000 --rate 2000 --duration 5 --warmup 1|"
+else
+  scenarios="idle-10k|--mode idle --conns 10000 --duration 10|
+idle-19k-2procs|--mode idle --conns 19000 --procs 2 --duration 10|
+broadcast-10k-10ps|--mode broadcast --conns 10000 --rate 10 --duration 10 --warmup 1|
+broadcast-10k-max|--mode broadcast --conns 10000 --rate 0 --duration 10 --warmup 1|
+unicast-10k-10000ps|--mode unicast --conns 10000 --users 10000 --rate 10000 --duration 10 --warmup 1|
+unicast-10k-max|--mode unicast --conns 10000 --users 10000 --rate 0 --duration 10 --warmup 1|
+slow-2k-10pct-stalled|--mode broadcast --conns 2000 --stall 10 --rate 20 --size 16000 --duration 30|"
+fi
+
+# Snapshot what the server runs (binary, lua/, plugins/, the config) so edits or
+# rebuilds in the work tree during the run cannot change it half-way: the binary
+# finds lua/ beside itself, and the config's plugin_dir "../../plugins" resolves
+# inside the snapshot too.
+snap="$work/snap"
+mkdir -p "$snap/bench/configs"
+cp "$tree/moonpush" "$snap/moonpush"
+cp -R "$tree/lua" "$tree/plugins" "$snap/"
+cp "$CONFIG" "$snap/bench/configs/bench.lua"
+SERVER="$snap/moonpush"
+CONFIG="$snap/bench/configs/bench.lua"
+unset MOONPUSH_LUA_DIR
+results="$work/results"
+: > "$results"
+
+conns_of() { echo "$1" | sed -n 's/.*--conns \([0-9]*\).*/\1/p'; }
+
+# alive PID: running and not a zombie (a crashed child stays a zombie until waited)
+alive() {
+  st=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null || true)
+  [ -n "$st" ] && [ "$st" != Z ]
+}
+
+while IFS='|' read -r name args env; do
+  [ -n "$name" ] || continue
+  case "$name" in *"$only"*) ;; *) continue ;; esac
+  n=$(conns_of "$args")
+  if [ -n "$n" ] && [ "$n" -gt $((fd_hard - 100)) ]; then
+    echo "run.sh: skip $name: $n connections exceed the server's fd limit ($fd_hard)"
+    continue
+  fi
+  if [ -n "${BENCH_DURATION:-}" ]; then
+    args=$(echo "$args" | sed "s/--duration [0-9.]*/--duration $BENCH_DURATION/")
+  fi
+  port=$("$LG" --free-port)
+  log="$work/$name.server.log"
+  # shellcheck disable=SC2086
+  env MOONPUSH_BENCH_LISTEN="127.0.0.1:$port" $env "$SERVER" -c "$CONFIG" >"$log" 2>&1 &
+  server_pid=$!
+  if ! "$LG" --port "$port" --wait-health 10; then
+    echo "run.sh: $name: server did not come up; log tail:"; tail -5 "$log"
+    echo "RESULT label=$name failed=server_did_not_start" >> "$results"
+    kill -KILL "$server_pid" 2>/dev/null || true; server_pid=""
+    continue
+  fi
+  echo "run.sh: === $name: loadgen $args (server pid $server_pid, port $port)"
+  # shellcheck disable=SC2086
+  if "$LG" --port "$port" --server-pid "$server_pid" --label "$name" --quiet $args > "$work/$name.out" 2>&1; then
+    rc=0
+  else
+    rc=$?
+  fi
+  cat "$work/$name.out"
+  alive=1
+  alive "$server_pid" || alive=0
+  line=$(grep '^RESULT ' "$work/$name.out" || true)
+  [ -n "$line" ] || line="RESULT label=$name loadgen_exit=$rc"
+  if [ "$alive" = 0 ]; then
+    line="$line server=crashed"
+    echo "run.sh: $name: SERVER DIED during the run; log tail:"; tail -5 "$log"
+  fi
+  echo "$line args=$(echo "$args" | tr ' ' '~')" >> "$results"
+  if [ "$alive" = 1 ]; then
+    kill -TERM "$server_pid" 2>/dev/null || true
+    i=0
+    while alive "$server_pid" && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+    kill -KILL "$server_pid" 2>/dev/null || true
+  fi
+  wait "$server_pid" 2>/dev/null || true
+  server_pid=""
+  lines=$(wc -l < "$log")
+  if [ "$lines" -gt 1000 ]; then
+    echo "run.sh: $name: NOTE the server wrote $lines log lines"
+  fi
+done <<EOF_SCENARIOS
+$scenarios
+EOF_SCENARIOS
+
+# ---- table -----------------------------------------------------------------
+model=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
+machine="nproc $(nproc), ${model:-unknown CPU}, kernel $(uname -r), $(awk '/MemTotal/ {printf "%.0f GB RAM", $2/1048576}' /proc/meminfo), open files $fd_hard/process"
+
+table() {
+  echo ""
+  echo "## $(date -u '+%Y-%m-%d %H:%M UTC') - $rev"
+  echo ""
+  echo "Command: \`$cmdline\` (each row: a fresh \`moonpush -c bench/configs/bench.lua\` built from $rev, then \`bench/loadgen\` with the arguments shown)."
+  echo "Machine: $machine. Server and load generator share the machine."
+  echo ""
+  echo "| scenario | loadgen arguments | conns ok | deliveries/s | p50 ms | p99 ms | p99.9 ms | max ms | published/s | server CPU | server cpu-s per M deliveries | server RSS per conn | loadgen busiest proc | closes / errors | limited by |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+  awk '
+  /^RESULT / {
+    split("", f)
+    for (i = 2; i <= NF; i++) { k = $i; sub(/=.*/, "", k); v = $i; sub(/^[^=]*=/, "", v); f[k] = v }
+    args = f["args"]; gsub(/~/, " ", args)
+    if (!("mode" in f)) {
+      printf "| %s | `%s` | run failed (%s%s) | | | | | | | | | | | | |\n", f["label"], args, f["failed"], f["loadgen_exit"] != "" ? "loadgen exit " f["loadgen_exit"] : ""
+      next
+    }
+    idle = (f["mode"] == "idle")
+    ms = "%.2f"
+    notes = ""
+    if (f["failed"] + 0 > 0) notes = notes f["failed"] " failed to open; "
+    if (f["server_closes"] + 0 > 0) notes = notes f["server_closes"] " closed by server (" f["close_codes"] "); "
+    if (f["eof_closes"] + 0 > 0) notes = notes f["eof_closes"] " EOF without close frame; "
+    if (f["stalled"] + 0 > 0) notes = notes f["stalled"] " stalled, " f["stalled_closed"] " of them closed; "
+    if (f["gaps"] + 0 > 0 || f["reorders"] + 0 > 0) notes = notes "gaps " f["gaps"] " reorders " f["reorders"] "; "
+    if (f["behind_msgs"] + 0 > 0) notes = notes f["behind_msgs"] " msgs never delivered; "
+    if (f["pub_errors"] + 0 > 0) notes = notes f["pub_errors"] " publish errors; "
+    if (f["stalled"] + 0 > 0) notes = notes "kernel TCP mem at end " sprintf("%.0f", f["tcp_mem_kb_end"] / 1024) " MB; "
+    if (f["other_cpu_pct"] + 0 >= 15) notes = notes "other processes used " f["other_cpu_pct"] "% cpu: disturbed; "
+    if (f["steal_pct"] + 0 >= 10) notes = notes "hypervisor steal " f["steal_pct"] "%: disturbed; "
+    if (f["server"] == "crashed" || f["server_exited"] == "1") notes = notes "SERVER EXITED DURING THE RUN; "
+    sub(/; $/, "", notes)
+    if (notes == "") notes = "-"
+    printf "| %s | `%s` | %s | %s | %s | %s | %s | %s | %s | %s%% | %s | %s B | %s%% | %s | %s |\n",
+      f["label"], args, f["welcomed"],
+      idle ? "-" : f["deliveries_per_s"],
+      idle ? "-" : sprintf(ms, f["p50_us"] / 1000), idle ? "-" : sprintf(ms, f["p99_us"] / 1000),
+      idle ? "-" : sprintf(ms, f["p999_us"] / 1000), idle ? "-" : sprintf(ms, f["max_us"] / 1000),
+      idle ? "-" : f["pub_per_s"], f["srv_cpu_pct"],
+      idle ? "-" : f["srv_cpu_s_per_M"], f["rss_per_conn_bytes"], f["lg_max_proc_pct"], notes, f["bottleneck"]
+  }' "$results"
+  echo ""
+  echo "Server RSS per connection = (RSS after all connections opened - RSS before) / connections (idle rows: after the idle period)."
+  echo "Rows noting other processes' CPU were disturbed by other work on the machine; rerun them."
+  echo "Latency = publish (request written) to delivery (frame read by the generator); \`limited by\`: server = it used >= 90% of a core; loadgen = a generator process >= 85%; machine = server + generator + softirq + other processes filled every core."
+  echo ""
+  echo "<details><summary>raw RESULT lines</summary>"
+  echo ""
+  echo '```'
+  sed 's/ args=.*//' "$results"
+  echo '```'
+  echo "</details>"
+}
+
+table > "$work/table.md"
+cat "$work/table.md"
+if [ "$append" = 1 ]; then
+  if [ ! -f "$OUT" ]; then
+    printf '# moonpush benchmarks\n\nEvery table below was appended by `sh bench/run.sh` (see bench/); rerun it to reproduce.\n' > "$OUT"
+  fi
+  cat "$work/table.md" >> "$OUT"
+  echo "run.sh: appended to $OUT (not committed)"
+fi
