@@ -24,6 +24,7 @@ local _M = {
   base64url_decode = host.base64url_decode,
   limit = host.limit,
   online = host.online,
+  connections = host.connections,
   channel_info = host.channel_info,
 }
 

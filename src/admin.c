@@ -23,6 +23,7 @@
 
 typedef struct admin_conn {
     ev_io rio, wio;
+    unsigned long session;    /* names its Lua environment */
     struct admin_conn *next;
     char *in;                 /* bytes of the current, unfinished line */
     size_t in_len, in_cap;
@@ -36,6 +37,7 @@ typedef struct admin_conn {
 static ev_io unix_watcher, tcp_watcher;
 static int unix_fd = -1, tcp_fd = -1;
 static admin_conn *conns;
+static unsigned long next_session = 1;
 
 static void admin_free(admin_conn *a)
 {
@@ -47,6 +49,7 @@ static void admin_free(admin_conn *a)
     ev_io_stop(mp.loop, &a->rio);
     ev_io_stop(mp.loop, &a->wio);
     close(a->rio.fd);
+    mp_lua_admin_end(a->session);
     free(a->in);
     free(a->out);
     free(a);
@@ -103,6 +106,24 @@ static json_t *failure(const char *error)
     return json_pack("{s:b, s:s}", "ok", 0, "error", error);
 }
 
+/* Output is whatever Lua printed; bytes that are not UTF-8 (binary data in
+ * a string) become '?' so the answer is still JSON. */
+static json_t *output_answer(const char *output)
+{
+    json_t *o = json_pack("{s:b, s:s}", "ok", 1, "output", output);
+    if (o)
+        return o;
+    char *copy = strdup(output);
+    if (!copy)
+        return failure("out of memory");
+    for (unsigned char *p = (unsigned char *)copy; *p; p++)
+        if (*p >= 0x80)
+            *p = '?';
+    o = json_pack("{s:b, s:s}", "ok", 1, "output", copy);
+    free(copy);
+    return o ? o : failure("could not encode the answer");
+}
+
 static void handle_request(admin_conn *a, const char *line, size_t len)
 {
     json_error_t jerr;
@@ -127,16 +148,16 @@ static void handle_request(admin_conn *a, const char *line, size_t len)
         }
     } else if (code) {
         char *output = NULL;
-        int rc = mp_lua_admin_eval(code, &output);
+        int rc = mp_lua_admin_eval(a->session, code, &output);
         if (rc == 0)
-            answer(a, json_pack("{s:b, s:s}", "ok", 1, "output", output ? output : ""));
+            answer(a, output_answer(output ? output : ""));
         else if (rc == 1)
             answer(a, json_pack("{s:b, s:b}", "ok", 0, "incomplete", 1));
         else
             answer(a, failure(output ? output : "error"));
         free(output);
     } else if (prefix) {
-        char *list = mp_lua_admin_complete(prefix);
+        char *list = mp_lua_admin_complete(a->session, prefix);
         json_t *cands = list ? json_loads(list, 0, NULL) : NULL;
         free(list);
         answer(a, json_pack("{s:b, s:o}", "ok", 1, "candidates", cands ? cands : json_array()));
@@ -216,6 +237,7 @@ static void on_admin_accept(struct ev_loop *loop, ev_io *w, int revents)
         return;
     }
     a->tcp = w == &tcp_watcher;
+    a->session = next_session++;
     ev_io_init(&a->rio, on_admin_read, fd, EV_READ);
     ev_io_init(&a->wio, on_admin_write, fd, EV_WRITE);
     a->rio.data = a->wio.data = a;

@@ -10,7 +10,7 @@
  * complete or wrong: the client knows no Lua grammar.
  *
  * Any failure of the connection is final: a message on stderr and exit 2
- * (atexit puts the terminal back and saves the history first).
+ * (atexit puts the terminal back first).
  */
 #include "admin_client.h"
 
@@ -217,13 +217,14 @@ static void send_line(const char *s, size_t n)
 
 /* Ctrl-C while the server evaluates: the chunk cannot be called back (its
  * instruction budget ends it), so the first one only says so. */
-static void on_wait_interrupt(void)
+static void on_wait_interrupt(int *warned)
 {
-    static int warned;
     got_sigint = 0;
-    if (warned)
-        die("%s", "interrupted; the server's answer is lost");
-    warned = 1;
+    if (*warned) {
+        fputs("\nmoonpush admin: interrupted; the server's answer is lost\n", stderr);
+        exit(130);
+    }
+    *warned = 1;
     fputs("\n(waiting for the server: the chunk runs under its instruction budget;"
           " Ctrl-C again to quit)\n", stderr);
 }
@@ -231,6 +232,7 @@ static void on_wait_interrupt(void)
 /* One answer line, NUL-terminated in rbuf; returns its length. */
 static size_t recv_line(void)
 {
+    int warned = 0;
     for (;;) {
         char *nl = memchr(rbuf, '\n', rlen);
         if (nl) {
@@ -242,7 +244,7 @@ static size_t recv_line(void)
         ssize_t r = recv(conn_fd, rbuf + rlen, MAX_LINE - rlen, 0);
         if (r < 0 && errno == EINTR) {
             if (got_sigint)
-                on_wait_interrupt();
+                on_wait_interrupt(&warned);
             continue;
         }
         if (r <= 0)
@@ -513,11 +515,14 @@ static void list_candidates(json_t *list)
 }
 
 /* Tab: completes the identifier under the cursor (dots and colons included)
- * as far as every candidate agrees, else lists them. */
+ * as far as every candidate agrees, else lists them. At the start of a
+ * continuation line it indents instead. */
 static unsigned char complete_word(EditLine *e, int ch)
 {
     (void)ch;
     const LineInfo *li = el_line(e);
+    if (pending.len > 0 && is_blank(li->buffer, (size_t)(li->cursor - li->buffer)))
+        return el_insertstr(e, "  ") < 0 ? CC_REFRESH_BEEP : CC_REFRESH;   /* indenting */
     const char *start = li->cursor;
     while (start > li->buffer && is_word_char(start[-1]))
         start--;
@@ -597,6 +602,7 @@ static void editor_start(const char *argv0)
     }
     atexit(editor_end);
     el_set(el, EL_EDITOR, "emacs");
+    el_set(el, EL_SIGNAL, 1);        /* Ctrl-Z, fg, resizing: the terminal follows */
     el_set(el, EL_PROMPT, prompt);
     el_set(el, EL_HIST, history, hist);
     el_set(el, EL_ADDFN, "moonpush-complete", "complete the word under the cursor", complete_word);
@@ -679,8 +685,7 @@ static int usage_error(const char *msg, const char *arg)
 {
     fputs("moonpush admin: ", stderr);
     fprintf(stderr, msg, arg);
-    fputs("\n", stderr);
-    usage(stderr);
+    fputs(" (moonpush admin --help)\n", stderr);
     return 2;
 }
 
@@ -689,18 +694,21 @@ static int parse_args(int argc, char **argv, mp_admin_args *a)
 {
     for (int i = 1; i < argc; i++) {
         const char *s = argv[i];
-        int has_value = i + 1 < argc;
-        if ((strcmp(s, "-e") == 0 || strcmp(s, "--eval") == 0) && has_value) {
+        int takes_value = strcmp(s, "-e") == 0 || strcmp(s, "--eval") == 0 ||
+                          strcmp(s, "--tcp") == 0 || strcmp(s, "--token") == 0;
+        if (takes_value && i + 1 >= argc)
+            return usage_error("%s needs a value", s);
+        if (strcmp(s, "-e") == 0 || strcmp(s, "--eval") == 0) {
             a->exprs[a->nexprs++] = argv[++i];
-        } else if (strcmp(s, "--tcp") == 0 && has_value) {
+        } else if (strcmp(s, "--tcp") == 0) {
             a->tcp = argv[++i];
-        } else if (strcmp(s, "--token") == 0 && has_value) {
+        } else if (strcmp(s, "--token") == 0) {
             a->token = argv[++i];
         } else if (strcmp(s, "-h") == 0 || strcmp(s, "--help") == 0) {
             usage(stdout);
             return -1;
         } else if (s[0] == '-' && s[1] != '\0') {
-            return usage_error(has_value ? "unknown option %s" : "%s needs a value", s);
+            return usage_error("unknown option %s", s);
         } else if (a->socket) {
             return usage_error("one socket only (also got %s)", s);
         } else {

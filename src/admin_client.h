@@ -25,7 +25,7 @@
  * Returns the process exit status: 0 when every chunk evaluated without
  * error, 1 when one raised an error (all chunks still run), 2 on a usage
  * error or when the server cannot be reached, refuses the token, or closes
- * the connection.
+ * the connection; 130 when Ctrl-C twice gave up waiting for an answer.
  */
 int mp_admin_client_main(int argc, char **argv);
 

@@ -308,9 +308,11 @@ void mp_http_access_log(mp_conn *c, int status, size_t bytes)
         return;
     char path[160] = "-";
     if (h->arena && h->url_off < h->arena_len) {
+        /* The URL may be cut short (a timeout mid-request): stop at the
+         * arena's end as well as at its NUL. */
         const char *u = h->arena + h->url_off;
-        size_t i = 0;
-        for (; u[i] && u[i] != '?' && i < sizeof path - 1; i++)
+        size_t max = h->arena_len - h->url_off, i = 0;
+        for (; i < max && u[i] && u[i] != '?' && i < sizeof path - 1; i++)
             path[i] = (u[i] == '"' || u[i] == '\\' || (unsigned char)u[i] < 0x21) ? '_' : u[i];
         path[i ? i : 1] = '\0';
     }

@@ -34,6 +34,29 @@ static void json_escape(char *out, size_t *n, size_t cap, const char *s, size_t 
     }
 }
 
+const char *mp_log_q(const char *s)
+{
+    static char bufs[4][512];
+    static int next;
+    char *out = bufs[next];
+    next = (next + 1) % 4;
+    size_t n = 0, cap = sizeof bufs[0];
+    for (; s && *s && n + 3 < cap; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\') {
+            out[n++] = '\\';
+            out[n++] = (char)ch;
+        } else if (ch == '\n' || ch == '\t') {
+            out[n++] = '\\';
+            out[n++] = ch == '\n' ? 'n' : 't';
+        } else {
+            out[n++] = ch < 0x20 ? ' ' : (char)ch;
+        }
+    }
+    out[n] = '\0';
+    return out;
+}
+
 /* Turns our logfmt tail (key=value key="quoted value") into JSON members. */
 static void tail_to_json(char *out, size_t *n, size_t cap, const char *tail)
 {
@@ -52,11 +75,18 @@ static void tail_to_json(char *out, size_t *n, size_t cap, const char *tail)
         out[(*n)++] = '"';
         const char *v = eq + 1, *end;
         if (*v == '"') {
-            v++;
-            end = v;
-            while (*end && !(*end == '"' && end[-1] != '\\'))
-                end++;
-            json_escape(out, n, cap, v, (size_t)(end - v));
+            /* A quoted value: undo mp_log_q's escapes, then escape for JSON. */
+            char raw[LINE_MAX_BYTES];
+            size_t r = 0;
+            for (end = v + 1; *end && *end != '"' && r < sizeof raw - 1; end++) {
+                if (*end == '\\' && end[1]) {
+                    end++;
+                    raw[r++] = *end == 'n' ? '\n' : *end == 't' ? '\t' : *end;
+                } else {
+                    raw[r++] = *end;
+                }
+            }
+            json_escape(out, n, cap, raw, r);
             p = *end ? end + 1 : end;
         } else {
             end = strchr(v, ' ');

@@ -16,6 +16,11 @@ extern int mp_log_level;
 void mp_log(int level, const char *msg, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* s escaped for a quoted logfmt value (\" \\ \n \t; other control bytes
+ * become spaces), in one of a few rotating static buffers: valid until a few
+ * more calls, enough for the arguments of one log line. Long text is cut. */
+const char *mp_log_q(const char *s);
+
 /* json: 1 for JSON lines. path: NULL or "" for stderr. Returns -1 (and keeps
  * the current destination) if the file cannot be opened. */
 int mp_log_configure(int json, const char *path);

@@ -42,7 +42,7 @@ static int l_log(lua_State *L)
     int level = luaL_checkoption(L, 1, "info", names);
     const char *text = luaL_checkstring(L, 2);
     if (level >= mp_log_level)
-        mp_log(level, "plugin", "text=\"%s\"", text);
+        mp_log(level, "plugin", "text=\"%s\"", mp_log_q(text));
     return 0;
 }
 

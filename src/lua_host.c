@@ -60,7 +60,7 @@ static int guarded_pcall(int budget, int nargs, int nresults, const char *what)
         lua_sethook(L, NULL, 0, 0);
     if (rc != 0) {
         mp.stats.plugin_errors++;
-        mp_warn("plugin call failed", "phase=%s error=\"%s\"", what, lua_tostring(L, -1));
+        mp_warn("plugin call failed", "phase=%s error=\"%s\"", what, mp_log_q(lua_tostring(L, -1)));
     }
     return rc;
 }
@@ -247,7 +247,10 @@ static int l_admin_kick(lua_State *l)
     else
         k.user = luaL_checkstring(l, 1);
     mp_net_each_ws(kick_one, &k);
-    mp_info("admin kick", "target=%s%llu count=%d", k.user ? k.user : "conn:", k.user ? 0ULL : k.id, k.count);
+    if (k.user)
+        mp_info("admin kick", "target=%s count=%d", k.user, k.count);
+    else
+        mp_info("admin kick", "target=conn:%llu count=%d", k.id, k.count);
     lua_pushinteger(l, k.count);
     return 1;
 }
@@ -343,11 +346,24 @@ static int open_admin_host(lua_State *l)
     return 1;
 }
 
+/* connections(user): { { id, device, kind, route, channels = {...} }, ... } */
+static int l_connections(lua_State *l)
+{
+    char name[MP_NAME_MAX + 8];
+    snprintf(name, sizeof name, "user:%s", luaL_checkstring(l, 1));
+    mp_channel *ch = mp_hub_channel(name, 0);
+    lua_newtable(l);
+    for (mp_sub *s = ch ? mp_hub_channel_subs(ch) : NULL; s; s = s->ch_next)
+        push_client(l, s->conn, NULL);
+    return 1;
+}
+
 static int open_server_host(lua_State *l)
 {
     luaopen_moonpush_host(l);
     static const luaL_Reg fns[] = {
-        {"publish", l_publish}, {"online", l_online}, {"channel_info", l_channel_info}, {NULL, NULL}};
+        {"publish", l_publish}, {"online", l_online}, {"channel_info", l_channel_info},
+        {"connections", l_connections}, {NULL, NULL}};
     luaL_register(l, NULL, fns);
     return 1;
 }
@@ -402,7 +418,7 @@ static int read_routes(mp_config *cfg)
     static const struct { const char *name; unsigned flag; } hooks[] = {
         {"auth", MP_HOOK_AUTH}, {"ratelimit", MP_HOOK_RATELIMIT}, {"route", MP_HOOK_ROUTE},
         {"format", MP_HOOK_FORMAT}, {"on_connect", MP_HOOK_ON_CONNECT},
-        {"on_close", MP_HOOK_ON_CLOSE}, {"on_message", MP_HOOK_ON_MESSAGE}};
+        {"on_close", MP_HOOK_ON_CLOSE}, {"on_message", MP_HOOK_ON_MESSAGE}, {"on_ack", MP_HOOK_ON_ACK}};
     for (int i = 0; i < n; i++) {
         lua_rawgeti(L, -1, i + 1);
         int t = lua_gettop(L);
@@ -611,7 +627,7 @@ static void read_denial(int idx, mp_denial *d)
     lua_getfield(L, idx, "log");
     if (lua_isstring(L, -1)) {
         mp.stats.plugin_errors++;
-        mp_warn("plugin error", "error=\"%s\"", lua_tostring(L, -1));
+        mp_warn("plugin error", "error=\"%s\"", mp_log_q(lua_tostring(L, -1)));
     }
     lua_pop(L, 3);
 }
@@ -864,7 +880,7 @@ int mp_lua_format(int route_index, const char *channel, unsigned long long seq, 
         read_denial(lua_gettop(L), &d);
         mp.stats.plugin_errors++;
         mp_warn("format hook refused a message", "route=%s channel=%s reason=\"%s\"",
-                mp.cfg.routes[route_index].path, channel, d.message);
+                mp.cfg.routes[route_index].path, channel, mp_log_q(d.message));
         result = -1;
     } else {
         result = 0;
@@ -911,6 +927,25 @@ void mp_lua_conn_event(int route_index, const char *name, const mp_conn_info *co
     if (guarded_pcall(route_budget(route_index), 4, 2, name) == 0 && lua_istable(L, -1)) {
         mp_denial d;
         read_denial(lua_gettop(L), &d);   /* logs the collected hook errors */
+    }
+    lua_settop(L, top);
+}
+
+void mp_lua_ack_event(int route_index, const mp_conn_info *conn, const char *channel, unsigned long long seq)
+{
+    int top = lua_gettop(L);
+    push_core_fn("event");
+    lua_pushinteger(L, route_index + 1);
+    lua_pushstring(L, "on_ack");
+    push_conn(conn);
+    lua_createtable(L, 0, 2);
+    lua_pushstring(L, channel);
+    lua_setfield(L, -2, "channel");
+    lua_pushnumber(L, (double)seq);
+    lua_setfield(L, -2, "seq");
+    if (guarded_pcall(route_budget(route_index), 4, 2, "on_ack") == 0 && lua_istable(L, -1)) {
+        mp_denial d;
+        read_denial(lua_gettop(L), &d);
     }
     lua_settop(L, top);
 }
@@ -1029,7 +1064,7 @@ static void reload_plugin_file(struct ev_loop *loop, ev_timer *t, int revents)
     if (lua_pcall(L, 1, 2, 0) != 0 || lua_isnil(L, -2)) {
         mp.stats.reload_failures++;
         mp_error("plugin reload refused, old version keeps serving", "file=%s error=\"%s\"", f->path,
-                 lua_tostring(L, -1));
+                 mp_log_q(lua_tostring(L, -1)));
     } else {
         mp.stats.reloads++;
         mp_info("plugin reloaded", "file=%s routes=%d", f->path, (int)lua_tointeger(L, -2));
@@ -1086,7 +1121,7 @@ void mp_lua_watch_plugins(struct ev_loop *loop)
     for (int i = 1; i <= n; i++) {
         lua_rawgeti(L, -1, i);
         const char *path = lua_tostring(L, -1);
-        watched *f = malloc(sizeof *f + strlen(path) + 1);
+        watched *f = calloc(1, sizeof *f + strlen(path) + 1);
         if (f) {
             strcpy(f->path, path);
             ev_stat_init(&f->w, on_plugin_changed, f->path, 0.);
@@ -1118,7 +1153,7 @@ static int push_admin_fn(const char *fn)
     return 0;
 }
 
-int mp_lua_admin_eval(const char *code, char **output)
+int mp_lua_admin_eval(unsigned long session, const char *code, char **output)
 {
     int top = lua_gettop(L);
     int result = -1;
@@ -1127,8 +1162,9 @@ int mp_lua_admin_eval(const char *code, char **output)
         lua_settop(L, top);
         return -1;
     }
+    lua_pushnumber(L, (double)session);
     lua_pushstring(L, code);
-    if (guarded_pcall(0, 1, 3, "admin") != 0) {
+    if (guarded_pcall(0, 2, 3, "admin") != 0) {
         const char *e = lua_tostring(L, -1);
         *output = strdup(e && strstr(e, "instruction budget") ? "aborted: ran past the instruction budget" : (e ? e : "error"));
     } else if (lua_toboolean(L, -3)) {
@@ -1145,13 +1181,24 @@ int mp_lua_admin_eval(const char *code, char **output)
     return result;
 }
 
-char *mp_lua_admin_complete(const char *prefix)
+void mp_lua_admin_end(unsigned long session)
+{
+    int top = lua_gettop(L);
+    if (push_admin_fn("end_session") == 0) {
+        lua_pushnumber(L, (double)session);
+        lua_pcall(L, 1, 0, 0);
+    }
+    lua_settop(L, top);
+}
+
+char *mp_lua_admin_complete(unsigned long session, const char *prefix)
 {
     int top = lua_gettop(L);
     char *out = NULL;
     if (push_admin_fn("complete") == 0) {
+        lua_pushnumber(L, (double)session);
         lua_pushstring(L, prefix);
-        if (guarded_pcall(0, 1, 1, "admin complete") == 0 && lua_istable(L, -1)) {
+        if (guarded_pcall(0, 2, 1, "admin complete") == 0 && lua_istable(L, -1)) {
             size_t n = lua_objlen(L, -1), len = 2;
             for (size_t i = 1; i <= n; i++) {
                 lua_rawgeti(L, -1, (int)i);

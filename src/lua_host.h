@@ -71,6 +71,9 @@ int mp_lua_format(int route_index, const char *channel, unsigned long long seq, 
 /* on_connect / on_close (arg: close code, reason) events; errors are logged. */
 void mp_lua_conn_event(int route_index, const char *name, const mp_conn_info *conn, int code, const char *reason);
 
+/* on_ack: a client acked seq on channel (errors are logged). */
+void mp_lua_ack_event(int route_index, const mp_conn_info *conn, const char *channel, unsigned long long seq);
+
 /* The client-message rate limit. Returns 0 if allowed, -1 with deny. */
 int mp_lua_message_ratelimit(int route_index, const mp_conn_info *conn, mp_denial *deny);
 
@@ -86,12 +89,17 @@ int mp_lua_reload_config(mp_config *cfg, char *summary, size_t summary_len, char
 /* Watches every plugin file and reloads a changed one (ev_stat). */
 void mp_lua_watch_plugins(struct ev_loop *loop);
 
-/* Runs an admin chunk. Returns 0 with *output (malloc'd, printed result),
- * 1 if the chunk is incomplete (send more lines), -1 with *output the error. */
-int mp_lua_admin_eval(const char *code, char **output);
+/* Runs an admin chunk in the session's environment (its variables last as
+ * long as the admin connection). Returns 0 with *output (malloc'd, printed
+ * result), 1 if the chunk is incomplete (send more lines), -1 with *output
+ * the error. */
+int mp_lua_admin_eval(unsigned long session, const char *code, char **output);
 
 /* Completion candidates for prefix as a JSON array text (malloc'd). */
-char *mp_lua_admin_complete(const char *prefix);
+char *mp_lua_admin_complete(unsigned long session, const char *prefix);
+
+/* The admin connection closed: forget its session's variables. */
+void mp_lua_admin_end(unsigned long session);
 
 typedef struct mp_plugin_stat {
     char name[64];

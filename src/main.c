@@ -172,7 +172,7 @@ int main(int argc, char **argv)
 
     char err[512];
     if (mp_lua_init(config_path, &mp.cfg, err, sizeof err) < 0) {
-        mp_error("invalid config", "file=%s error=\"%s\"", config_path, err);
+        mp_error("invalid config", "file=%s error=\"%s\"", config_path, mp_log_q(err));
         return 1;
     }
     if (check_only) {

@@ -170,6 +170,8 @@ static int flush(mp_conn *c)
             return -1;
         }
         mp_outq_consume(&c->out, (size_t)w, mp_metrics_written);
+        if (c->state == MP_CONN_CLOSING && w > 0)
+            mp_tlist_touch(&mp_linger_list, &c->tnode);   /* still reading: keep draining */
     }
     if ((c->flags & MP_CONN_REPLAY) && c->state == MP_CONN_WS &&
         c->out.bytes < MP_REPLAY_RESUME_BYTES(mp.cfg.max_outbound_bytes)) {
@@ -287,10 +289,17 @@ static void on_pong_timeout(mp_tlist *l, mp_tnode *n)
     mp_conn_close_ws(c, 4000, "idle timeout");
 }
 
+/* No progress for LINGER_SECONDS while closing. During a shutdown drain a
+ * client with frames still queued keeps its place until the grace period
+ * (timeouts.shutdown_ms) ends the process: slow is not dead. */
 static void on_linger_timeout(mp_tlist *l, mp_tnode *n)
 {
-    (void)l;
-    mp_conn_abort(conn_of_tnode(n));
+    mp_conn *c = conn_of_tnode(n);
+    if (mp.stopping && !mp_outq_empty(&c->out) && c->state == MP_CONN_CLOSING) {
+        mp_tlist_touch(l, n);
+        return;
+    }
+    mp_conn_abort(c);
 }
 
 /* ---- accept ------------------------------------------------------------- */

@@ -51,7 +51,7 @@ int mp_server_reload(char *summary, size_t summary_len, char *err, size_t errlen
         old_paths[i] = strdup(mp.cfg.routes[i].path);
     int rc = mp_lua_reload_config(&mp.cfg, summary, summary_len, err, errlen);
     if (rc < 0) {
-        mp_error("config reload refused, the running config stays", "error=\"%s\"", err);
+        mp_error("config reload refused, the running config stays", "error=\"%s\"", mp_log_q(err));
     } else {
         remap_routes(old_paths, nold);
         const mp_history_config *h = &mp.cfg.history;
@@ -61,7 +61,7 @@ int mp_server_reload(char *summary, size_t summary_len, char *err, size_t errlen
             mp_warn("history policies not applied", NULL);
         mp_net_apply_timeouts();
         mp_lua_watch_plugins(mp.loop);
-        mp_info("config reloaded", "changes=\"%s\"", summary);
+        mp_info("config reloaded", "changes=\"%s\"", mp_log_q(summary));
     }
     for (int i = 0; i < nold; i++)
         free(old_paths[i]);

@@ -23,6 +23,7 @@ enum {
     MP_HOOK_ON_CONNECT = 1 << 4,
     MP_HOOK_ON_CLOSE = 1 << 5,
     MP_HOOK_ON_MESSAGE = 1 << 6,
+    MP_HOOK_ON_ACK = 1 << 7,
 };
 
 typedef struct mp_route {

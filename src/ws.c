@@ -230,8 +230,14 @@ static void handle_ack(mp_conn *c, json_t *root, const char *name)
         send_error(c, "not_subscribed", "not subscribed to this channel", name);
         return;
     }
-    if (mp_acks_ack(ws->acks, sub, (uint64_t)json_integer_value(jseq)) < 0)
+    uint64_t seq = (uint64_t)json_integer_value(jseq);
+    uint64_t before = sub->acked_seq;
+    if (mp_acks_ack(ws->acks, sub, seq) < 0) {
         send_error(c, "bad_ack", "that seq was never sent on this channel", name);
+    } else if (seq > before && route_has(ws, MP_HOOK_ON_ACK)) {
+        mp_conn_info info = conn_info(c);
+        mp_lua_ack_event(ws->route_index, &info, name, (unsigned long long)seq);
+    }
 }
 
 /* A frame type the core does not know goes to the route's on_message hooks. */

@@ -89,7 +89,11 @@ reload()                      config + plugins now (as SIGHUP)
 log_level([level])            get or set: debug, info, warn, error
 routes(), plugins(), help()]==]
 
-function api.help() return HELP end
+function api.help()
+  local lines = {}
+  for line in HELP:gmatch("[^\n]+") do lines[#lines + 1] = line end
+  return lines
+end
 function api.stats() return host.stats() end
 
 function api.clients(filter)
@@ -169,19 +173,32 @@ function api.plugins()
   return out
 end
 
--- The environment chunks run in: the API, then the session's own globals,
--- then the server's globals (read-only view through __index).
-local env = setmetatable({}, { __index = function(_, k)
-  local v = api[k]
-  if v ~= nil then return v end
-  return _G[k]
-end })
-env.moonpush = moonpush
+-- Each admin connection has its own environment: the API, then its own
+-- variables, then (read through __index) the server's globals. Sessions
+-- end with the connection (end_session), so nothing outlives its admin.
+local sessions = {}
+
+local function session_env(id)
+  local env = sessions[id]
+  if not env then
+    env = setmetatable({ moonpush = moonpush }, { __index = function(_, k)
+      local v = api[k]
+      if v ~= nil then return v end
+      return _G[k]
+    end })
+    sessions[id] = env
+  end
+  return env
+end
+
+function _M.end_session(id) sessions[id] = nil end
+
+local function pack(...) return { n = select("#", ...), ... } end
 
 -- ---- eval ------------------------------------------------------------------
 
 -- Returns true, output | false, error | false, nil, true (incomplete).
-function _M.eval(code)
+function _M.eval(session, code)
   if type(code) ~= "string" then return false, "eval needs a string" end
   local fn, err = loadstring("return " .. code, "=admin")
   if not fn then
@@ -191,32 +208,34 @@ function _M.eval(code)
       return false, err
     end
   end
-  setfenv(fn, env)
+  setfenv(fn, session_env(session))
   local ok, jit = pcall(require, "jit")
   if ok and jit then jit.off(fn, true) end   -- so the budget counts every instruction
-  local results = { pcall(fn) }
-  if not results[1] then return false, tostring(results[2]) end
-  if #results == 1 then return true, "" end
-  return true, _M.pretty(unpack(results, 2, table.maxn(results)))
+  local r = pack(pcall(fn))
+  if not r[1] then return false, tostring(r[2]) end
+  if r.n == 1 then return true, "" end
+  return true, _M.pretty(unpack(r, 2, r.n))
 end
 
 -- ---- completion ------------------------------------------------------------
 
-function _M.complete(prefix)
+function _M.complete(session, prefix)
   prefix = tostring(prefix or "")
+  local env = session_env(session)
   local base, dot, partial = prefix:match("^(.-)([%.:]?)([%w_]*)$")
   local scope
   if dot == "" then
     scope = {}
     for k, v in pairs(api) do scope[k] = v end
     for k, v in pairs(_G) do scope[k] = v end
-    for k, v in pairs(rawget(env, "__session") or {}) do scope[k] = v end
+    for k, v in pairs(env) do scope[k] = v end
     base = ""
   else
     local fn = loadstring("return " .. base)
     if not fn then return {} end
     setfenv(fn, env)
     local ok, v = pcall(fn)
+    if ok and type(v) == "string" then v = string end   -- s:upper(, s:format(
     if not ok or type(v) ~= "table" then return {} end
     scope = v
   end

@@ -227,7 +227,8 @@ function _M.routes_for_c()
                ack_timeout_ms = a and a.timeout_ms, ack_factor = a and a.factor,
                ack_jitter = a and a.jitter, ack_max_tries = a and a.max_tries,
                auth = h.auth, ratelimit = h.ratelimit, route = h.route, format = h.format,
-               on_connect = h.on_connect, on_close = h.on_close, on_message = h.on_message }
+               on_connect = h.on_connect, on_close = h.on_close, on_message = h.on_message,
+               on_ack = h.on_ack }
   end
   return out
 end
@@ -337,7 +338,7 @@ function _M.event(route_index, name, conn, arg)
     if type(v) ~= "table" then return nil end
     return cjson.encode(v)
   end
-  -- on_connect / on_close: every plugin hears it; errors are only logged
+  -- on_connect / on_close / on_ack: every plugin hears it; errors are only logged
   local errors = {}
   for _, link in ipairs(route.chain) do
     local fn = link.plugin[name]

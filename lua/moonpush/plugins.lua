@@ -11,7 +11,7 @@ local format, match, concat = string.format, string.match, table.concat
 local _M = {}
 
 _M.HOOKS = { auth = true, ratelimit = true, route = true, format = true,
-             on_connect = true, on_close = true, on_message = true }
+             on_connect = true, on_close = true, on_message = true, on_ack = true }
 
 local function disable_jit(fn)
   -- Count hooks (the instruction budget) only fire in the interpreter:
@@ -37,7 +37,7 @@ function _M.load_path(file, name)
     end
   end
   if hooks == 0 then
-    return nil, file .. ": a plugin needs at least one hook (auth, ratelimit, route, format, on_connect, on_close, on_message)"
+    return nil, file .. ": a plugin needs at least one hook (auth, ratelimit, route, format, on_connect, on_close, on_message, on_ack)"
   end
   if plugin.validate ~= nil and type(plugin.validate) ~= "function" then
     return nil, file .. ": validate must be a function"
