@@ -54,7 +54,8 @@ static void push_core_fn(const char *fn)
 static int guarded_pcall(int budget, int nargs, int nresults, const char *what)
 {
     if (call_depth++ == 0)
-        lua_sethook(L, budget_hook, LUA_MASKCOUNT, budget > 0 ? budget : 1000000);
+        lua_sethook(L, budget_hook, LUA_MASKCOUNT,
+                    budget > 0 ? budget : mp.cfg.plugin_budget > 0 ? mp.cfg.plugin_budget : 1000000);
     int rc = lua_pcall(L, nargs, nresults, 0);
     if (--call_depth == 0)
         lua_sethook(L, NULL, 0, 0);
@@ -532,6 +533,7 @@ static void read_limits(int idx, mp_config *cfg)
     cfg->max_subscriptions = (size_t)num_field(idx, "limits", "max_subscriptions");
     cfg->max_channels = (size_t)num_field(idx, "limits", "max_channels");
     cfg->socket_send_buffer = (int)num_field(idx, "limits", "socket_send_buffer");
+    cfg->plugin_budget = (int)num_field(idx, NULL, "plugin_budget");
     cfg->request_timeout = num_field(idx, "timeouts", "request_ms") / 1000.0;
     cfg->idle_timeout = num_field(idx, "timeouts", "idle_ms") / 1000.0;
     cfg->ping_interval = num_field(idx, "timeouts", "ping_ms") / 1000.0;

@@ -71,6 +71,7 @@ typedef struct mp_config {
     size_t max_subscriptions;
     size_t max_channels;
     int socket_send_buffer;  /* SO_SNDBUF for WebSocket sockets */
+    int plugin_budget;       /* Lua instructions per hook call (routes may override) */
     double request_timeout;  /* seconds */
     double idle_timeout;
     double ping_interval;
