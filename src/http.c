@@ -318,7 +318,7 @@ void mp_http_access_log(mp_conn *c, int status, size_t bytes)
     }
     mp_info("http", "conn=%llu method=%s path=\"%s\" status=%d bytes=%zu ms=%.2f remote=%s route=%s",
             (unsigned long long)c->id, http_method_str(h->parser.method), path, status, bytes,
-            (ev_now(mp.loop) - h->started_at) * 1000.0, c->remote, h->route_path ? h->route_path : "-");
+            (ev_now(mp.loop) - h->started_at) * 1000.0, mp_conn_remote(c), h->route_path ? h->route_path : "-");
 }
 
 void mp_http_respond_typed(mp_conn *c, int status, const char *content_type, const char *extra_headers,

@@ -195,7 +195,7 @@ static void push_client(lua_State *l, mp_conn *c, void *arg)
     lua_setfield(l, -2, "kind");
     lua_pushstring(l, d.route_index >= 0 && d.route_index < mp.cfg.nroutes ? mp.cfg.routes[d.route_index].path : "");
     lua_setfield(l, -2, "route");
-    lua_pushstring(l, c->remote);
+    lua_pushstring(l, mp_conn_remote(c));
     lua_setfield(l, -2, "remote");
     set_num(l, "queued_bytes", (double)c->out.bytes);
     lua_newtable(l);
@@ -663,7 +663,7 @@ static void push_request(const mp_http_req *req)
     lua_setfield(L, -2, "path");
     lua_pushstring(L, req->query);
     lua_setfield(L, -2, "query_string");
-    lua_pushstring(L, req->conn->remote);
+    lua_pushstring(L, mp_conn_remote(req->conn));
     lua_setfield(L, -2, "remote_addr");
     lua_createtable(L, 0, req->nheaders);
     for (int i = 0; i < req->nheaders; i++) {
@@ -818,7 +818,7 @@ int mp_lua_route(const mp_http_req *req, const char *publisher, int n, const cha
     lua_setfield(L, -2, "route");
     lua_pushstring(L, publisher);
     lua_setfield(L, -2, "publisher");
-    lua_pushstring(L, req->conn->remote);
+    lua_pushstring(L, mp_conn_remote(req->conn));
     lua_setfield(L, -2, "remote_addr");
     int result = -1;
     if (guarded_pcall(req->route->budget, 3, 2, "route") != 0) {

@@ -72,10 +72,9 @@ void mp_conn_abort(mp_conn *c)
     if (c->flags & MP_CONN_DEAD)
         return;
     detach_session(c);
-    ev_io_stop(mp.loop, &c->rio);
-    ev_io_stop(mp.loop, &c->wio);
+    ev_io_stop(mp.loop, &c->io);
     mp_tlist_remove(&c->tnode);
-    close(c->rio.fd);
+    close(c->io.fd);
     mp.nconns--;
     c->state = MP_CONN_CLOSING;
     /* Off the dirty list first if it is there: it is singly linked, so the
@@ -126,7 +125,7 @@ static void finish_close(mp_conn *c)
 {
     c->flags &= (uint8_t)~MP_CONN_CLOSE_AFTER;
     c->flags |= MP_CONN_WR_SHUT;
-    shutdown(c->rio.fd, SHUT_WR);
+    shutdown(c->io.fd, SHUT_WR);
     mp_tlist_touch(&mp_linger_list, &c->tnode);
 }
 
@@ -153,13 +152,24 @@ int mp_conn_send(mp_conn *c, mp_frame *f)
     return 0;
 }
 
+/* Adds or drops EV_WRITE interest (the watcher must be stopped to change). */
+static void want_write(mp_conn *c, int on)
+{
+    int events = EV_READ | (on ? EV_WRITE : 0);
+    if ((c->io.events & (EV_READ | EV_WRITE)) == events)
+        return;
+    ev_io_stop(mp.loop, &c->io);
+    ev_io_set(&c->io, c->io.fd, events);
+    ev_io_start(mp.loop, &c->io);
+}
+
 /* Writes what the kernel takes. Returns -1 if the connection died. */
 static int flush(mp_conn *c)
 {
     struct iovec iov[FLUSH_IOV];
     for (int round = 0; round < FLUSH_ROUNDS && !mp_outq_empty(&c->out); round++) {
         int n = mp_outq_iov(&c->out, iov, FLUSH_IOV);
-        ssize_t w = writev(c->rio.fd, iov, n);
+        ssize_t w = writev(c->io.fd, iov, n);
         mp.stats.writev_calls++;
         if (w < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK)
@@ -179,11 +189,11 @@ static int flush(mp_conn *c)
         mp_ws_continue_replays(c);          /* may queue more and set the flag again */
     }
     if (mp_outq_empty(&c->out)) {
-        ev_io_stop(mp.loop, &c->wio);
+        want_write(c, 0);
         if (c->flags & MP_CONN_CLOSE_AFTER)
             finish_close(c);
     } else {
-        ev_io_start(mp.loop, &c->wio);
+        want_write(c, 1);
     }
     return 0;
 }
@@ -224,19 +234,16 @@ static void on_prepare(struct ev_loop *loop, ev_prepare *w, int revents)
     }
 }
 
-static void on_writable(struct ev_loop *loop, ev_io *w, int revents)
-{
-    (void)loop; (void)revents;
-    mp_conn *c = w->data;
-    flush(c);
-}
-
 /* ---- input -------------------------------------------------------------- */
 
-static void on_readable(struct ev_loop *loop, ev_io *w, int revents)
+static void on_io(struct ev_loop *loop, ev_io *w, int revents)
 {
-    (void)loop; (void)revents;
+    (void)loop;
     mp_conn *c = w->data;
+    if ((revents & EV_WRITE) && (flush(c) < 0 || (c->flags & MP_CONN_DEAD)))
+        return;
+    if (!(revents & EV_READ))
+        return;
     ssize_t n = read(w->fd, read_buf, sizeof read_buf);
     if (n < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
@@ -285,7 +292,7 @@ static void on_pong_timeout(mp_tlist *l, mp_tnode *n)
     (void)l;
     mp_conn *c = conn_of_tnode(n);
     mp.stats.idle_timeout_closes++;
-    mp_info("idle timeout", "conn=%llu remote=%s", (unsigned long long)c->id, c->remote);
+    mp_info("idle timeout", "conn=%llu remote=%s", (unsigned long long)c->id, mp_conn_remote(c));
     mp_conn_close_ws(c, 4000, "idle timeout");
 }
 
@@ -304,20 +311,31 @@ static void on_linger_timeout(mp_tlist *l, mp_tnode *n)
 
 /* ---- accept ------------------------------------------------------------- */
 
-static void format_remote(const struct sockaddr_storage *sa, char *out, size_t outlen)
+static void keep_remote(mp_conn *c, const struct sockaddr_storage *sa)
 {
-    char host[INET6_ADDRSTRLEN] = "?";
-    int port = 0;
+    c->remote_family = (uint8_t)sa->ss_family;
     if (sa->ss_family == AF_INET) {
         const struct sockaddr_in *s4 = (const void *)sa;
-        inet_ntop(AF_INET, &s4->sin_addr, host, sizeof host);
-        port = ntohs(s4->sin_port);
+        memcpy(c->remote_addr, &s4->sin_addr, 4);
+        c->remote_port = ntohs(s4->sin_port);
     } else if (sa->ss_family == AF_INET6) {
         const struct sockaddr_in6 *s6 = (const void *)sa;
-        inet_ntop(AF_INET6, &s6->sin6_addr, host, sizeof host);
-        port = ntohs(s6->sin6_port);
+        memcpy(c->remote_addr, &s6->sin6_addr, 16);
+        c->remote_port = ntohs(s6->sin6_port);
     }
-    snprintf(out, outlen, "%s:%d", host, port);
+}
+
+const char *mp_conn_remote(const mp_conn *c)
+{
+    static char bufs[4][INET6_ADDRSTRLEN + 8];
+    static int next;
+    char *out = bufs[next];
+    next = (next + 1) % 4;
+    char host[INET6_ADDRSTRLEN] = "?";
+    if (c->remote_family == AF_INET || c->remote_family == AF_INET6)
+        inet_ntop(c->remote_family, c->remote_addr, host, sizeof host);
+    snprintf(out, sizeof bufs[0], c->remote_family == AF_INET6 ? "[%s]:%u" : "%s:%u", host, c->remote_port);
+    return out;
 }
 
 /* Over the connection cap: one best-effort answer, then close. */
@@ -390,11 +408,10 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         c->id = next_conn_id++;
         c->state = MP_CONN_HTTP;
-        format_remote(&sa, c->remote, sizeof c->remote);
+        keep_remote(c, &sa);
         mp_outq_init(&c->out);
-        ev_io_init(&c->rio, on_readable, fd, EV_READ);
-        ev_io_init(&c->wio, on_writable, fd, EV_WRITE);
-        c->rio.data = c->wio.data = c;
+        ev_io_init(&c->io, on_io, fd, EV_READ);
+        c->io.data = c;
         if (mp_http_session_new(c) < 0) {
             close(fd);
             free(c);
@@ -402,7 +419,7 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
         }
         mp.nconns++;
         mp.stats.connections_accepted++;
-        ev_io_start(loop, &c->rio);
+        ev_io_start(loop, &c->io);
         mp_tlist_touch(&mp_request_list, &c->tnode);
     }
 }

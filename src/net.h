@@ -7,8 +7,8 @@
  * only push and mark the connection dirty, and an ev_prepare pass — which runs
  * after every callback of the iteration — writes each dirty connection's
  * queue with writev. Under load, every frame queued to a connection in one
- * iteration leaves in one syscall. The write watcher runs only while the
- * kernel pushed back (EAGAIN).
+ * iteration leaves in one syscall. A connection has one ev_io: it asks for
+ * EV_WRITE only while the kernel pushed back (EAGAIN).
  *
  * Closing: mp_conn_close_ws() queues a close frame and lets the queue drain;
  * mp_conn_close_after_flush() does the same for an HTTP answer; both then
@@ -45,8 +45,7 @@ struct mp_ws;
 /* One client connection. Idle WebSocket size: sizeof(mp_conn) plus its
  * mp_ws session and identity; see docs/benchmarks.md for the measured total. */
 typedef struct mp_conn {
-    ev_io rio;                  /* always on while the peer may send */
-    ev_io wio;                  /* only while the kernel buffer is full */
+    ev_io io;                   /* EV_READ always; EV_WRITE only while the kernel pushed back */
     mp_tnode tnode;             /* on one timeout list (request, idle, pong, linger) */
     mp_outq out;
     struct mp_conn *dirty_next; /* dirty or dead list link */
@@ -56,8 +55,14 @@ typedef struct mp_conn {
     uint8_t state;
     uint8_t flags;
     uint16_t close_code;        /* for a pending slow-consumer close */
-    char remote[56];            /* "ip:port" (IPv6 text + port fits), for logs and plugins */
+    uint16_t remote_port;
+    uint8_t remote_family;      /* AF_INET or AF_INET6 */
+    uint8_t remote_addr[16];    /* formatted only when asked: mp_conn_remote() */
 } mp_conn;
+
+/* The peer as "ip:port", in one of a few rotating static buffers (valid for
+ * the next few calls: enough for one log line or one Lua call). */
+const char *mp_conn_remote(const mp_conn *c);
 
 /* Timeout lists (tlist.h), one per kind of wait. */
 extern mp_tlist mp_request_list;   /* HTTP: whole request within request_timeout */

@@ -121,7 +121,7 @@ static int route_has(const mp_ws *ws, unsigned hook)
 static mp_conn_info conn_info(const mp_conn *c)
 {
     const mp_identity *id = c->ws->ident;
-    mp_conn_info info = {c->id, id->user, id->device, id->kind, c->remote};
+    mp_conn_info info = {c->id, id->user, id->device, id->kind, mp_conn_remote(c)};
     return info;
 }
 
@@ -786,7 +786,7 @@ void mp_ws_handshake(mp_http_req *req, const uint8_t *rest, size_t rest_len)
     /* Without a cap the kernel grows a stalled client's send buffer to
      * megabytes before our own max_outbound_bytes even starts counting. */
     int sndbuf = mp.cfg.socket_send_buffer;
-    setsockopt(c->rio.fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
+    setsockopt(c->io.fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
     if (!route->allow_duplicates)
         replace_duplicates(mp_hub_channel(personal, 0), id, req->route_index);
     c->state = MP_CONN_WS;
@@ -801,7 +801,7 @@ void mp_ws_handshake(mp_http_req *req, const uint8_t *rest, size_t rest_len)
     join_channels(c, req, personal);
     mp_http_session_free(c);   /* req (and its query) lives in the HTTP arena: last use above */
     mp_debug("ws connected", "conn=%llu user=%s device=%s remote=%s",
-             (unsigned long long)c->id, id->user, id->device, c->remote);
+             (unsigned long long)c->id, id->user, id->device, mp_conn_remote(c));
     if (route_has(ws, MP_HOOK_ON_CONNECT)) {
         mp_conn_info info = conn_info(c);
         mp_lua_conn_event(ws->route_index, "on_connect", &info, 0, NULL);
