@@ -290,8 +290,11 @@ static void send_token(const char *token)
     if (!ans)
         die("%s", "token too long");
     if (!json_is_true(json_object_get(ans, "ok"))) {
-        const char *why = json_string_value(json_object_get(ans, "error"));
-        die("%s", why ? why : "the server refused the token");
+        char why[256];
+        const char *e = json_string_value(json_object_get(ans, "error"));
+        snprintf(why, sizeof why, "%s", e ? e : "the server refused the token");
+        json_decref(ans);   /* die() exits: release first so leak checkers stay quiet */
+        die("%s", why);
     }
     json_decref(ans);
 }

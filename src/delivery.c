@@ -312,9 +312,11 @@ int mp_acks_ack(mp_acks *a, mp_sub *s, uint64_t seq)
     observe_ack_latency(channel, seq);
     mp_store_cursor_advance(mp.store, a->id->user, a->id->device, channel, seq, NULL, cursor_moved,
                             (void *)channel);
-    if (!anything_unacked(a)) {
-        ev_timer_stop(mp.loop, &a->timer);
-        a->sends = 1;                   /* the next unacked message starts afresh */
-    }
+    /* Progress: the device is alive and reading. The oldest unacked message
+     * is now a newer one, so its wait starts afresh from its first send. */
+    ev_timer_stop(mp.loop, &a->timer);
+    a->sends = 1;
+    if (anything_unacked(a))
+        start_timer(a);
     return 0;
 }

@@ -16,7 +16,9 @@
  * Acks: on a route with `acks`, each subscription tracks the last seq sent
  * and the last acked (cumulative, per channel). A connection with anything
  * unacked has one retry timer — armed when the first unacked message goes
- * out, not per message. When it fires, every subscription's unacked range
+ * out, not per message, and restarted by every ack that moves a position
+ * (so a device that keeps acking is never resent to). When it fires, every
+ * subscription's unacked range
  * is resent from history (frames shared with the store), and the next wait
  * grows by the route's factor with +-jitter. After max_tries sends the
  * connection is closed with 4004; the device resumes from its cursor.

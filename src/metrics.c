@@ -202,7 +202,7 @@ static void plugin_counters(text *t)
     head(t, "moonpush_plugin_errors_total", "counter", "hook calls that raised or were denied by the budget, by plugin");
     for (int i = 0; i < n; i++)
         put(t, "moonpush_plugin_errors_total{plugin=\"%s\"} %llu\n", stats[i].name, (unsigned long long)stats[i].errors);
-    head(t, "moonpush_plugin_seconds_total", "counter", "CPU seconds spent in hooks, by plugin");
+    head(t, "moonpush_plugin_seconds_total", "counter", "seconds spent in hooks (wall clock, on the single loop), by plugin");
     for (int i = 0; i < n; i++)
         put(t, "moonpush_plugin_seconds_total{plugin=\"%s\"} %.9g\n", stats[i].name, stats[i].seconds);
 }
