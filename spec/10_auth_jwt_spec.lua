@@ -3,6 +3,7 @@
 -- example as an outside reference.
 
 local moonpush = require "moonpush"
+local unit = require "helpers.plugin_unit"
 local json = moonpush.json
 
 local SECRET = "0123456789abcdef0123456789abcdef-test"
@@ -23,8 +24,7 @@ local function jwt(payload, opts)
 end
 
 local function req(token, extra)
-  local r = { method = "GET", path = "/ws", route = "/ws", route_type = "websocket",
-              query = {}, headers = {}, remote_addr = "127.0.0.1:5000", token = token }
+  local r = unit.auth_request(token, { remote_addr = "127.0.0.1:5000" })
   for k, v in pairs(extra or {}) do r[k] = v end
   return r
 end
@@ -48,11 +48,7 @@ local function conf(extra)
 end
 
 local function assert_denied(status, pattern, id, err)
-  assert.is_nil(id)
-  assert.is_table(err)
-  assert.equal(status, err.status)
-  assert.equal(status == 401 and "unauthorized" or "forbidden", err.code)
-  assert.matches(pattern, err.message)
+  unit.assert_denied(status, status == 401 and "unauthorized" or "forbidden", pattern, id, err)
 end
 
 describe("auth_jwt", function()
@@ -90,11 +86,7 @@ describe("auth_jwt", function()
       { "a misspelt key", conf({ leway = 10 }) },
     }
     for _, case in ipairs(bad) do
-      it("refuses " .. case[1], function()
-        local ok, err = plugin.validate(case[2])
-        assert.is_nil(ok)
-        assert.is_string(err)
-      end)
+      it("refuses " .. case[1], function() unit.refuses(plugin, case[2]) end)
     end
   end)
 
@@ -363,10 +355,7 @@ describe("auth_jwt", function()
   end)
 
   it("loads through the server's plugin loader", function()
-    local plugins = require "moonpush.plugins"
-    local loadp = plugins.load_path or function(file, name) return plugins.load_file("plugins", name) end
-    local p, err = loadp(PLUGIN, "auth_jwt")
-    assert.is_nil(err)
+    local p = unit.load_through_server(PLUGIN, "auth_jwt")
     assert.equal("auth_jwt", p.name)
     assert.is_function(p.auth)
   end)

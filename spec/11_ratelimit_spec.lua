@@ -3,6 +3,7 @@
 -- buckets never leak between tests.
 
 local moonpush = require "moonpush"
+local unit = require "helpers.plugin_unit"
 
 local PLUGIN = "plugins/ratelimit.lua"
 
@@ -63,11 +64,7 @@ describe("ratelimit", function()
       { "an empty scope", { per_ip = { rate = 1, burst = 1 }, scope = "" } },
     }
     for _, case in ipairs(bad) do
-      it("refuses " .. case[1], function()
-        local ok, err = plugin.validate(case[2])
-        assert.is_nil(ok)
-        assert.is_string(err)
-      end)
+      it("refuses " .. case[1], function() unit.refuses(plugin, case[2]) end)
     end
   end)
 
@@ -225,10 +222,7 @@ describe("ratelimit", function()
   end)
 
   it("loads through the server's plugin loader", function()
-    local plugins = require "moonpush.plugins"
-    local loadp = plugins.load_path or function(file, name) return plugins.load_file("plugins", name) end
-    local p, err = loadp(PLUGIN, "ratelimit")
-    assert.is_nil(err)
+    local p = unit.load_through_server(PLUGIN, "ratelimit")
     assert.is_function(p.ratelimit)
   end)
 end)

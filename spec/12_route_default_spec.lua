@@ -1,6 +1,7 @@
 -- Unit spec for plugins/route_default.lua (no server).
 
 local moonpush = require "moonpush"
+local unit = require "helpers.plugin_unit"
 
 local PLUGIN = "plugins/route_default.lua"
 
@@ -14,12 +15,7 @@ local function ctx(publisher)
   return { route = "/publish", publisher = publisher or "billing", remote_addr = "10.0.0.1:4000" }
 end
 
-local function assert_denied(status, code, pattern, m, err)
-  assert.is_nil(m)
-  assert.same(status, err.status)
-  assert.same(code, err.code)
-  assert.matches(pattern, err.message)
-end
+local assert_denied = unit.assert_denied
 
 describe("route_default", function()
   local plugin
@@ -51,11 +47,7 @@ describe("route_default", function()
       { "an empty kinds list", { kinds = {} } },
     }
     for _, case in ipairs(bad) do
-      it("refuses " .. case[1], function()
-        local ok, err = plugin.validate(case[2])
-        assert.is_nil(ok)
-        assert.is_string(err)
-      end)
+      it("refuses " .. case[1], function() unit.refuses(plugin, case[2]) end)
     end
   end)
 
@@ -177,10 +169,7 @@ describe("route_default", function()
   end)
 
   it("loads through the server's plugin loader", function()
-    local plugins = require "moonpush.plugins"
-    local loadp = plugins.load_path or function(file, name) return plugins.load_file("plugins", name) end
-    local p, err = loadp(PLUGIN, "route_default")
-    assert.is_nil(err)
+    local p = unit.load_through_server(PLUGIN, "route_default")
     assert.is_function(p.route)
   end)
 end)

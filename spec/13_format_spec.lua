@@ -2,6 +2,7 @@
 -- (no server).
 
 local moonpush = require "moonpush"
+local unit = require "helpers.plugin_unit"
 local json = moonpush.json
 
 local AUDIENCE = { route = "/ws" }
@@ -24,11 +25,7 @@ local function load_with_log(file)
   return p, lines
 end
 
-local function refuses(plugin, conf)
-  local ok, err = plugin.validate(conf)
-  assert.is_nil(ok)
-  assert.is_string(err)
-end
+local refuses = unit.refuses
 
 describe("format_json", function()
   local plugin
@@ -112,10 +109,7 @@ describe("format_json", function()
   end)
 
   it("loads through the server's plugin loader", function()
-    local plugins = require "moonpush.plugins"
-    local loadp = plugins.load_path or function(file, name) return plugins.load_file("plugins", name) end
-    local p, err = loadp("plugins/format_json.lua", "format_json")
-    assert.is_nil(err)
+    local p = unit.load_through_server("plugins/format_json.lua", "format_json")
     assert.is_function(p.format)
   end)
 end)
@@ -223,10 +217,7 @@ describe("format_pos_legacy", function()
   end)
 
   it("loads through the server's plugin loader", function()
-    local plugins = require "moonpush.plugins"
-    local loadp = plugins.load_path or function(file, name) return plugins.load_file("plugins", name) end
-    local p, err = loadp("plugins/format_pos_legacy.lua", "format_pos_legacy")
-    assert.is_nil(err)
+    local p = unit.load_through_server("plugins/format_pos_legacy.lua", "format_pos_legacy")
     assert.is_function(p.format)
   end)
 end)

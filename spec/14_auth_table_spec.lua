@@ -4,6 +4,7 @@
 -- stubs installed before the plugin is loaded.
 
 local moonpush = require "moonpush"
+local unit = require "helpers.plugin_unit"
 
 local PLUGIN = "examples/plugins/auth_table.lua"
 
@@ -21,16 +22,10 @@ local function write(path, text)
 end
 
 local function req(token, route_type)
-  return { method = "GET", path = "/ws/pos", route = "/ws/pos", route_type = route_type or "websocket",
-           query = {}, headers = {}, remote_addr = "10.0.0.1:4000", token = token }
+  return unit.auth_request(token, { path = "/ws/pos", route = "/ws/pos", route_type = route_type })
 end
 
-local function assert_unauthorized(pattern, id, err)
-  assert.is_nil(id)
-  assert.equal(401, err.status)
-  assert.equal("unauthorized", err.code)
-  assert.matches(pattern, err.message)
-end
+local assert_unauthorized = unit.assert_unauthorized
 
 describe("auth_table", function()
   local plugin, file, clock, opens, stats, logs
@@ -251,10 +246,7 @@ describe("auth_table", function()
   end)
 
   it("loads through the server's plugin loader", function()
-    local plugins = require "moonpush.plugins"
-    local loadp = plugins.load_path or function(file_, name) return plugins.load_file("examples/plugins", name) end
-    local p, err = loadp(PLUGIN, "auth_table")
-    assert.is_nil(err)
+    local p = unit.load_through_server(PLUGIN, "auth_table", "examples/plugins")
     assert.is_function(p.auth)
   end)
 end)

@@ -1,6 +1,8 @@
 -- Unit spec for plugins/auth_token.lua (no server): static tokens from the
 -- route's config.
 
+local unit = require "helpers.plugin_unit"
+
 local PLUGIN = "plugins/auth_token.lua"
 
 local CONF = {
@@ -14,16 +16,10 @@ local CONF = {
 }
 
 local function req(token, route_type)
-  return { method = "GET", path = "/ws", route = "/ws", route_type = route_type or "websocket",
-           query = {}, headers = {}, remote_addr = "10.0.0.1:4000", token = token }
+  return unit.auth_request(token, { route_type = route_type })
 end
 
-local function assert_unauthorized(pattern, id, err)
-  assert.is_nil(id)
-  assert.equal(401, err.status)
-  assert.equal("unauthorized", err.code)
-  assert.matches(pattern, err.message)
-end
+local assert_unauthorized = unit.assert_unauthorized
 
 describe("auth_token", function()
   local plugin
@@ -49,11 +45,7 @@ describe("auth_token", function()
       { "a publisher identity without name", { publishers = { t = { channels = { "*" } } } } },
       { "channels that are not a list", { tokens = { t = { user = "a", channels = "news" } } } },
     }) do
-      it("refuses " .. case[1], function()
-        local ok, err = plugin.validate(case[2])
-        assert.is_nil(ok)
-        assert.is_string(err)
-      end)
+      it("refuses " .. case[1], function() unit.refuses(plugin, case[2]) end)
     end
   end)
 
@@ -96,10 +88,7 @@ describe("auth_token", function()
   end)
 
   it("loads through the server's plugin loader", function()
-    local plugins = require "moonpush.plugins"
-    local loadp = plugins.load_path or function(file, name) return plugins.load_file("plugins", name) end
-    local p, err = loadp(PLUGIN, "auth_token")
-    assert.is_nil(err)
+    local p = unit.load_through_server(PLUGIN, "auth_token")
     assert.is_function(p.auth)
   end)
 end)

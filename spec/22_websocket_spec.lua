@@ -1,36 +1,20 @@
 -- Integration: the WebSocket side (docs/protocol.md "WebSocket").
 local server = require "helpers.server"
 local client = require "helpers.client"
+local session = require "helpers.session"
+local util = require "helpers.util"
 
 describe("moonpush WebSocket", function()
   local srv
-  local open = {}
-
   -- connect and remember, so every test's sockets get closed
-  local function ws(q)
-    local w = client.ws(srv, q)
-    open[#open + 1] = w
-    return w
-  end
+  local ws = session.shared_server(function()
+    srv = server.start()
+    return srv
+  end)
 
   local function bob(extra)
-    local q = { token = "bob", device = client.unique("dev-") }
-    for k, v in pairs(extra or {}) do q[k] = v end
-    return ws(q)
+    return ws(util.with({ token = "bob", device = client.unique("dev-") }, extra))
   end
-
-  lazy_setup(function()
-    srv = server.start()
-  end)
-
-  lazy_teardown(function()
-    if srv then assert.equals(0, srv:stop()) end
-  end)
-
-  after_each(function()
-    client.close_all(open)
-    open = {}
-  end)
 
   local function contains(list, v)
     for _, x in ipairs(list) do if x == v then return true end end

@@ -2,28 +2,13 @@
 local cqueues = require "cqueues"
 local server = require "helpers.server"
 local client = require "helpers.client"
+local session = require "helpers.session"
 
 describe("moonpush fanout", function()
   local srv
-  local open = {}
-
-  local function ws(q)
-    local w = client.ws(srv, q)
-    open[#open + 1] = w
-    return w
-  end
-
-  lazy_setup(function()
+  local ws = session.shared_server(function()
     srv = server.start({ limits = { max_outbound_bytes = 4 * 1048576 } })
-  end)
-
-  lazy_teardown(function()
-    if srv then assert.equals(0, srv:stop()) end
-  end)
-
-  after_each(function()
-    client.close_all(open)
-    open = {}
+    return srv
   end)
 
   it("delivers a user publish to all 3 devices of the user", function()

@@ -3,18 +3,15 @@
 -- format hooks, connection events. Test plugins: spec/fixtures/plugins/.
 local server = require "helpers.server"
 local client = require "helpers.client"
+local session = require "helpers.session"
+local routes = require "helpers.routes"
+local util = require "helpers.util"
 
 local ROOT = server.ROOT
 local PLUGIN_PATH = { ROOT .. "/spec/fixtures/plugins", ROOT .. "/plugins" }
 
 local cjson = client.json
-
-local function copy(t)
-  if type(t) ~= "table" then return t end
-  local c = {}
-  for k, v in pairs(t) do c[k] = copy(v) end
-  return c
-end
+local copy = util.copy
 
 -- Device tokens for the routes of this spec: the default ones plus two of
 -- known kinds that may subscribe anything.
@@ -25,13 +22,8 @@ local function device_tokens()
   return t
 end
 
-local PUBLISHERS = {
-  [server.PUBLISHER] = { name = "backend", channels = { "*" } },
-  [server.NEWS_PUBLISHER] = { name = "newsroom", channels = { "news", "orders:*" } },
-}
-
-local function ws_auth() return { name = "auth_token", config = { tokens = device_tokens() } } end
-local function pub_auth() return { name = "auth_token", config = { publishers = copy(PUBLISHERS) } } end
+local function ws_auth() return routes.device_auth(device_tokens()) end
+local function pub_auth() return routes.publisher_auth(routes.publishers()) end
 
 -- Two auth plugins: which one decided shows in the identity's user/name.
 local FIRST = {
@@ -53,7 +45,7 @@ local SECOND = {
   },
 }
 
-local function routes()
+local function all_routes()
   return {
     { path = "/chain", type = "websocket", plugins = {
         { name = "first_auth", config = copy(FIRST) },
@@ -88,28 +80,18 @@ end
 
 describe("moonpush plugin chains", function()
   local srv
-  local open = {}
-
-  local function ws(q)
-    local w = client.ws(srv, q)
-    open[#open + 1] = w
-    return w
-  end
+  local ws = session.shared_server(function()
+    srv = server.start({ plugin_path = PLUGIN_PATH, routes = all_routes() })
+    return srv
+  end)
 
   -- a device on `path` with its own device id
   local function dev(path, token, extra)
-    local q = { path = path, token = token or "bob", device = client.unique("dev-") }
-    for k, v in pairs(extra or {}) do q[k] = v end
-    return ws(q)
+    return ws(util.with({ path = path, token = token or "bob", device = client.unique("dev-") }, extra))
   end
 
   -- the raw HTTP answer to an upgrade request
-  local function handshake(opts)
-    local resp, err, c = client.raw_request(srv, client.upgrade_request(srv, opts))
-    c:close()
-    assert.is_table(resp, err)
-    return resp
-  end
+  local function handshake(opts) return client.handshake(srv, opts) end
 
   local function wait_until(fn, timeout)
     local deadline = client.now() + (timeout or 2)
@@ -121,27 +103,6 @@ describe("moonpush plugin chains", function()
     return fn()
   end
 
-  local function count(s, needle)
-    local n, i = 0, 1
-    while true do
-      local a, b = s:find(needle, i, true)
-      if not a then return n end
-      n, i = n + 1, b + 1
-    end
-  end
-
-  lazy_setup(function()
-    srv = server.start({ plugin_path = PLUGIN_PATH, routes = routes() })
-  end)
-
-  lazy_teardown(function()
-    if srv then assert.equals(0, srv:stop()) end
-  end)
-
-  after_each(function()
-    client.close_all(open)
-    open = {}
-  end)
 
   -------------------------------------------------------------------------
   describe("auth chain order", function()
@@ -525,7 +486,7 @@ describe("moonpush plugin chains", function()
         if x.event == "close" and tostring(x.id) == tostring(id) then n = n + 1 end
       end
       assert.equals(1, n)
-      assert.equals(1, count(srv:log(), "events-fixture on_close " .. tostring(id) .. " "))
+      assert.equals(1, srv:log_count("events-fixture on_close " .. tostring(id) .. " "))
       -- docs/plugins.md: on_close gets info = { code = 1000, reason = "bye" }
       assert.equals(1000, e.code)
       assert.equals("bye", e.reason)

@@ -3,6 +3,9 @@
 -- only; the server keeps serving everybody else.
 local server = require "helpers.server"
 local client = require "helpers.client"
+local session = require "helpers.session"
+local routes = require "helpers.routes"
+local util = require "helpers.util"
 
 local ROOT = server.ROOT
 local PLUGIN_PATH = { ROOT .. "/spec/fixtures/plugins", ROOT .. "/plugins" }
@@ -11,19 +14,9 @@ local SIDE = "side-channel"
 
 local cjson = client.json
 
-local function copy(t)
-  if type(t) ~= "table" then return t end
-  local c = {}
-  for k, v in pairs(t) do c[k] = copy(v) end
-  return c
-end
+local ws_auth, pub_auth = routes.device_auth, routes.publisher_auth
 
-local function ws_auth() return { name = "auth_token", config = { tokens = copy(server.TOKENS) } } end
-local function pub_auth()
-  return { name = "auth_token", config = { publishers = { [server.PUBLISHER] = { name = "backend", channels = { "*" } } } } }
-end
-
-local function routes()
+local function all_routes()
   return {
     { path = "/boom", type = "websocket", plugins = { { name = "boom_auth" } } },
     { path = "/boom-publish", type = "publish", plugins = { { name = "boom_auth" } } },
@@ -46,26 +39,16 @@ end
 
 describe("moonpush plugin isolation", function()
   local srv
-  local open = {}
-
-  local function ws(q)
-    local w = client.ws(srv, q)
-    open[#open + 1] = w
-    return w
-  end
+  local ws = session.shared_server(function()
+    srv = server.start({ plugin_path = PLUGIN_PATH, plugin_budget = BUDGET, routes = all_routes() })
+    return srv
+  end)
 
   local function dev(path, token, extra)
-    local q = { path = path, token = token or "bob", device = client.unique("dev-") }
-    for k, v in pairs(extra or {}) do q[k] = v end
-    return ws(q)
+    return ws(util.with({ path = path, token = token or "bob", device = client.unique("dev-") }, extra))
   end
 
-  local function handshake(opts, timeout)
-    local resp, err, c = client.raw_request(srv, client.upgrade_request(srv, opts), timeout)
-    c:close()
-    assert.is_table(resp, err)
-    return resp
-  end
+  local function handshake(opts, timeout) return client.handshake(srv, opts, timeout) end
 
   -- /health answers 200 within `limit` seconds
   local function health_within(limit)
@@ -76,19 +59,6 @@ describe("moonpush plugin isolation", function()
     assert.equals("ok", body and body.status)
     assert.is_true(dt < limit, string.format("/health took %.3f s", dt))
   end
-
-  lazy_setup(function()
-    srv = server.start({ plugin_path = PLUGIN_PATH, plugin_budget = BUDGET, routes = routes() })
-  end)
-
-  lazy_teardown(function()
-    if srv then assert.equals(0, srv:stop()) end
-  end)
-
-  after_each(function()
-    client.close_all(open)
-    open = {}
-  end)
 
   describe("an auth hook that raises", function()
     it("fails the handshake with 500 plugin_error naming the plugin, and nothing of the error", function()
@@ -215,13 +185,10 @@ describe("moonpush plugin isolation", function()
   -- a crash shows here and does not spill into the other tests.
   describe("a hook on client messages", function()
     local own
+    local own_open = session.tracker()
 
     local function own_dev(path, extra)
-      local q = { path = path, token = "bob", device = client.unique("dev-") }
-      for k, v in pairs(extra or {}) do q[k] = v end
-      local w = client.ws(own, q)
-      open[#open + 1] = w
-      return w
+      return own_open:ws(own, util.with({ path = path, token = "bob", device = client.unique("dev-") }, extra))
     end
 
     local function assert_alive(s)
@@ -242,8 +209,7 @@ describe("moonpush plugin isolation", function()
     end)
 
     after_each(function()
-      client.close_all(open)
-      open = {}
+      own_open:close_all()
       if own then
         local s = own
         own = nil

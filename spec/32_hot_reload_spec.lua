@@ -7,45 +7,23 @@
 -- and waits (bounded) for the reload line in the log.
 local server = require "helpers.server"
 local client = require "helpers.client"
+local session = require "helpers.session"
+local routes = require "helpers.routes"
+local util = require "helpers.util"
 
 local ROOT = server.ROOT
 local FIXTURES = ROOT .. "/spec/fixtures/plugins"
 local TEMPLATE_FILE = FIXTURES .. "/switch_auth.lua"
-local RELOAD_WAIT = 3
 
 local RELOADED = "plugin reloaded"
 local REFUSED = "plugin reload refused"
 
-local function readfile(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
-local function overwrite(path, s)
-  local f = assert(io.open(path, "wb"))
-  f:write(s)
-  f:close()
-end
-
--- write a temp file next to it, then rename it over the plugin
-local function replace(path, s)
-  local tmp = path .. ".new"
-  overwrite(tmp, s)
-  assert(os.rename(tmp, path))
-end
-
-local function mkdtemp()
-  local p = io.popen("mktemp -d /tmp/moonpush-plugins.XXXXXX")
-  local dir = p:read("*l")
-  p:close()
-  assert(dir and dir ~= "", "mktemp failed")
-  return dir
-end
+-- the two ways of writing a new version: in place, or a temp file next to
+-- it renamed over the plugin
+local overwrite, replace = util.write_file, util.replace_file
 
 -- the template with its settings changed; every variant differs in size
-local TEMPLATE = readfile(TEMPLATE_FILE)
+local TEMPLATE = util.read_file(TEMPLATE_FILE)
 local function variant(subs)
   local s = TEMPLATE
   for from, to in pairs(subs) do
@@ -66,60 +44,20 @@ local SYNTAX_LINE = (function()
   end
 end)()
 
-local function count(s, needle)
-  local n, i = 0, 1
-  while true do
-    local a, b = s:find(needle, i, true)
-    if not a then return n end
-    n, i = n + 1, b + 1
-  end
-end
-
-local function lines_with(s, needle)
-  local out = {}
-  for line in (s .. "\n"):gmatch("([^\n]*)\n") do
-    if line:find(needle, 1, true) then out[#out + 1] = line end
-  end
-  return out
-end
-
 describe("moonpush plugin hot reload", function()
   local srv, dir, file
-  local open = {}
-
-  -- Waits (bounded) until the log holds more than `before` lines with
-  -- `needle`; returns the newest such line or fails with the log tail.
-  local function wait_log(needle, before, timeout)
-    local deadline = client.now() + (timeout or RELOAD_WAIT)
-    repeat
-      local log = srv:log()
-      if count(log, needle) > before then
-        local l = lines_with(log, needle)
-        return l[#l]
-      end
-      server.sleep(0.05)
-    until client.now() > deadline
-    error(string.format("no new %q line within %ss; log:\n%s", needle, timeout or RELOAD_WAIT, srv:log_tail(15)), 2)
-  end
+  local open = session.tracker()
 
   local function counts()
     local log = srv:log()
-    return count(log, RELOADED), count(log, REFUSED)
+    return util.count(log, RELOADED), util.count(log, REFUSED)
   end
 
   local function handshake(token)
-    local resp, err, c = client.raw_request(srv, client.upgrade_request(srv,
-      { path = "/sw", token = token, device = client.unique("sw-") }))
-    c:close()
-    assert.is_table(resp, err)
-    return resp
+    return client.handshake(srv, { path = "/sw", token = token, device = client.unique("sw-") })
   end
 
-  local function ws(q)
-    local w = client.ws(srv, q)
-    open[#open + 1] = w
-    return w
-  end
+  local function ws(q) return open:ws(srv, q) end
 
   local function assert_old_version_serves()
     local resp = handshake("later")
@@ -135,9 +73,8 @@ describe("moonpush plugin hot reload", function()
       plugin_path = { dir, FIXTURES, ROOT .. "/plugins" },
       routes = {
         { path = "/sw", type = "websocket", plugins = { { name = "switch_auth", config = { level = "lenient" } } } },
-        { path = "/ws", type = "websocket", plugins = { { name = "auth_token", config = { tokens = server.TOKENS } } } },
-        { path = "/publish", type = "publish", plugins = { { name = "auth_token", config = {
-            publishers = { [server.PUBLISHER] = { name = "backend", channels = { "*" } } } } } } },
+        { path = "/ws", type = "websocket", plugins = { routes.device_auth() } },
+        { path = "/publish", type = "publish", plugins = { routes.publisher_auth() } },
         { path = "/health", type = "health" },
       },
     })
@@ -151,7 +88,7 @@ describe("moonpush plugin hot reload", function()
   end
 
   before_each(function()
-    dir = mkdtemp()
+    dir = util.mkdtemp("moonpush-plugins")
     file = dir .. "/switch_auth.lua"
     overwrite(file, TEMPLATE)
     start_server()
@@ -160,12 +97,11 @@ describe("moonpush plugin hot reload", function()
   end)
 
   after_each(function()
-    client.close_all(open)
-    open = {}
+    open:close_all()
     local s = srv
     srv = nil
     local rc, err = s:stop()
-    os.execute("rm -rf '" .. dir .. "'")
+    util.rm_rf(dir)
     assert.equals(0, rc, err)
   end)
 
@@ -175,7 +111,7 @@ describe("moonpush plugin hot reload", function()
     assert.same({ type = "mode", mode = "deny" }, client.request(old, { type = "mode" }))
     local reloaded = counts()
     write(file, ALLOW)
-    local line = wait_log(RELOADED, reloaded)
+    local line = srv:wait_log(RELOADED, reloaded)
     assert.matches(file, line, 1, true)
     -- the next handshake sees the new version
     local w = ws({ path = "/sw", token = "later", device = client.unique("new-") })
@@ -203,14 +139,14 @@ describe("moonpush plugin hot reload", function()
     align_to_second()
     local reloaded = counts()
     overwrite(file, ALLOW)
-    wait_log(RELOADED, reloaded)
+    srv:wait_log(RELOADED, reloaded)
     assert.equals(101, handshake("later").status)
     -- back to "deny", padded to the size of the "allow" version
     local DENY_SAME_SIZE = variant({ ['local MODE = "deny"'] = 'local MODE  = "deny"' })
     assert.equals(#ALLOW, #DENY_SAME_SIZE)
     reloaded = counts()
     overwrite(file, DENY_SAME_SIZE)
-    wait_log(RELOADED, reloaded)
+    srv:wait_log(RELOADED, reloaded)
     assert.equals(403, handshake("later").status)
   end)
 
@@ -226,14 +162,14 @@ describe("moonpush plugin hot reload", function()
     f:write(OPEN)
     f:close()
     local wrote_at = os.time()
-    wait_log(RELOADED, 0)
+    srv:wait_log(RELOADED, 0)
     assert.equals(101, handshake("later").status, "edit written at " .. wrote_at)
   end)
 
   it("refuses a version with a syntax error, logging file and line, and keeps the old one serving", function()
     local _, refused = counts()
     replace(file, SYNTAX_ERROR)
-    local line = wait_log(REFUSED, refused)
+    local line = srv:wait_log(REFUSED, refused)
     assert.matches("file=" .. file, line, 1, true)
     assert.matches(file .. ":" .. SYNTAX_LINE .. ":", line, 1, true)
     assert.equals(0, (counts()))
@@ -241,14 +177,14 @@ describe("moonpush plugin hot reload", function()
     -- a fixed version afterwards is taken
     local reloaded = counts()
     replace(file, ALLOW)
-    wait_log(RELOADED, reloaded)
+    srv:wait_log(RELOADED, reloaded)
     assert.equals(101, handshake("later").status)
   end)
 
   it("refuses a file that returns something other than a table", function()
     local _, refused = counts()
     replace(file, "return 42 -- not a plugin\n")
-    local line = wait_log(REFUSED, refused)
+    local line = srv:wait_log(REFUSED, refused)
     assert.matches(file, line, 1, true)
     assert.matches("table", line, 1, true)
     assert_old_version_serves()
@@ -257,7 +193,7 @@ describe("moonpush plugin hot reload", function()
   it("refuses a file that raises while loading", function()
     local _, refused = counts()
     replace(file, 'error("cannot load this version")\n' .. TEMPLATE)
-    local line = wait_log(REFUSED, refused)
+    local line = srv:wait_log(REFUSED, refused)
     assert.matches("cannot load this version", line, 1, true)
     assert_old_version_serves()
   end)
@@ -265,7 +201,7 @@ describe("moonpush plugin hot reload", function()
   it("refuses a new version whose validate() rejects the route's config", function()
     local _, refused = counts()
     replace(file, STRICT)
-    local line = wait_log(REFUSED, refused)
+    local line = srv:wait_log(REFUSED, refused)
     assert.matches(file, line, 1, true)
     assert.matches("level must be strict", line, 1, true)
     assert_old_version_serves()

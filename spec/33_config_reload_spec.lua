@@ -3,109 +3,47 @@
 -- its config file, sends SIGHUP and waits (bounded) for the log line.
 local server = require "helpers.server"
 local client = require "helpers.client"
+local session = require "helpers.session"
+local routes = require "helpers.routes"
+local util = require "helpers.util"
 
 local ROOT = server.ROOT
 local FIXTURES = ROOT .. "/spec/fixtures/plugins"
 local PLUGIN_PATH = { FIXTURES, ROOT .. "/plugins" }
-local WAIT = 3
 
 local RELOADED = "config reloaded"
 local REFUSED = "config reload refused"
 
 local cjson = client.json
 
-local function copy(t)
-  if type(t) ~= "table" then return t end
-  local c = {}
-  for k, v in pairs(t) do c[k] = copy(v) end
-  return c
-end
-
-local function count(s, needle)
-  local n, i = 0, 1
-  while true do
-    local a, b = s:find(needle, i, true)
-    if not a then return n end
-    n, i = n + 1, b + 1
-  end
-end
-
-local function lines_with(s, needle)
-  local out = {}
-  for line in (s .. "\n"):gmatch("([^\n]*)\n") do
-    if line:find(needle, 1, true) then out[#out + 1] = line end
-  end
-  return out
-end
-
-local function writefile(path, s)
-  local tmp = path .. ".new"
-  local f = assert(io.open(tmp, "wb"))
-  f:write(s)
-  f:close()
-  assert(os.rename(tmp, path))
-end
-
-local function readfile(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
-local function mkdtemp()
-  local p = io.popen("mktemp -d /tmp/moonpush-plugins.XXXXXX")
-  local dir = p:read("*l")
-  p:close()
-  assert(dir and dir ~= "", "mktemp failed")
-  return dir
-end
-
-local PUBLISHERS = { [server.PUBLISHER] = { name = "backend", channels = { "*" } } }
+local copy, count = util.copy, util.count
+-- config and plugin files are replaced whole (temp file + rename)
+local writefile, readfile = util.replace_file, util.read_file
 
 -- The overrides for server.start; `tokens` for /ws, `extra_routes` go first.
 local function overrides(opts)
   opts = opts or {}
-  local routes = {}
-  for _, r in ipairs(opts.extra_routes or {}) do routes[#routes + 1] = copy(r) end
+  local list = {}
+  for _, r in ipairs(opts.extra_routes or {}) do list[#list + 1] = copy(r) end
   local more = {
-    { path = "/ev", type = "websocket", plugins = {
-        { name = "auth_token", config = { tokens = copy(server.TOKENS) } }, { name = "events" } } },
-    { path = "/ws", type = "websocket", plugins = {
-        { name = "auth_token", config = { tokens = copy(opts.tokens or server.TOKENS) } } } },
-    { path = "/publish", type = "publish", plugins = { { name = "auth_token", config = { publishers = copy(PUBLISHERS) } } } },
+    { path = "/ev", type = "websocket", plugins = { routes.device_auth(), { name = "events" } } },
+    { path = "/ws", type = "websocket", plugins = { routes.device_auth(opts.tokens) } },
+    { path = "/publish", type = "publish", plugins = { routes.publisher_auth() } },
     { path = "/health", type = "health" },
   }
-  for _, r in ipairs(more) do routes[#routes + 1] = r end
+  for _, r in ipairs(more) do list[#list + 1] = r end
   return {
     plugin_path = copy(opts.plugin_path or PLUGIN_PATH),
     limits = { max_batch = opts.max_batch or 3 },
-    routes = routes,
+    routes = list,
   }
 end
 
 describe("moonpush config reload (SIGHUP)", function()
   local srv
-  local open = {}
+  local open = session.tracker()
 
-  local function ws(q)
-    local w = client.ws(srv, q)
-    open[#open + 1] = w
-    return w
-  end
-
-  local function wait_log(needle, before, timeout)
-    local deadline = client.now() + (timeout or WAIT)
-    repeat
-      local log = srv:log()
-      if count(log, needle) > before then
-        local l = lines_with(log, needle)
-        return l[#l]
-      end
-      server.sleep(0.02)
-    until client.now() > deadline
-    error(string.format("no new %q line within %ss; log:\n%s", needle, timeout or WAIT, srv:log_tail(15)), 2)
-  end
+  local function ws(q) return open:ws(srv, q) end
 
   -- Writes `text` as the config file, sends SIGHUP, waits for `expect`
   -- (RELOADED or REFUSED) and returns that log line.
@@ -115,7 +53,7 @@ describe("moonpush config reload (SIGHUP)", function()
     local before_other = count(srv:log(), other)
     writefile(srv.cfgfile, text)
     assert.is_true(srv:signal("HUP"))
-    local line = wait_log(expect, before)
+    local line = srv:wait_log(expect, before)
     assert.equals(before_other, count(srv:log(), other), "unexpected " .. other .. ":\n" .. srv:log_tail(5))
     return line
   end
@@ -127,24 +65,17 @@ describe("moonpush config reload (SIGHUP)", function()
     return reload_with_text("return " .. server.serialize(cfg) .. "\n", expect or RELOADED)
   end
 
-  local function handshake(opts)
-    local resp, err, c = client.raw_request(srv, client.upgrade_request(srv, opts))
-    c:close()
-    assert.is_table(resp, err)
-    return resp
-  end
+  local function handshake(opts) return client.handshake(srv, opts) end
 
   before_each(function()
     srv = server.start(overrides())
   end)
 
   after_each(function()
-    client.close_all(open)
-    open = {}
+    open:close_all()
     local s = srv
     srv = nil
-    local rc, err = s:stop()
-    assert.equals(0, rc, err)
+    session.stop(s)
   end)
 
   it("adds a route and a token that work after the reload, without dropping open connections", function()
@@ -298,7 +229,7 @@ describe("moonpush config reload (SIGHUP)", function()
   end)
 
   it("keeps watching plugin files after a config reload", function()
-    local dir = mkdtemp()
+    local dir = util.mkdtemp("moonpush-plugins")
     local file = dir .. "/switch_auth.lua"
     local template = readfile(FIXTURES .. "/switch_auth.lua")
     writefile(file, template)
@@ -313,10 +244,10 @@ describe("moonpush config reload (SIGHUP)", function()
       local before = count(srv:log(), "plugin reloaded")
       local a, b = template:find('local MODE = "deny"', 1, true)
       writefile(file, template:sub(1, a - 1) .. 'local MODE = "allow"' .. template:sub(b + 1))
-      wait_log("plugin reloaded", before)
+      srv:wait_log("plugin reloaded", before)
       assert.equals(101, handshake({ path = "/sw", token = "later" }).status)
     end)
-    os.execute("rm -rf '" .. dir .. "'")
+    util.rm_rf(dir)
     assert(ok, err)
   end)
 end)

@@ -7,6 +7,8 @@ local cqueues = require "cqueues"
 local errno = require "cqueues.errno"
 local server = require "helpers.server"
 local client = require "helpers.client"
+local session = require "helpers.session"
+local util = require "helpers.util"
 
 local json = client.json
 
@@ -21,24 +23,8 @@ local function resume_query(token, device, channels, resume)
   return client.query_string(q)
 end
 
--- Read n message frames of channel ch; any other frame is an error.
-local function recv_seqs(ws, ch, n, timeout)
-  local seqs, msgs = {}, {}
-  for i = 1, n do
-    local m, raw = client.recv_json(ws, timeout)
-    assert(m.type == "message" and m.channel == ch,
-      string.format("frame %d of %d: expected a message on %s, got %s", i, n, ch, raw))
-    seqs[i] = m.seq
-    msgs[i] = m
-  end
-  return seqs, msgs
-end
-
-local function range(a, b)
-  local t = {}
-  for i = a, b do t[#t + 1] = i end
-  return t
-end
+-- recv_seqs(ws, ch, n): n message frames of ch (anything else is an error)
+local recv_seqs, range = client.recv_seqs, util.range
 
 local function publish_n(srv, ch, from, to)
   local batch = {}
@@ -53,15 +39,7 @@ end
 
 describe("moonpush resume", function()
   local srv
-  local open = {}
-
-  local function ws(q)
-    local w = client.ws(srv, q)
-    open[#open + 1] = w
-    return w
-  end
-
-  lazy_setup(function()
+  local ws = session.shared_server(function()
     srv = server.start({
       limits = { max_outbound_bytes = 16 * 1048576 },
       history = {
@@ -69,15 +47,7 @@ describe("moonpush resume", function()
         channels = { { pattern = "small:*", max_messages = 5 } },
       },
     })
-  end)
-
-  lazy_teardown(function()
-    if srv then assert.equals(0, srv:stop()) end
-  end)
-
-  after_each(function()
-    client.close_all(open)
-    open = {}
+    return srv
   end)
 
   describe("reconnect with since.<channel> and epoch.<channel>", function()

@@ -2,11 +2,10 @@
 -- message is resent with every later unacked one of its channel, the wait
 -- growing by `factor`; after `max_tries` sends the connection is closed
 -- with 4004 and the device resumes from its cursor on reconnect.
-local errno = require "cqueues.errno"
 local server = require "helpers.server"
 local client = require "helpers.client"
-
-local json = client.json
+local session = require "helpers.session"
+local routes = require "helpers.routes"
 
 local TIMEOUT_MS, FACTOR, MAX_TRIES = 200, 2, 4
 
@@ -22,23 +21,12 @@ local function ack_tokens()
 end
 
 local function add_routes(cfg)
-  table.insert(cfg.routes, {
-    path = "/ws/acked",
-    type = "websocket",
-    acks = { timeout_ms = TIMEOUT_MS, factor = FACTOR, max_tries = MAX_TRIES, jitter = 0 },
-    plugins = { { name = "auth_token", config = { tokens = ack_tokens() } } },
-  })
+  table.insert(cfg.routes, routes.ack_route(
+    { timeout_ms = TIMEOUT_MS, factor = FACTOR, max_tries = MAX_TRIES, jitter = 0 }, ack_tokens()))
 end
 
 -- Next frame, or nil and "timeout" / "closed".
-local function next_frame(ws, timeout)
-  local data, op, eno = ws:receive(timeout)
-  if data == nil then
-    if eno == errno.ETIMEDOUT and ws.readyState < 2 then return nil, "timeout" end
-    return nil, "closed"
-  end
-  return json.decode(data), data
-end
+local next_frame = client.next_frame
 
 -- Frames of a resend round that crossed our ack: read what arrives within
 -- 0.1 s (messages of `ch` only), return their seqs.
@@ -54,7 +42,10 @@ end
 
 describe("moonpush acks", function()
   local srv
-  local open = {}
+  local ws = session.shared_server(function()
+    srv = server.start({ history = { max_messages = 1000 } }, { config_fn = add_routes })
+    return srv
+  end)
   local next_token = 0
 
   -- a connection on the ack route with a user nobody else uses
@@ -62,29 +53,13 @@ describe("moonpush acks", function()
     next_token = next_token + 1
     local q = { token = "ack-" .. next_token, device = client.unique("dev-"), path = "/ws/acked" }
     for k, v in pairs(extra or {}) do q[k] = v end
-    local w = client.ws(srv, q)
-    open[#open + 1] = w
-    return w, q
+    return ws(q), q
   end
-
-  lazy_setup(function()
-    srv = server.start({ history = { max_messages = 1000 } }, { config_fn = add_routes })
-  end)
-
-  lazy_teardown(function()
-    if srv then assert.equals(0, srv:stop()) end
-  end)
-
-  after_each(function()
-    client.close_all(open)
-    open = {}
-  end)
 
   it("says acks = true in the welcome of an ack route and false elsewhere", function()
     local w = acked()
     assert.is_true(w.welcome.acks)
-    local plain = client.ws(srv, { token = "bob", device = client.unique("p-") })
-    open[#open + 1] = plain
+    local plain = ws({ token = "bob", device = client.unique("p-") })
     assert.is_false(plain.welcome.acks)
   end)
 
@@ -210,8 +185,7 @@ describe("moonpush acks", function()
     assert.equals(a.seq, client.recv_message(w).seq)
     local code = client.expect_close(w, 5)
     assert.equals(4004, code)
-    local w2 = client.ws(srv, { token = q.token, device = q.device, path = "/ws/acked", channels = { ch } })
-    open[#open + 1] = w2
+    local w2 = ws({ token = q.token, device = q.device, path = "/ws/acked", channels = { ch } })
     local m, raw = next_frame(w2, 1)
     assert.is_table(m, "nothing replayed after the 4004: the unacked message is lost (" .. tostring(raw) .. ")")
     assert.equals("message", m.type, raw)
@@ -230,8 +204,7 @@ describe("moonpush acks", function()
     assert.equals("ack timeout", reason)
     client.publish_ok(srv, { channel = ch, data = 4 })
     -- same token and device, no since: what it has not acked (2, 3) then 4
-    local w2 = client.ws(srv, { token = q.token, device = q.device, path = "/ws/acked", channels = { ch } })
-    open[#open + 1] = w2
+    local w2 = ws({ token = q.token, device = q.device, path = "/ws/acked", channels = { ch } })
     local seqs = {}
     for i = 1, 3 do
       local m = client.recv_message(w2)

@@ -1,77 +1,39 @@
 -- Integration: offline delivery through device cursors (docs/protocol.md
 -- "Resume", device cursor on routes with `acks`) and duplicate logins
 -- (close 4002, route `duplicate_devices`).
-local errno = require "cqueues.errno"
 local server = require "helpers.server"
 local client = require "helpers.client"
-
-local json = client.json
+local session = require "helpers.session"
+local routes = require "helpers.routes"
 
 local function add_routes(cfg)
   -- user "olive" has two devices on the ack route; "pat" is for cursor specs
-  table.insert(cfg.routes, {
-    path = "/ws/acked",
-    type = "websocket",
-    acks = { timeout_ms = 10000, factor = 2, max_tries = 5, jitter = 0 },
-    plugins = { { name = "auth_token", config = { tokens = {
-      ["olive-phone"]  = { user = "olive", device = "phone", kind = "mobile", channels = { "*" } },
-      ["olive-tablet"] = { user = "olive", device = "tablet", kind = "mobile", channels = { "*" } },
-      ["pat"]          = { user = "pat", kind = "web", channels = { "*" } },
-      ["dup"]          = { user = "dupa", device = "one", kind = "web", channels = { "*" } },
-    } } } },
-  })
+  table.insert(cfg.routes, routes.ack_route({ timeout_ms = 10000, factor = 2, max_tries = 5, jitter = 0 }, {
+    ["olive-phone"]  = { user = "olive", device = "phone", kind = "mobile", channels = { "*" } },
+    ["olive-tablet"] = { user = "olive", device = "tablet", kind = "mobile", channels = { "*" } },
+    ["pat"]          = { user = "pat", kind = "web", channels = { "*" } },
+    ["dup"]          = { user = "dupa", device = "one", kind = "web", channels = { "*" } },
+  }))
   table.insert(cfg.routes, {
     path = "/ws/multi",
     type = "websocket",
     duplicate_devices = "allow",
-    plugins = { { name = "auth_token", config = { tokens = {
+    plugins = { routes.device_auth({
       ["multi"] = { user = "mul", device = "same", kind = "web", channels = { "*" } },
       ["bob"]   = { user = "bob", kind = "web", channels = { "*" } },
-    } } } },
+    }) },
   })
 end
 
-local function next_frame(ws, timeout)
-  local data, op, eno = ws:receive(timeout)
-  if data == nil then
-    if eno == errno.ETIMEDOUT and ws.readyState < 2 then return nil, "timeout" end
-    return nil, "closed"
-  end
-  return json.decode(data), data
-end
-
-local function recv_seqs(ws, ch, n)
-  local seqs, msgs = {}, {}
-  for i = 1, n do
-    local m, raw = client.recv_json(ws)
-    assert(m.type == "message" and m.channel == ch,
-      string.format("frame %d of %d: expected a message on %s, got %s", i, n, ch, raw))
-    seqs[i], msgs[i] = m.seq, m
-  end
-  return seqs, msgs
-end
+-- next_frame(ws, timeout): the next frame decoded, or nil and "timeout" / "closed";
+-- recv_seqs(ws, ch, n): n message frames of ch (anything else is an error)
+local next_frame, recv_seqs = client.next_frame, client.recv_seqs
 
 describe("moonpush offline delivery", function()
   local srv
-  local open = {}
-
-  local function ws(q)
-    local w = client.ws(srv, q)
-    open[#open + 1] = w
-    return w
-  end
-
-  lazy_setup(function()
+  local ws = session.shared_server(function()
     srv = server.start({ history = { max_messages = 1000 } }, { config_fn = add_routes })
-  end)
-
-  lazy_teardown(function()
-    if srv then assert.equals(0, srv:stop()) end
-  end)
-
-  after_each(function()
-    client.close_all(open)
-    open = {}
+    return srv
   end)
 
   it("delivers messages sent while no device was online to each device when it connects", function()
@@ -169,25 +131,9 @@ end)
 
 describe("moonpush duplicate logins", function()
   local srv
-  local open = {}
-
-  local function ws(q)
-    local w = client.ws(srv, q)
-    open[#open + 1] = w
-    return w
-  end
-
-  lazy_setup(function()
+  local ws = session.shared_server(function()
     srv = server.start({ history = { max_messages = 1000 } }, { config_fn = add_routes })
-  end)
-
-  lazy_teardown(function()
-    if srv then assert.equals(0, srv:stop()) end
-  end)
-
-  after_each(function()
-    client.close_all(open)
-    open = {}
+    return srv
   end)
 
   it("closes the older connection with 4002 when the same user+device connects again", function()

@@ -7,6 +7,8 @@ local cqueues = require "cqueues"
 local errno = require "cqueues.errno"
 local server = require "helpers.server"
 local client = require "helpers.client"
+local session = require "helpers.session"
+local routes = require "helpers.routes"
 
 local json = client.json
 
@@ -14,15 +16,10 @@ local MAX_OUT = 65536
 local PAD = ("p"):rep(4000)   -- ~4 KB frames
 
 local function add_routes(cfg)
-  table.insert(cfg.routes, {
-    path = "/ws/acked",
-    type = "websocket",
-    -- long timeout: the resend timer must not be what closes the stalled client
-    acks = { timeout_ms = 20000, factor = 2, max_tries = 5, jitter = 0 },
-    plugins = { { name = "auth_token", config = { tokens = {
-      ["stall"] = { user = "staller", kind = "pos", channels = { "*" } },
-    } } } },
-  })
+  -- long timeout: the resend timer must not be what closes the stalled client
+  table.insert(cfg.routes, routes.ack_route({ timeout_ms = 20000, factor = 2, max_tries = 5, jitter = 0 }, {
+    ["stall"] = { user = "staller", kind = "pos", channels = { "*" } },
+  }))
 end
 
 -- Read a stalled raw client after the fact: its messages must be in order
@@ -61,16 +58,12 @@ end
 
 describe("moonpush slow consumers among many", function()
   local srv
-
-  lazy_setup(function()
+  session.shared_server(function()
     srv = server.start({
       limits = { max_outbound_bytes = MAX_OUT },
       history = { max_messages = 10000 },
     }, { config_fn = add_routes })
-  end)
-
-  lazy_teardown(function()
-    if srv then assert.equals(0, srv:stop()) end
+    return srv
   end)
 
   it("drops the 3 stalled of 30 subscribers while the 27 others get every seq promptly", function()

@@ -3,14 +3,15 @@
 -- (`store = false`, `ttl`).
 local server = require "helpers.server"
 local client = require "helpers.client"
+local session = require "helpers.session"
+local routes = require "helpers.routes"
+local util = require "helpers.util"
 
 local json = client.json
 
+-- the publishers of the default config: the backend and the newsroom
 local function backend_plugins()
-  return { { name = "auth_token", config = { publishers = {
-    [server.PUBLISHER] = { name = "backend", channels = { "*" } },
-    [server.NEWS_PUBLISHER] = { name = "newsroom", channels = { "news", "orders:*" } },
-  } } } }
+  return { routes.publisher_auth(routes.publishers()) }
 end
 
 local function add_routes(cfg)
@@ -43,21 +44,13 @@ local function seqs_of(body)
   return t
 end
 
-local function range(a, b)
-  local t = {}
-  for i = a, b do t[#t + 1] = i end
-  return t
-end
+local range = util.range
 
 describe("moonpush history endpoint", function()
   local srv
-
-  lazy_setup(function()
+  session.shared_server(function()
     srv = server.start({ history = { max_messages = 1000 } }, { config_fn = add_routes })
-  end)
-
-  lazy_teardown(function()
-    if srv then assert.equals(0, srv:stop()) end
+    return srv
   end)
 
   it("answers the retained messages as stored envelopes, oldest first", function()
@@ -203,33 +196,19 @@ end)
 
 describe("moonpush publish options", function()
   local srv
-  local open = {}
-
-  lazy_setup(function()
+  local ws = session.shared_server(function()
     srv = server.start({ history = { max_messages = 1000 } }, { config_fn = add_routes })
-  end)
-
-  lazy_teardown(function()
-    if srv then assert.equals(0, srv:stop()) end
-  end)
-
-  after_each(function()
-    client.close_all(open)
-    open = {}
+    return srv
   end)
 
   local function resume(ch, since, epoch)
-    local q = client.query_string({ token = "bob", device = client.unique("r-"), channels = ch,
-      ["since." .. ch] = since, ["epoch." .. ch] = epoch })
-    local w = client.ws(srv, { query = q })
-    open[#open + 1] = w
-    return w
+    return ws({ query = client.query_string({ token = "bob", device = client.unique("r-"), channels = ch,
+      ["since." .. ch] = since, ["epoch." .. ch] = epoch }) })
   end
 
   it("store=false: delivered live, takes a seq, absent from /history and from a later resume", function()
     local ch = client.unique("nostore-")
-    local w = client.ws(srv, { token = "bob", device = client.unique("d-"), channels = { ch } })
-    open[#open + 1] = w
+    local w = ws({ token = "bob", device = client.unique("d-"), channels = { ch } })
     local a1 = client.publish_ok(srv, { channel = ch, data = "kept 1" })
     local a2 = client.publish_ok(srv, { channel = ch, data = "fleeting", store = false })
     local a3 = client.publish_ok(srv, { channel = ch, data = "kept 3" })
@@ -290,13 +269,9 @@ end)
 
 describe("moonpush presence endpoint", function()
   local srv
-
-  lazy_setup(function()
+  session.shared_server(function()
     srv = server.start(nil, { config_fn = add_routes })
-  end)
-
-  lazy_teardown(function()
-    if srv then assert.equals(0, srv:stop()) end
+    return srv
   end)
 
   local function presence(user, token)

@@ -1,42 +1,26 @@
 -- Integration: bad input to the delivery features (acks, since/epoch,
 -- publish ttl/store). Each is refused as docs/protocol.md says, the
 -- connection stays usable, and another client is still served.
-local errno = require "cqueues.errno"
 local server = require "helpers.server"
 local client = require "helpers.client"
+local session = require "helpers.session"
+local routes = require "helpers.routes"
 
 local json = client.json
 
 local function add_routes(cfg)
-  table.insert(cfg.routes, {
-    path = "/ws/acked",
-    type = "websocket",
-    -- long timeout: no resend interferes with these specs
-    acks = { timeout_ms = 30000, factor = 2, max_tries = 5, jitter = 0 },
-    plugins = { { name = "auth_token", config = { tokens = {
-      ["acker"] = { user = "acker", kind = "web", channels = { "*" } },
-    } } } },
-  })
-end
-
-local function next_frame(ws, timeout)
-  local data, op, eno = ws:receive(timeout)
-  if data == nil then
-    if eno == errno.ETIMEDOUT and ws.readyState < 2 then return nil, "timeout" end
-    return nil, "closed"
-  end
-  return json.decode(data), data
+  -- long timeout: no resend interferes with these specs
+  table.insert(cfg.routes, routes.ack_route({ timeout_ms = 30000, factor = 2, max_tries = 5, jitter = 0 }, {
+    ["acker"] = { user = "acker", kind = "web", channels = { "*" } },
+  }))
 end
 
 describe("moonpush delivery: bad input", function()
   local srv
-  local open = {}
-
-  local function ws(q)
-    local w = client.ws(srv, q)
-    open[#open + 1] = w
-    return w
-  end
+  local ws = session.shared_server(function()
+    srv = server.start({ history = { max_messages = 1000 } }, { config_fn = add_routes })
+    return srv
+  end)
 
   local function acked(ch)
     return ws({ token = "acker", device = client.unique("ad-"), path = "/ws/acked", channels = { ch } })
@@ -53,17 +37,8 @@ describe("moonpush delivery: bad input", function()
     assert.equals(a.seq, m.seq)
   end
 
-  lazy_setup(function()
-    srv = server.start({ history = { max_messages = 1000 } }, { config_fn = add_routes })
-  end)
-
-  lazy_teardown(function()
-    if srv then assert.equals(0, srv:stop()) end
-  end)
-
+  -- after the connections of the test are closed: another client is still served
   after_each(function()
-    client.close_all(open)
-    open = {}
     client.assert_serves(srv)
   end)
 

@@ -8,6 +8,9 @@ local socket = require "cqueues.socket"
 local errno = require "cqueues.errno"
 local server = require "helpers.server"
 local client = require "helpers.client"
+local session = require "helpers.session"
+local routes = require "helpers.routes"
+local util = require "helpers.util"
 
 local cjson = client.json
 local ROOT = server.ROOT
@@ -19,37 +22,8 @@ local CLI_LIMIT = 15   -- seconds: timeout(1) around one run of the client
 -- small things
 ---------------------------------------------------------------------------
 
-local function readfile(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
-local function writefile(path, s)
-  local f = assert(io.open(path, "wb"))
-  f:write(s)
-  f:close()
-end
-
-local function shq(s)
-  return "'" .. (tostring(s):gsub("'", "'\\''")) .. "'"
-end
-
-local function mkdtemp()
-  local p = io.popen("mktemp -d /tmp/moonpush-ops.XXXXXX")
-  local dir = p:read("*l")
-  p:close()
-  assert(dir and dir ~= "", "mktemp failed")
-  return dir
-end
-
-local function copy(t)
-  if type(t) ~= "table" then return t end
-  local c = {}
-  for k, v in pairs(t) do c[k] = copy(v) end
-  return c
-end
+local readfile, writefile, shq, copy = util.read_file, util.write_file, util.shq, util.copy
+local function mkdtemp() return util.mkdtemp("moonpush-ops") end
 
 -- Runs a shell command line, bounded; returns stdout, stderr, exit code.
 local function run(cmdline, stdin)
@@ -65,7 +39,7 @@ local function run(cmdline, stdin)
   local out = p:read("*a")
   p:close()
   local err = readfile(dir .. "/err")
-  os.execute("rm -rf " .. shq(dir))
+  util.rm_rf(dir)
   local rc = tonumber(out:match("__rc=(%d+)%s*$"))
   out = out:gsub("__rc=%d+%s*$", "")
   return out, err, rc
@@ -180,13 +154,10 @@ for i = 1, 6 do
 end
 TOKENS["dave"] = { user = "dave", kind = "web", channels = { "*" } }
 
-local PUBLISHERS = { [server.PUBLISHER] = { name = "backend", channels = { "*" } } }
-
-local function routes(ws_plugins)
+local function ops_routes(ws_plugins)
   return {
     { path = "/ws", type = "websocket", plugins = ws_plugins },
-    { path = "/publish", type = "publish", plugins = {
-        { name = "auth_token", config = { publishers = copy(PUBLISHERS) } } } },
+    { path = "/publish", type = "publish", plugins = { routes.publisher_auth() } },
     { path = "/health", type = "health" },
   }
 end
@@ -197,40 +168,15 @@ end
 
 describe("moonpush admin", function()
   local srv, sock
-  local open = {}
-
-  local function ws(q)
-    local w = client.ws(srv, q)
-    open[#open + 1] = w
-    return w
-  end
+  local ws, track = session.shared_server(function()
+    srv = server.start({ routes = ops_routes({ routes.device_auth(TOKENS) }) })
+    sock = srv.dir .. "/moonpush-admin.sock"
+    return srv
+  end)
 
   local function raw()
-    local a = admin_connect({ path = sock })
-    open[#open + 1] = a
-    return a
+    return track(admin_connect({ path = sock }))
   end
-
-  lazy_setup(function()
-    srv = server.start({
-      routes = routes({ { name = "auth_token", config = { tokens = copy(TOKENS) } } }),
-    })
-    sock = srv.dir .. "/moonpush-admin.sock"
-  end)
-
-  lazy_teardown(function()
-    if srv then
-      local rc, err = srv:stop()
-      assert.equals(0, rc, err)
-    end
-  end)
-
-  after_each(function()
-    for _, c in ipairs(open) do
-      if getmetatable(c) == Admin then c:close() else client.close(c) end
-    end
-    open = {}
-  end)
 
   describe("client binary", function()
     it("creates the socket next to the config file with mode 0600", function()
@@ -571,7 +517,7 @@ local RELOAD_BOTH = "(function() local ok, why = reload() return tostring(ok) ..
 
 describe("moonpush admin reload()", function()
   local srv, sock, dir, plugin_file
-  local open = {}
+  local open = session.tracker()
 
   before_each(function()
     dir = mkdtemp()
@@ -579,24 +525,21 @@ describe("moonpush admin reload()", function()
     writefile(plugin_file, readfile(FIXTURES .. "/ops_auth.lua"))
     srv = server.start({
       plugin_path = { dir, ROOT .. "/plugins" },
-      routes = routes({ { name = "ops_auth", config = { tokens = copy(TOKENS) } } }),
+      routes = ops_routes({ { name = "ops_auth", config = { tokens = copy(TOKENS) } } }),
     })
     sock = srv.dir .. "/moonpush-admin.sock"
   end)
 
   after_each(function()
-    client.close_all(open)
-    open = {}
+    open:close_all()
     local s = srv
     srv = nil
-    os.execute("rm -rf " .. shq(dir))
-    local rc, err = s:stop()
-    assert.equals(0, rc, err)
+    util.rm_rf(dir)
+    session.stop(s)
   end)
 
   it("refuses a plugin file with a syntax error, shows why, and the old plugin keeps serving", function()
-    local before = client.ws(srv, { token = "bob", device = "before" })
-    open[#open + 1] = before
+    local before = open:ws(srv, { token = "bob", device = "before" })
     assert.equals("ops-v1", before.welcome.kind)
 
     local src = readfile(plugin_file)
@@ -610,8 +553,7 @@ describe("moonpush admin reload()", function()
     assert.truthy(out:find("unexpected symbol", 1, true), "the reason does not give the syntax error: " .. out)
 
     -- the old version keeps serving: open connection and new handshakes
-    local after = client.ws(srv, { token = "bob", device = "after" })
-    open[#open + 1] = after
+    local after = open:ws(srv, { token = "bob", device = "after" })
     assert.equals("ops-v1", after.welcome.kind)
     client.publish_ok(srv, { user = "bob", data = "still-on" })
     assert.equals("still-on", client.recv_message(before).data)
@@ -622,8 +564,7 @@ describe("moonpush admin reload()", function()
     out, err, rc = cli(sock, "reload()")
     assert.equals(0, rc, out .. err)
     assert.truthy(out:match('^%s*"'), "reload() of a good plugin did not return a summary: " .. out)
-    local fresh = client.ws(srv, { token = "bob", device = "fresh" })
-    open[#open + 1] = fresh
+    local fresh = open:ws(srv, { token = "bob", device = "fresh" })
     assert.equals("ops-v2", fresh.welcome.kind)
     -- nothing was dropped
     client.publish_ok(srv, { user = "bob", data = "after-reload" })
@@ -669,10 +610,7 @@ describe("moonpush admin over TCP", function()
   end)
 
   lazy_teardown(function()
-    if srv then
-      local rc, err = srv:stop()
-      assert.equals(0, rc, err)
-    end
+    if srv then session.stop(srv) end
   end)
 
   it("refuses a wrong token: ok=false, then the connection is closed", function()
@@ -720,7 +658,7 @@ describe("moonpush admin config", function()
   local dir
 
   before_each(function() dir = mkdtemp() end)
-  after_each(function() os.execute("rm -rf " .. shq(dir)) end)
+  after_each(function() util.rm_rf(dir) end)
 
   local function check(admin)
     local cfg = server.default_config()

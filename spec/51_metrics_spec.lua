@@ -6,6 +6,9 @@
 -- on each other's order.
 local server = require "helpers.server"
 local client = require "helpers.client"
+local session = require "helpers.session"
+local routes = require "helpers.routes"
+local util = require "helpers.util"
 
 local cjson = client.json
 local PYTHON = "/usr/bin/python3"
@@ -27,39 +30,9 @@ for fam in text_string_to_metric_families(text):
 print(json.dumps(out))
 ]]
 
-local function readfile(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+local readfile, writefile, shq = util.read_file, util.write_file, util.shq
 
-local function writefile(path, s)
-  local f = assert(io.open(path, "wb"))
-  f:write(s)
-  f:close()
-end
-
-local function shq(s)
-  return "'" .. (tostring(s):gsub("'", "'\\''")) .. "'"
-end
-
-local function mkdtemp()
-  local p = io.popen("mktemp -d /tmp/moonpush-metrics.XXXXXX")
-  local dir = p:read("*l")
-  p:close()
-  assert(dir and dir ~= "", "mktemp failed")
-  return dir
-end
-
-local function copy(t)
-  if type(t) ~= "table" then return t end
-  local c = {}
-  for k, v in pairs(t) do c[k] = copy(v) end
-  return c
-end
-
-local WORK = mkdtemp()
+local WORK = util.mkdtemp("moonpush-metrics")
 writefile(WORK .. "/parse.py", PARSER)
 
 -- Parses exposition text with the Prometheus parser. Returns
@@ -119,34 +92,28 @@ local DOCUMENTED = {
 local ACK_TOKENS = {}
 for i = 1, 5 do ACK_TOKENS["ack-" .. i] = { user = "metrics-acker" .. i, kind = "web", channels = { "*" } } end
 
-local PUBLISHERS = { [server.PUBLISHER] = { name = "backend", channels = { "*" } } }
-
 local function overrides()
   return {
     routes = {
-      { path = "/ws", type = "websocket", plugins = {
-          { name = "auth_token", config = { tokens = copy(server.TOKENS) } } } },
-      { path = "/ws/acked", type = "websocket", acks = { timeout_ms = 5000, max_tries = 5, jitter = 0 },
-        plugins = { { name = "auth_token", config = { tokens = copy(ACK_TOKENS) } } } },
-      { path = "/publish", type = "publish", plugins = {
-          { name = "auth_token", config = { publishers = copy(PUBLISHERS) } } } },
+      { path = "/ws", type = "websocket", plugins = { routes.device_auth() } },
+      routes.ack_route({ timeout_ms = 5000, max_tries = 5, jitter = 0 }, ACK_TOKENS),
+      { path = "/publish", type = "publish", plugins = { routes.publisher_auth() } },
       { path = "/health", type = "health" },
       { path = "/metrics", type = "metrics" },
-      { path = "/secure/metrics", type = "metrics", plugins = {
-          { name = "auth_token", config = { publishers = copy(PUBLISHERS) } } } },
+      { path = "/secure/metrics", type = "metrics", plugins = { routes.publisher_auth() } },
     },
   }
 end
 
 describe("moonpush metrics", function()
   local srv
-  local open = {}
-
-  local function ws(q)
-    local w = client.ws(srv, q)
-    open[#open + 1] = w
-    return w
-  end
+  lazy_teardown(function()
+    util.rm_rf(WORK)
+  end)
+  local ws = session.shared_server(function()
+    srv = server.start(overrides())
+    return srv
+  end)
 
   -- GET the metrics route; returns status, body, headers.
   local function get(path, headers)
@@ -177,23 +144,6 @@ describe("moonpush metrics", function()
     until client.now() > deadline
     error("not within " .. WAIT .. "s: " .. what, 2)
   end
-
-  lazy_setup(function()
-    srv = server.start(overrides())
-  end)
-
-  lazy_teardown(function()
-    os.execute("rm -rf " .. shq(WORK))
-    if srv then
-      local rc, err = srv:stop()
-      assert.equals(0, rc, err)
-    end
-  end)
-
-  after_each(function()
-    client.close_all(open)
-    open = {}
-  end)
 
   it("serves text format 0.0.4 that the Prometheus parser reads", function()
     -- some traffic first, so labelled families have samples
@@ -388,12 +338,8 @@ describe("moonpush metrics", function()
   it("counts closes_total{reason=kicked} after an admin kick", function()
     local w = ws({ token = "ack-2", device = client.unique("kick-"), path = "/ws/acked" })
     local k0 = value(scrape(), "moonpush_closes_total", "reason=kicked")
-    local sock = srv.dir .. "/moonpush-admin.sock"
-    local p = io.popen(string.format("timeout 10 %s admin %s -e %s 2>&1; echo \"__rc=$?\"",
-      shq(server.BIN), shq(sock), shq("kick('metrics-acker2', 'metrics test')")))
-    local out = p:read("*a")
-    p:close()
-    assert.truthy(out:find("__rc=0", 1, true), out)
+    local out, rc = srv:admin("kick('metrics-acker2', 'metrics test')")
+    assert.equals(0, rc, out)
     local code = client.expect_close(w, 3)
     assert.equals(4003, code)
     local m = scrape()

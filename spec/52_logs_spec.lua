@@ -4,36 +4,15 @@
 -- with the log settings it checks; waits are bounded.
 local server = require "helpers.server"
 local client = require "helpers.client"
+local session = require "helpers.session"
+local routes = require "helpers.routes"
+local util = require "helpers.util"
 
 local cjson = client.json
 local WAIT = 3
 
-local function readfile(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
-local function shq(s)
-  return "'" .. (tostring(s):gsub("'", "'\\''")) .. "'"
-end
-
-local function mkdtemp()
-  local p = io.popen("mktemp -d /tmp/moonpush-logs.XXXXXX")
-  local dir = p:read("*l")
-  p:close()
-  assert(dir and dir ~= "", "mktemp failed")
-  return dir
-end
-
-local function copy(t)
-  if type(t) ~= "table" then return t end
-  local c = {}
-  for k, v in pairs(t) do c[k] = copy(v) end
-  return c
-end
+-- nil while the log file does not exist (yet)
+local readfile, copy = util.try_read_file, util.copy
 
 local function lines(s)
   local out = {}
@@ -51,12 +30,10 @@ local function overrides(log)
   return {
     log = log,
     routes = {
-      { path = "/ws", type = "websocket", plugins = {
-          { name = "auth_token", config = { tokens = tokens } } } },
-      { path = "/publish", type = "publish", plugins = {
-          { name = "auth_token", config = { publishers = {
-              [PUBLISHER_TOKEN] = { name = "backend", channels = { "*" } },
-              [server.PUBLISHER] = { name = "probe", channels = { "*" } } } } } } },
+      { path = "/ws", type = "websocket", plugins = { routes.device_auth(tokens) } },
+      { path = "/publish", type = "publish", plugins = { routes.publisher_auth({
+          [PUBLISHER_TOKEN] = { name = "backend", channels = { "*" } },
+          [server.PUBLISHER] = { name = "probe", channels = { "*" } } }) } },
       { path = "/health", type = "health" },
       { path = "/metrics", type = "metrics" },
     },
@@ -82,12 +59,8 @@ local function traffic(srv, marker)
   st = client.http(srv, "/health?token=" .. PUBLISHER_TOKEN)
   assert.equals(200, st)
   -- a publish from the admin REPL
-  local sock = srv.dir .. "/moonpush-admin.sock"
-  local p = io.popen(string.format("timeout 10 %s admin %s -e %s 2>&1; echo \"__rc=$?\"", shq(server.BIN), shq(sock),
-    shq("publish('" .. ch .. "', { admin_marker = 'adm-" .. marker .. "' })")))
-  local out = p:read("*a")
-  p:close()
-  assert.truthy(out:find("__rc=0", 1, true), out)
+  local out, rc = srv:admin("publish('" .. ch .. "', { admin_marker = 'adm-" .. marker .. "' })")
+  assert.equals(0, rc, out)
   client.recv_message(w)
   -- a client-sent frame with the marker (not JSON the server understands)
   client.send_json(w, { type = "subscribe", channel = ch, extra = "frame-" .. marker })
@@ -97,16 +70,13 @@ end
 describe("moonpush logs", function()
   local srv, dir
 
-  before_each(function() dir = mkdtemp() end)
+  before_each(function() dir = util.mkdtemp("moonpush-logs") end)
 
   after_each(function()
     local s = srv
     srv = nil
-    os.execute("rm -rf " .. shq(dir))
-    if s then
-      local rc, err = s:stop()
-      assert.equals(0, rc, err)
-    end
+    util.rm_rf(dir)
+    if s then session.stop(s) end
   end)
 
   -- Waits until pred(text) for the file (or the server log); returns the text.
@@ -262,12 +232,8 @@ describe("moonpush logs", function()
     it("logs an admin kick naming the kicked user and the count", function()
       srv = server.start(overrides({ format = "json" }))
       local w = client.ws(srv, { token = DEVICE_TOKEN, device = "desk" })
-      local sock = srv.dir .. "/moonpush-admin.sock"
-      local p = io.popen(string.format("timeout 10 %s admin %s -e %s 2>&1; echo \"__rc=$?\"", shq(server.BIN),
-        shq(sock), shq("kick('logan')")))
-      local out = p:read("*a")
-      p:close()
-      assert.truthy(out:find("__rc=0", 1, true), out)
+      local out, rc = srv:admin("kick('logan')")
+      assert.equals(0, rc, out)
       assert.equals(4003, (client.expect_close(w, 3)))
       local text = wait_for(function() return srv:log() end,
         function(t) return t:find('"admin kick"', 1, true) ~= nil end, "the admin kick line")
@@ -341,12 +307,8 @@ describe("moonpush logs", function()
       local file = dir .. "/moonpush-app.log"
       srv = server.start(overrides({ file = file, level = "info" }))
       assert.equals(200, (client.health(srv)))
-      local sock = srv.dir .. "/moonpush-admin.sock"
-      local p = io.popen(string.format("timeout 10 %s admin %s -e %s 2>&1; echo \"__rc=$?\"", shq(server.BIN),
-        shq(sock), shq("log_level('debug')")))
-      local out = p:read("*a")
-      p:close()
-      assert.truthy(out:find("__rc=0", 1, true), out)
+      local out, rc = srv:admin("log_level('debug')")
+      assert.equals(0, rc, out)
       local before = readfile(file) or ""
       assert.is_nil(before:find("level=debug", 1, true), "debug lines at level info")
       local w = client.ws(srv, { token = DEVICE_TOKEN, device = "desk" })

@@ -7,23 +7,16 @@ local cqueues = require "cqueues"
 local socket = require "cqueues.socket"
 local server = require "helpers.server"
 local client = require "helpers.client"
+local session = require "helpers.session"
 
 local cjson = client.json
 local GRACE = 5
 
-local function shq(s)
-  return "'" .. (tostring(s):gsub("'", "'\\''")) .. "'"
-end
-
 -- admin expression through the client binary; returns the printed output
 local function admin(srv, expr)
-  local sock = srv.dir .. "/moonpush-admin.sock"
-  local p = io.popen(string.format("timeout 10 %s admin %s -e %s 2>&1; echo \"__rc=$?\"", shq(server.BIN),
-    shq(sock), shq(expr)))
-  local out = p:read("*a")
-  p:close()
-  assert(out:find("__rc=0", 1, true), "admin " .. expr .. ": " .. out)
-  return (out:gsub("__rc=%d+%s*$", ""))
+  local out, rc = srv:admin(expr)
+  assert(rc == 0, "admin " .. expr .. " exited " .. tostring(rc) .. ": " .. out)
+  return out
 end
 
 local QUEUED = "(function() local n = 0 for _, c in ipairs(clients()) do n = n + c.queued_bytes end return n end)()"
@@ -43,11 +36,10 @@ end
 
 describe("moonpush drain on SIGTERM", function()
   local srv
-  local open = {}
+  local open = session.tracker()
 
   after_each(function()
-    for _, c in ipairs(open) do pcall(c.close, c) end
-    open = {}
+    open:close_all()
     local s = srv
     srv = nil
     if s and not s.stopped then s:stop(2) end
@@ -62,9 +54,7 @@ describe("moonpush drain on SIGTERM", function()
   end
 
   local function raw_ws(opts)
-    local c = client.raw_ws(srv, opts)
-    open[#open + 1] = c
-    return c
+    return open:add(client.raw_ws(srv, opts))
   end
 
   -- Reads every client concurrently until its close frame (or the end);
@@ -231,8 +221,7 @@ describe("moonpush drain on SIGTERM", function()
     start()
     local stuck = raw_ws({ token = "bob", device = "keeps-draining" })
     -- an HTTP keep-alive connection opened before the signal
-    local http = client.tcp(srv)
-    open[#open + 1] = http
+    local http = open:add(client.tcp(srv))
     assert(http:send(health_request(srv)))
     local resp = assert(http:response())
     assert.equals(200, resp.status)

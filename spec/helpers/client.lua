@@ -675,4 +675,41 @@ function M.assert_serves(srv, timeout)
   return ans
 end
 
+---------------------------------------------------------------------------
+-- Shortcuts the delivery and plugin specs share
+---------------------------------------------------------------------------
+
+-- The raw HTTP answer (see Raw:response) to an upgrade request built from
+-- opts (as for upgrade_request); the connection is closed. Fails the test
+-- when no answer came.
+function M.handshake(srv, opts, timeout)
+  local resp, err, c = M.raw_request(srv, M.upgrade_request(srv, opts), timeout)
+  c:close()
+  require("luassert").is_table(resp, err)
+  return resp
+end
+
+-- Next frame decoded (value, raw), or nil and "timeout" / "closed".
+function M.next_frame(ws, timeout)
+  local data, _, eno = ws:receive(timeout)
+  if data == nil then
+    if eno == errno.ETIMEDOUT and ws.readyState < 2 then return nil, "timeout" end
+    return nil, "closed"
+  end
+  return cjson.decode(data), data
+end
+
+-- Read n message frames of channel ch; any other frame is an error.
+-- Returns their seqs and the frames.
+function M.recv_seqs(ws, ch, n, timeout)
+  local seqs, msgs = {}, {}
+  for i = 1, n do
+    local m, raw = M.recv_json(ws, timeout)
+    assert(m.type == "message" and m.channel == ch,
+      string.format("frame %d of %d: expected a message on %s, got %s", i, n, ch, raw))
+    seqs[i], msgs[i] = m.seq, m
+  end
+  return seqs, msgs
+end
+
 return M

@@ -12,6 +12,7 @@
 
 local cqueues = require "cqueues"
 local socket = require "cqueues.socket"
+local util = require "helpers.util"
 
 local M = {}
 
@@ -45,12 +46,7 @@ M.TOKENS = {
   ["carol"]        = { user = "carol", kind = "pos", channels = { "sports" } },
 }
 
-local function copy(t)
-  if type(t) ~= "table" then return t end
-  local c = {}
-  for k, v in pairs(t) do c[k] = copy(v) end
-  return c
-end
+local copy = util.copy
 
 function M.default_config()
   return {
@@ -152,19 +148,8 @@ local function serialize(v, indent)
 end
 M.serialize = serialize
 
-local function readfile(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
-local function writefile(path, s)
-  local f = assert(io.open(path, "wb"))
-  f:write(s)
-  f:close()
-end
+local readfile = util.try_read_file
+local writefile = util.write_file
 
 local function sh(cmd)
   local ok = os.execute(cmd)
@@ -209,6 +194,40 @@ function Server:log_tail(n)
   if lines[#lines] == "" then lines[#lines] = nil end
   local from = math.max(1, #lines - n + 1)
   return table.concat(lines, "\n", from)
+end
+
+-- How many times `needle` (plain text) occurs in the log.
+function Server:log_count(needle)
+  return util.count(self:log(), needle)
+end
+
+-- Waits (bounded, default 3 s) until the log holds more than `before`
+-- occurrences of `needle`; returns the newest line with it, or fails the
+-- test with the log tail.
+function Server:wait_log(needle, before, timeout)
+  timeout = timeout or 3
+  local deadline = cqueues.monotime() + timeout
+  repeat
+    local log = self:log()
+    if util.count(log, needle) > before then
+      local l = util.lines_with(log, needle)
+      return l[#l]
+    end
+    sleep(0.02)
+  until cqueues.monotime() > deadline
+  error(string.format("no new %q line within %ss; log:\n%s", needle, timeout, self:log_tail(15)), 2)
+end
+
+-- Runs `moonpush admin <socket> -e expr` through the client binary (at most
+-- 10 s); returns what it printed (stdout and stderr) and its exit code.
+function Server:admin(expr)
+  local sock = self.dir .. "/moonpush-admin.sock"
+  local p = io.popen(string.format("timeout 10 %s admin %s -e %s 2>&1; echo \"__rc=$?\"",
+    util.shq(M.BIN), util.shq(sock), util.shq(expr)))
+  local out = p:read("*a")
+  p:close()
+  local rc = tonumber(out:match("__rc=(%d+)%s*$"))
+  return (out:gsub("__rc=%d+%s*$", "")), rc
 end
 
 -- Exit code if the process has exited, else nil.
@@ -276,13 +295,7 @@ function Server:stop(timeout)
   return rc
 end
 
-local function mkdtemp()
-  local p = io.popen("mktemp -d /tmp/moonpush-spec.XXXXXX")
-  local dir = p:read("*l")
-  p:close()
-  assert(dir and dir ~= "", "mktemp failed")
-  return dir
-end
+local function mkdtemp() return util.mkdtemp("moonpush-spec") end
 
 -- Start a server with the default config deep-merged with `overrides`.
 -- opts.config_fn(cfg) may edit the merged table before it is written.
