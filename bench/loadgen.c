@@ -103,6 +103,8 @@ static struct {
     int stall_rcvbuf;
     double stall_drain;
     int quiet;
+    int ack_every;
+    double ack_flush;
 } O = {
     .host = "127.0.0.1", .port = 8080, .path = "/ws", .pub_path = "/publish",
     .token = "bench", .pub_token = "publisher-secret", .channel = "bench",
@@ -111,7 +113,7 @@ static struct {
     .users = 0, .pub_conns = 4, .window = 16, .open_inflight = 500,
     .open_timeout = 15, .src_addrs = 0, .max_lag = 4, .max_outstanding = 10000,
     .drain = 15, .server_pid = 0, .stall_rcvbuf = 4096, .stall_drain = 15,
-    .quiet = 0,
+    .quiet = 0, .ack_every = 1, .ack_flush = 1.0,
 };
 
 static void die(const char *fmt, ...)
@@ -337,6 +339,7 @@ typedef struct {
     uint64_t server_closes, eof_closes, reset_closes, read_errors;
     uint64_t closed_nonstalled, stalled, stalled_closed, stalled_closed_4001, stalled_eof, stalled_reset;
     uint64_t deliveries, deliveries_hist, stalled_deliveries, gaps, reorders, unparsed;
+    uint64_t ack_conns, acks_sent, dups, untracked_channels;
     uint64_t welcome, subscribed, error_frames, other_text, continuation, binary;
     uint64_t pings, pongs_rx, proto_err, masked, big_frames;
     uint64_t bytes_in, reads;
@@ -387,9 +390,19 @@ typedef struct wconn {
     uint32_t out_len, out_off;
     uint64_t skip;          /* bytes of an oversized frame still to skip */
     uint64_t t_start;
-    uint64_t last_seq;
     int64_t last_n;
+    uint8_t acks, nch;      /* welcome said "acks":true; channels tracked */
+    struct chst *ch;        /* per channel: seq tracking and ack state, malloc'd */
 } wconn_t;
+
+/* Per channel of a connection: the highest seq received, which of the 64
+ * seqs at and below it arrived (bit i = last_seq - i), and the ack state. */
+#define CH_MAX 8
+typedef struct chst {
+    char *name;
+    uint64_t last_seq, bits, acked;
+    uint32_t unacked;       /* new messages since the last ack */
+} chst_t;
 
 static struct {
     struct ev_loop *loop;
@@ -400,7 +413,7 @@ static struct {
     int ready_sent, draining, finished;
     uint64_t hist_from;
     ev_io cmd_io;
-    ev_timer tick, progress, drain_timer;
+    ev_timer tick, progress, drain_timer, ack_timer;
     wstats_t st;
     uint8_t *rbuf;
     struct sockaddr_in dst;
@@ -471,6 +484,11 @@ static void conn_close(wconn_t *c)
     free(c->out);
     c->out = NULL;
     c->out_len = c->out_off = 0;
+    for (int i = 0; i < c->nch; i++)
+        free(c->ch[i].name);
+    free(c->ch);
+    c->ch = NULL;
+    c->nch = 0;
     if (was_pending) {
         settle(c, 0);
     } else {
@@ -512,7 +530,9 @@ static void conn_flush(wconn_t *c)
     conn_set_events(c);
 }
 
-static void conn_send(wconn_t *c, const void *data, size_t len)
+/* Appends to the connection's unsent bytes without writing: acks produced
+ * while one read's frames are parsed go out in one send (conn_read flushes). */
+static void conn_queue(wconn_t *c, const void *data, size_t len)
 {
     if (c->state == CS_CLOSED)
         return;
@@ -527,6 +547,13 @@ static void conn_send(wconn_t *c, const void *data, size_t len)
     c->out = nb;
     c->out_off = 0;
     c->out_len = pend + (uint32_t)len;
+}
+
+static void conn_send(wconn_t *c, const void *data, size_t len)
+{
+    if (c->state == CS_CLOSED)
+        return;
+    conn_queue(c, data, len);
     conn_flush(c);
 }
 
@@ -543,6 +570,41 @@ static void ws_send(wconn_t *c, int op, const uint8_t *payload, size_t len)
     for (size_t i = 0; i < len; i++)
         f[6 + i] = payload[i] ^ f[2 + (i & 3)];
     conn_send(c, f, 6 + len);
+}
+
+/* A masked text frame of up to 64 KiB, queued (not yet written). */
+static void ws_queue_text(wconn_t *c, const char *payload, size_t len)
+{
+    uint8_t f[4 + 4 + 512];
+    if (len > 512)
+        len = 512;
+    size_t h = 0;
+    f[h++] = 0x81;
+    if (len < 126) {
+        f[h++] = (uint8_t)(0x80 | len);
+    } else {
+        f[h++] = 0x80 | 126;
+        f[h++] = (uint8_t)(len >> 8);
+        f[h++] = (uint8_t)len;
+    }
+    uint32_t m = (uint32_t)rnd();
+    memcpy(f + h, &m, 4);
+    for (size_t i = 0; i < len; i++)
+        f[h + 4 + i] = (uint8_t)payload[i] ^ f[h + (i & 3)];
+    conn_queue(c, f, h + 4 + len);
+}
+
+static void send_ack(wconn_t *c, chst_t *ch)
+{
+    char buf[400];
+    int n = snprintf(buf, sizeof buf, "{\"type\":\"ack\",\"channel\":\"%s\",\"seq\":%" PRIu64 "}",
+                     ch->name, ch->last_seq);
+    if (n <= 0 || (size_t)n >= sizeof buf)
+        return;
+    ws_queue_text(c, buf, (size_t)n);
+    ch->acked = ch->last_seq;
+    ch->unacked = 0;
+    W.st.acks_sent++;
 }
 
 static const uint8_t *find(const uint8_t *p, size_t len, const char *needle)
@@ -562,11 +624,41 @@ static int parse_u64(const uint8_t *p, const uint8_t *end, uint64_t *out)
     return 1;
 }
 
-static void on_welcome(wconn_t *c)
+/* A JSON number at p: an exact integer, or (data re-encoded by lua-cjson
+ * after a route hook) a float like 1.2345678901234e+15, rounded. */
+static int parse_num(const uint8_t *p, const uint8_t *end, uint64_t *out)
+{
+    const uint8_t *q = p;
+    while (q < end && ((*q >= '0' && *q <= '9') || *q == '.' || *q == 'e' || *q == 'E' ||
+                       *q == '+' || *q == '-'))
+        q++;
+    if (q == p)
+        return 0;
+    const uint8_t *d = p;
+    while (d < q && *d >= '0' && *d <= '9')
+        d++;
+    if (d == q)
+        return parse_u64(p, q, out);
+    char tmp[48];
+    size_t n = (size_t)(q - p) < sizeof tmp - 1 ? (size_t)(q - p) : sizeof tmp - 1;
+    memcpy(tmp, p, n);
+    tmp[n] = 0;
+    double v = strtod(tmp, NULL);
+    if (!(v >= 0) || v > 1.8e19)
+        return 0;
+    *out = (uint64_t)llround(v);
+    return 1;
+}
+
+static void on_welcome(wconn_t *c, const uint8_t *p, size_t len)
 {
     if (c->welcomed)
         return;
     c->welcomed = 1;
+    if (find(p, len, "\"acks\":true") || find(p, len, "\"acks\": true")) {
+        c->acks = 1;
+        W.st.ack_conns++;
+    }
     settle(c, 1);
     if (c->stalled && !W.draining) {
         c->paused = 1;
@@ -575,36 +667,90 @@ static void on_welcome(wconn_t *c)
     open_next();
 }
 
+/* The state of channel name[0..nlen) on c, created on first sight; NULL past CH_MAX. */
+static chst_t *chan_state(wconn_t *c, const uint8_t *name, size_t nlen)
+{
+    for (int i = 0; i < c->nch; i++)
+        if (strlen(c->ch[i].name) == nlen && memcmp(c->ch[i].name, name, nlen) == 0)
+            return &c->ch[i];
+    if (c->nch >= CH_MAX || nlen > 256)
+        return NULL;
+    chst_t *nc = realloc(c->ch, (size_t)(c->nch + 1) * sizeof *nc);
+    if (!nc)
+        die("out of memory");
+    c->ch = nc;
+    chst_t *ch = &c->ch[c->nch++];
+    memset(ch, 0, sizeof *ch);
+    ch->name = strndup((const char *)name, nlen);
+    if (!ch->name)
+        die("out of memory");
+    return ch;
+}
+
+/* Books seq on its channel. Returns 1 for a frame seen before (a resend:
+ * at or below the highest seq and not one a gap left open), else 0. Gaps
+ * and reorders are judged within the last 64 seqs of the channel. */
+static int track_seq(wconn_t *c, chst_t *ch, uint64_t seq)
+{
+    if (seq > ch->last_seq) {
+        uint64_t shift = seq - ch->last_seq;
+        if (ch->last_seq && shift > 1)
+            W.st.gaps += shift - 1;
+        ch->bits = shift >= 64 ? 1 : (ch->bits << shift) | 1;
+        ch->last_seq = seq;
+        if (c->acks && O.ack_every > 0 && ++ch->unacked >= (uint32_t)O.ack_every)
+            send_ack(c, ch);
+        return 0;
+    }
+    uint64_t d = ch->last_seq - seq;
+    if (d < 64 && !((ch->bits >> d) & 1)) {
+        ch->bits |= 1ull << d;          /* a gap filled late */
+        W.st.reorders++;
+        return 0;
+    }
+    W.st.dups++;
+    /* The server resends what it has no ack for: ack what we hold now rather
+     * than wait for the next --ack-every boundary. */
+    if (c->acks && O.ack_every > 0 && ch->acked < ch->last_seq)
+        send_ack(c, ch);
+    return 1;
+}
+
 static void on_text(wconn_t *c, const uint8_t *p, size_t len, uint64_t now)
 {
     size_t head = len < 64 ? len : 64;
     if (find(p, head, "\"type\":\"message\"")) {
         const uint8_t *end = p + len;
         uint64_t seq = 0, t = 0, n = 0;
+        if (c->stalled)
+            W.stalled_activity = now;
         const uint8_t *q = find(p, len, "\"seq\":");
         int have_seq = q && parse_u64(q + 6, end, &seq);
-        q = find(p, len, "\"data\":{\"t\":");
-        int have_t = q && parse_u64(q + 12, end, &t);
-        if (have_t) {
-            const uint8_t *r = find(q + 12, (size_t)(end - (q + 12)), ",\"n\":");
+        /* data keys in any order: a route hook has lua-cjson re-encode data */
+        int have_t = 0;
+        const uint8_t *dq = find(p, len, "\"data\":{");
+        if (dq) {
+            dq += 8;
+            q = find(dq, (size_t)(end - dq), "\"t\":");
+            have_t = q && parse_num(q + 4, end, &t);
+            const uint8_t *r = find(dq, (size_t)(end - dq), "\"n\":");
             /* max, not last: with several publisher connections the server may
              * order messages differently from our n */
-            if (r && parse_u64(r + 5, end, &n) && (int64_t)n > c->last_n)
+            if (r && parse_num(r + 4, end, &n) && (int64_t)n > c->last_n)
                 c->last_n = (int64_t)n;
         }
         if (have_seq) {
-            if (c->last_seq) {
-                if (seq <= c->last_seq)
-                    W.st.reorders++;
-                else if (seq != c->last_seq + 1)
-                    W.st.gaps += seq - c->last_seq - 1;
-            }
-            if (seq > c->last_seq)
-                c->last_seq = seq;
+            const uint8_t *cq = find(p, len, "\"channel\":\"");
+            const uint8_t *cn = cq ? cq + 11 : NULL;
+            const uint8_t *ce = cn ? memchr(cn, '"', (size_t)(end - cn)) : NULL;
+            chst_t *ch = ce ? chan_state(c, cn, (size_t)(ce - cn)) : NULL;
+            if (!ch)
+                W.st.untracked_channels++;
+            else if (track_seq(c, ch, seq))
+                return;                 /* a resend: counted as dups, not a delivery */
         }
         if (c->stalled) {
             W.st.stalled_deliveries++;
-            W.stalled_activity = now;
             return;
         }
         W.st.deliveries++;
@@ -629,7 +775,7 @@ static void on_text(wconn_t *c, const uint8_t *p, size_t len, uint64_t now)
     }
     if (find(p, head, "\"type\":\"welcome\"")) {
         W.st.welcome++;
-        on_welcome(c);
+        on_welcome(c, p, len);
     } else if (find(p, head, "\"type\":\"subscribed\"")) {
         W.st.subscribed++;
     } else if (find(p, head, "\"type\":\"error\"")) {
@@ -854,6 +1000,11 @@ static void conn_read(wconn_t *c)
             used += ws_process(c, W.rbuf + used, len - used, now);
         if (c->state == CS_CLOSED)
             return;
+        if (c->out_len > c->out_off) { /* acks queued while parsing */
+            conn_flush(c);
+            if (c->state == CS_CLOSED)
+                return;
+        }
         size_t left = len - used;
         if (left) {
             if (left != c->in_len || !c->in) {
@@ -1041,6 +1192,28 @@ static void worker_progress(struct ev_loop *loop, ev_timer *t, int revents)
     send_msg(W.res_fd, M_PROGRESS, &p, sizeof p);
 }
 
+/* --ack-every N > 1: ack what has waited since the last tick, so the tail of
+ * a burst (fewer than N messages) is acked before the server's ack timeout. */
+static void worker_ack_flush(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop;
+    (void)t;
+    (void)revents;
+    for (int i = 0; i < W.count; i++) {
+        wconn_t *c = &W.c[i];
+        if (c->state != CS_OPEN || !c->acks || c->paused)
+            continue;
+        int queued = 0;
+        for (int j = 0; j < c->nch; j++)
+            if (c->ch[j].acked < c->ch[j].last_seq) {
+                send_ack(c, &c->ch[j]);
+                queued = 1;
+            }
+        if (queued)
+            conn_flush(c);
+    }
+}
+
 static void worker_final(void)
 {
     if (W.finished)
@@ -1173,6 +1346,10 @@ static void worker_main(int wid, int first, int count, int cmd_fd, int res_fd)
     ev_timer_start(W.loop, &W.tick);
     ev_timer_init(&W.progress, worker_progress, PROGRESS_S, PROGRESS_S);
     ev_timer_start(W.loop, &W.progress);
+    if (O.ack_every > 1 && O.ack_flush > 0) {
+        ev_timer_init(&W.ack_timer, worker_ack_flush, O.ack_flush, O.ack_flush);
+        ev_timer_start(W.loop, &W.ack_timer);
+    }
     open_next();
     ev_run(W.loop, 0);
     _exit(0);
@@ -1963,6 +2140,7 @@ static void report(void)
         ADD(continuation); ADD(binary); ADD(pings); ADD(pongs_rx); ADD(proto_err); ADD(masked);
         ADD(big_frames); ADD(bytes_in); ADD(reads); ADD(open_end); ADD(open_nonstalled_end);
         ADD(behind_conns); ADD(behind_msgs); ADD(deliveries_window);
+        ADD(ack_conns); ADD(acks_sent); ADD(dups); ADD(untracked_channels);
 #undef ADD
         kv_merge(&a.conn_errno, &s->conn_errno);
         kv_merge(&a.http_status, &s->http_status);
@@ -2060,6 +2238,13 @@ static void report(void)
                " msgs%s\n",
                a.deliveries, a.deliveries_hist, a.deliveries_window, dwin, dps, a.gaps, a.reorders, a.unparsed, a.behind_conns,
                a.behind_msgs, P.drain_timed_out ? " (drain timed out)" : "");
+        if (a.ack_conns || a.dups)
+            printf("acks      %" PRIu64 " connections on an ack route; %" PRIu64 " acks sent (--ack-every %d%s);"
+                   " %" PRIu64 " duplicate frames (resends of a seq already received; not counted as deliveries)\n",
+                   a.ack_conns, a.acks_sent, O.ack_every, O.ack_every == 0 ? " = never" : "", a.dups);
+        if (a.untracked_channels)
+            printf("          %" PRIu64 " message frames on channels past %d per connection: seq not checked\n",
+                   a.untracked_channels, CH_MAX);
         printf("latency   publish->deliver p50 %.0f us, p90 %.0f us, p99 %.0f us, p99.9 %.0f us, max %.0f us, mean %.0f us\n",
                p50, p90, p99, p999, pmax, pmean);
         printf("          of which generator read-queue delay (poll return -> our recv) p50 %.0f us, p99 %.0f us, mean %.0f us\n",
@@ -2116,7 +2301,8 @@ static void report(void)
            " rss_base_kb=%ld rss_loaded_kb=%ld rss_end_kb=%ld rss_per_conn_bytes=%.0f tcp_mem_kb_loaded=%ld tcp_mem_kb_end=%ld"
            " srv_cpu_s=%.2f srv_cpu_pct=%.0f srv_cpu_s_per_M=%.2f lg_cpu_pct=%.0f lg_max_proc_pct=%.0f bottleneck=%s"
            " sched_lag_p99_us=%.0f pub_rtt_p99_us=%.0f lg_qdelay_p50_us=%.0f lg_qdelay_p99_us=%.0f server_exited=%d"
-           " other_cpu_pct=%.0f steal_pct=%.0f softirq_pct=%.0f\n",
+           " other_cpu_pct=%.0f steal_pct=%.0f softirq_pct=%.0f path=%s pub_path=%s ack_conns=%" PRIu64
+           " ack_every=%d acks=%" PRIu64 " dups=%" PRIu64 "\n",
            O.label[0] ? O.label : "-", mode_name[O.mode], O.conns, P.K, O.size, O.rate, O.duration,
            O.stall_pct, O.users, a.welcomed, a.failed, (double)(P.t_ready - P.t_start) / 1e9, P.pub_ok,
            pub_per_s, P.pub_err + P.pub_lost, a.deliveries, dps, p50, p90, p99, p999, pmax, a.gaps,
@@ -2126,7 +2312,7 @@ static void report(void)
            srv_cpu, srv_pct, srv_cpu_per_m, lg_pct, lg_max_pct, bottleneck,
            (double)h_pct(&P.sched_lag, 0.99) / us, (double)h_pct(&P.pub_rtt, 0.99) / us,
            (double)h_pct(&a.qdelay, 0.5) / us, (double)h_pct(&a.qdelay, 0.99) / us, srv_gone,
-           other_pct, steal_pct, irq_pct);
+           other_pct, steal_pct, irq_pct, O.path, O.pub_path, a.ack_conns, O.ack_every, a.acks_sent, a.dups);
     fflush(stdout);
 }
 
@@ -2211,6 +2397,89 @@ static size_t st_msg(uint8_t *o, int seq, size_t pad)
     return st_frame(o, 0x81, buf, (size_t)n + pad + 3);
 }
 
+/* Acks: a welcome with "acks":true, messages 1..5 on user:u1 whose data keys
+ * come in lua-cjson's order with t as a float, then resends of 4 and 5.
+ * With --ack-every 2 the acks read back must be 2, 4, then 5 (the resend of 4
+ * finds 5 unacked); the resends count as dups, not deliveries. */
+static int self_test_acks(void)
+{
+    static uint8_t stream[8192];
+    static char buf[512];
+    size_t len = 0;
+    const char *welcome = "{\"type\":\"welcome\",\"conn\":\"7\",\"user\":\"u1\",\"device\":\"d1\","
+                          "\"kind\":\"bench\",\"channels\":[\"user:u1\"],\"epochs\":{\"user:u1\":\"\"},\"acks\":true}";
+    len += st_frame(stream + len, 0x81, welcome, strlen(welcome));
+    uint64_t t0 = now_ns();
+    int seqs[] = {1, 2, 3, 4, 5, 4, 5};
+    for (int i = 0; i < 7; i++) {
+        int n = snprintf(buf, sizeof buf,
+                         "{\"type\":\"message\",\"channel\":\"user:u1\",\"seq\":%d,\"id\":\"x-%d\","
+                         "\"data\":{\"pad\":\"xxxx\",\"n\":%d,\"t\":%.13e}}", seqs[i], seqs[i], seqs[i], (double)t0);
+        len += st_frame(stream + len, 0x81, buf, (size_t)n);
+    }
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) < 0)
+        die("socketpair: %s", strerror(errno));
+    fcntl(sv[0], F_SETFL, O_NONBLOCK);
+    int save_every = O.ack_every;
+    O.ack_every = 2;
+    memset(&W, 0, sizeof W);
+    W.loop = ev_loop_new(EVFLAG_AUTO);
+    W.rbuf = malloc(RBUF_SZ);
+    W.hist_from = 1;
+    W.count = 1;
+    W.next = 1;
+    W.ready_sent = 1;
+    W.inflight = 1;
+    W.res_fd = -1;
+    wconn_t c;
+    memset(&c, 0, sizeof c);
+    ev_io_init(&c.io, conn_cb, sv[0], EV_READ);
+    c.state = CS_OPEN;
+    W.c = &c;
+    for (size_t off = 0; off < len && c.state == CS_OPEN;) {
+        size_t k = len - off < 37 ? len - off : 37;
+        if (write_all(sv[1], stream + off, k) < 0)
+            die("write: %s", strerror(errno));
+        off += k;
+        conn_read(&c);
+    }
+    /* read the client's masked ack frames back */
+    uint8_t back[2048];
+    ssize_t bn = read(sv[1], back, sizeof back);
+    char got[256] = "";
+    size_t gl = 0;
+    for (ssize_t off = 0; bn > 0 && off + 6 <= bn;) {
+        size_t pl = back[off + 1] & 0x7f;
+        if ((back[off + 1] & 0x80) == 0 || pl > 125 || off + 6 + (ssize_t)pl > bn)
+            break;
+        char pay[128];
+        for (size_t i = 0; i < pl; i++)
+            pay[i] = (char)(back[off + 6 + i] ^ back[off + 2 + (i & 3)]);
+        pay[pl] = 0;
+        const char *q = strstr(pay, "\"seq\":");
+        if (back[off] == 0x81 && strstr(pay, "\"type\":\"ack\",\"channel\":\"user:u1\"") && q)
+            gl += (size_t)snprintf(got + gl, sizeof got - gl, "%s%s", gl ? "," : "", q + 6);
+        off += 6 + (ssize_t)pl;
+    }
+    for (size_t i = 0; i < gl; i++)
+        if (got[i] == '}')
+            memmove(got + i, got + i + 1, gl - i), gl--;
+    int ok = W.st.ack_conns == 1 && W.st.deliveries == 5 && W.st.deliveries_hist == 5 &&
+             W.st.unparsed == 0 && W.st.dups == 2 && W.st.gaps == 0 && W.st.reorders == 0 &&
+             W.st.acks_sent == 3 && strcmp(got, "2,4,5") == 0 && c.last_n == 5 && W.st.lat.n == 5 &&
+             W.st.lat.max < 60000000000ull;
+    printf("self-test acks: %s (ack conns %" PRIu64 " deliveries %" PRIu64 " dups %" PRIu64 " acks sent %" PRIu64
+           " acks read back [%s])\n", ok ? "ok" : "FAIL", W.st.ack_conns, W.st.deliveries, W.st.dups,
+           W.st.acks_sent, got);
+    O.ack_every = save_every;
+    close(sv[1]);
+    conn_close(&c);
+    free(W.rbuf);
+    ev_loop_destroy(W.loop);
+    return ok ? 0 : 1;
+}
+
 static int self_test(void)
 {
     static uint8_t stream[400000];
@@ -2293,6 +2562,7 @@ static int self_test(void)
     int hok = fabs(p50 - 5e8) / 5e8 < 0.02 && fabs(p99 - 9.9e8) / 9.9e8 < 0.02 && h.max == 1000000000ull;
     printf("self-test histogram: %s (p50 %.0f, p99 %.0f)\n", hok ? "ok" : "FAIL", p50, p99);
     fails += !hok;
+    fails += self_test_acks();
     printf("self-test: %s\n", fails ? "FAILED" : "passed");
     return fails ? 1 : 0;
 }
@@ -2339,6 +2609,9 @@ static void usage(void)
 "  --drain S          max wait for deliveries after publishing (15)\n"
 "  --stall-rcvbuf B   SO_RCVBUF of stalled connections (4096)\n"
 "  --stall-drain S    at the end, stalled connections read again until closed or quiet for 1 s, at most S (15)\n"
+"  --ack-every N      on an ack route (welcome \"acks\":true): ack every N messages per channel,\n"
+"                     cumulatively (the highest seq); 0 = never ack (1)\n"
+"  --ack-flush S      with --ack-every > 1: every S seconds ack what waits below N (1.0; 0 = off)\n"
 "  --server-pid PID   sample the server's RSS/CPU from /proc\n"
 "  --label NAME       name in the RESULT line   --quiet\n"
 "  --free-port        print a free 127.0.0.1 port and exit\n"
@@ -2359,7 +2632,8 @@ int main(int argc, char **argv)
         {"max-outstanding", 1, 0, 12}, {"drain", 1, 0, 13}, {"stall-rcvbuf", 1, 0, 14},
         {"stall-drain", 1, 0, 15}, {"server-pid", 1, 0, 16}, {"label", 1, 0, 17},
         {"quiet", 0, 0, 'q'}, {"free-port", 0, 0, 18}, {"wait-health", 1, 0, 19},
-        {"self-test", 0, 0, 20}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+        {"self-test", 0, 0, 20}, {"ack-every", 1, 0, 21}, {"ack-flush", 1, 0, 22},
+        {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
     int o;
     double wait_s = -1;
     int want_free_port = 0;
@@ -2404,6 +2678,8 @@ int main(int argc, char **argv)
         case 18: want_free_port = 1; break;
         case 19: wait_s = arg_num("wait-health", optarg); break;
         case 20: return self_test();
+        case 21: O.ack_every = (int)arg_int("ack-every", optarg); break;
+        case 22: O.ack_flush = arg_num("ack-flush", optarg); break;
         default: usage();
         }
     }
@@ -2418,7 +2694,8 @@ int main(int argc, char **argv)
     if (inet_pton(AF_INET, O.host, &tmp) != 1 || (ntohl(tmp.s_addr) >> 24) != 127)
         die("--host must be an IPv4 address in 127.0.0.0/8 (got %s)", O.host);
     if (O.conns < 0 || O.duration <= 0 || O.pub_conns < 1 || O.window < 1 || O.size < 0 ||
-        O.size > 4 * 1024 * 1024 || O.stall_pct < 0 || O.stall_pct > 100)
+        O.size > 4 * 1024 * 1024 || O.stall_pct < 0 || O.stall_pct > 100 || O.ack_every < 0 ||
+        O.ack_flush < 0)
         die("bad arguments (see --help)");
     if (O.users <= 0)
         O.users = O.conns > 0 ? O.conns : 1;

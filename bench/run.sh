@@ -4,7 +4,7 @@
 # commit. Every scenario gets a fresh server (bench/configs/bench.lua on a free
 # 127.0.0.1 port) so memory and channel state do not leak between rows.
 #
-#   sh bench/run.sh                 full set (~3 minutes), appends
+#   sh bench/run.sh                 full set (~5 minutes), appends
 #   sh bench/run.sh --quick         the <1 minute set (what bench/quick runs), prints only
 #   sh bench/run.sh --no-append     full set, prints only
 #   sh bench/run.sh --append        (with --quick) append as well
@@ -81,7 +81,8 @@ echo "run.sh: the server holds one fd per connection: scenarios above ~$((fd_har
 if [ "$quick" = 1 ]; then
   scenarios="idle-2k|--mode idle --conns 2000 --duration 3|
 broadcast-2k-20ps|--mode broadcast --conns 2000 --rate 20 --duration 5 --warmup 1|
-unicast-2k-2000ps|--mode unicast --conns 2000 --users 2000 --rate 2000 --duration 5 --warmup 1|"
+unicast-2k-2000ps|--mode unicast --conns 2000 --users 2000 --rate 2000 --duration 5 --warmup 1|
+unicast-2k-acks-2000ps|--mode unicast --conns 2000 --users 2000 --rate 2000 --duration 5 --warmup 1 --path /ws/ack|"
 else
   scenarios="idle-10k|--mode idle --conns 10000 --duration 10|
 idle-19k-2procs|--mode idle --conns 19000 --procs 2 --duration 10|
@@ -89,18 +90,24 @@ broadcast-10k-10ps|--mode broadcast --conns 10000 --rate 10 --duration 10 --warm
 broadcast-10k-max|--mode broadcast --conns 10000 --rate 0 --duration 10 --warmup 1|
 unicast-10k-10000ps|--mode unicast --conns 10000 --users 10000 --rate 10000 --duration 10 --warmup 1|
 unicast-10k-max|--mode unicast --conns 10000 --users 10000 --rate 0 --duration 10 --warmup 1|
-slow-2k-10pct-stalled|--mode broadcast --conns 2000 --stall 10 --rate 20 --size 16000 --duration 30|"
+unicast-10k-acks-10000ps|--mode unicast --conns 10000 --users 10000 --rate 10000 --duration 10 --warmup 1 --path /ws/ack|
+unicast-10k-acks-max|--mode unicast --conns 10000 --users 10000 --rate 0 --duration 10 --warmup 1 --path /ws/ack|
+slow-2k-baseline|--mode broadcast --conns 2000 --stall 0 --rate 20 --size 4000 --duration 20 --warmup 1|
+slow-2k-10pct-stalled|--mode broadcast --conns 2000 --stall 10 --rate 20 --size 4000 --duration 20 --warmup 1|
+unicast-10k-bare-max|--mode unicast --conns 10000 --users 10000 --rate 0 --duration 10 --warmup 1 --path /ws --pub-path /publish|
+unicast-10k-lua-max|--mode unicast --conns 10000 --users 10000 --rate 0 --duration 10 --warmup 1 --path /ws/lua --pub-path /publish/lua|"
 fi
 
 # Snapshot what the server runs (binary, lua/, plugins/, the config) so edits or
 # rebuilds in the work tree during the run cannot change it half-way: the binary
-# finds lua/ beside itself, and the config's plugin_dir "../../plugins" resolves
-# inside the snapshot too.
+# finds lua/ beside itself, and the config's plugin_path ("../plugins" =
+# bench/plugins, "../../plugins") resolves inside the snapshot too.
 snap="$work/snap"
-mkdir -p "$snap/bench/configs"
+mkdir -p "$snap/bench/configs" "$snap/bench/plugins"
 cp "$tree/moonpush" "$snap/moonpush"
 cp -R "$tree/lua" "$tree/plugins" "$snap/"
 cp "$CONFIG" "$snap/bench/configs/bench.lua"
+cp "$ROOT"/bench/plugins/*.lua "$snap/bench/plugins/"   # the config's plugin_path: ../plugins first
 SERVER="$snap/moonpush"
 CONFIG="$snap/bench/configs/bench.lua"
 unset MOONPUSH_LUA_DIR
@@ -174,6 +181,53 @@ EOF_SCENARIOS
 model=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
 machine="nproc $(nproc), ${model:-unknown CPU}, kernel $(uname -r), $(awk '/MemTotal/ {printf "%.0f GB RAM", $2/1048576}' /proc/meminfo), open files $fd_hard/process"
 
+# Paired rows, run one after the other with the same parameters, compared in
+# one line each: NAME-baseline vs NAME-10pct-stalled (slow consumers: latency
+# of the healthy subscribers), NAME-bare-max vs NAME-lua-max (plugin cost).
+compare() {
+  awk '
+  /^RESULT / {
+    split("", f)
+    for (i = 2; i <= NF; i++) { k = $i; sub(/=.*/, "", k); v = $i; sub(/^[^=]*=/, "", v); f[k] = v }
+    if (!("mode" in f)) next
+    l = f["label"]; seen[++n] = l
+    for (k in f) r[l, k] = f[k]
+  }
+  function ms(v) { return sprintf("%.2f", v / 1000) }
+  function disturbed(a, b) {
+    if (r[a, "other_cpu_pct"] + 0 >= 15 || r[b, "other_cpu_pct"] + 0 >= 15 || r[a, "steal_pct"] + 0 >= 10 || r[b, "steal_pct"] + 0 >= 10)
+      return " NOTE: a row of this pair was disturbed by other processes (see its row): rerun the pair before trusting the comparison."
+    return ""
+  }
+  END {
+    for (i = 1; i <= n; i++) {
+      b = seen[i]
+      if (b ~ /-baseline$/) {
+        s = b; sub(/-baseline$/, "-10pct-stalled", s)
+        if (!((s, "p50_us") in r)) continue
+        printf "\nSlow consumers (%s vs %s, same broadcast, %s%% of subscribers stalled in the second): healthy subscribers p50 %s ms / p99 %s ms / p99.9 %s ms with stalled clients vs %s / %s / %s ms without; deliveries/s %s vs %s; stalled %s, closed by the server %s (close frame 4001 seen by %s; the rest end without one, see bench/README.md); server RSS at end %.0f MB vs %.0f MB.%s\n",
+          s, b, r[s, "stall_pct"] + 0, ms(r[s, "p50_us"]), ms(r[s, "p99_us"]), ms(r[s, "p999_us"]),
+          ms(r[b, "p50_us"]), ms(r[b, "p99_us"]), ms(r[b, "p999_us"]),
+          r[s, "deliveries_per_s"], r[b, "deliveries_per_s"], r[s, "stalled"], r[s, "stalled_closed"],
+          r[s, "stalled_closed_4001"], r[s, "rss_end_kb"] / 1024, r[b, "rss_end_kb"] / 1024, disturbed(s, b)
+      }
+      if (b ~ /-bare-max$/) {
+        s = b; sub(/-bare-max$/, "-lua-max", s)
+        if (!((s, "deliveries_per_s") in r) || r[b, "deliveries_per_s"] + 0 <= 0) continue
+        ratio = r[s, "deliveries_per_s"] / r[b, "deliveries_per_s"]
+        cb = r[b, "srv_cpu_s_per_M"] + 0; cl = r[s, "srv_cpu_s_per_M"] + 0
+        word = "costs "; pct = (1 - ratio) * 100
+        if (ratio > 1) { word = "gains "; pct = (ratio - 1) * 100 }
+        cpct = 0
+        if (cb > 0) cpct = (cl / cb - 1) * 100
+        printf "\nPlugin cost (%s vs %s, max rate): the Lua chain (auth + route hook route_default + format hook format_json) delivers %s/s vs %s/s on the bare routes = %.2f of bare throughput (%s%.0f%%; target: costs under 10%%); server cpu-s per M deliveries %.2f vs %.2f (%+.0f%%); p50 %s vs %s ms.%s\n",
+          s, b, r[s, "deliveries_per_s"], r[b, "deliveries_per_s"], ratio,
+          word, pct, cl, cb, cpct, ms(r[s, "p50_us"]), ms(r[b, "p50_us"]), disturbed(s, b)
+      }
+    }
+  }' "$results"
+}
+
 table() {
   echo ""
   echo "## $(date -u '+%Y-%m-%d %H:%M UTC') - $rev"
@@ -202,6 +256,8 @@ table() {
     if (f["gaps"] + 0 > 0 || f["reorders"] + 0 > 0) notes = notes "gaps " f["gaps"] " reorders " f["reorders"] "; "
     if (f["behind_msgs"] + 0 > 0) notes = notes f["behind_msgs"] " msgs never delivered; "
     if (f["pub_errors"] + 0 > 0) notes = notes f["pub_errors"] " publish errors; "
+    if (f["ack_conns"] + 0 > 0) notes = notes "ack route: " f["acks"] " acks sent (every " f["ack_every"] " msgs), " f["dups"] " resends received; "
+    else if (f["dups"] + 0 > 0) notes = notes f["dups"] " duplicate frames; "
     if (f["stalled"] + 0 > 0) notes = notes "kernel TCP mem at end " sprintf("%.0f", f["tcp_mem_kb_end"] / 1024) " MB; "
     if (f["other_cpu_pct"] + 0 >= 15) notes = notes "other processes used " f["other_cpu_pct"] "% cpu: disturbed; "
     if (f["steal_pct"] + 0 >= 10) notes = notes "hypervisor steal " f["steal_pct"] "%: disturbed; "
@@ -216,6 +272,7 @@ table() {
       idle ? "-" : f["pub_per_s"], f["srv_cpu_pct"],
       idle ? "-" : f["srv_cpu_s_per_M"], f["rss_per_conn_bytes"], f["lg_max_proc_pct"], notes, f["bottleneck"]
   }' "$results"
+  compare
   echo ""
   echo "Server RSS per connection = (RSS after all connections opened - RSS before) / connections (idle rows: after the idle period)."
   echo "Rows noting other processes' CPU were disturbed by other work on the machine; rerun them."

@@ -15,12 +15,25 @@
 --                           per user, generated below rather than listed)
 -- Publisher: "Authorization: Bearer publisher-secret".
 --
+-- Routes (loadgen --path / --pub-path pick them):
+--   /ws           auth_token; no per-message Lua (the "bare" route)
+--   /ws/ack       the same tokens, with acks (timeout 5 s, x2, 5 tries): devices
+--                 ack, unacked messages are resent (scenario 4)
+--   /ws/lua       bench_auth (bench/plugins: the token worked out in Lua) +
+--                 format_json (a format hook: one call per message per route)
+--   /publish      auth_token; no per-message Lua
+--   /publish/lua  auth_token + route_default (a route hook: one call per
+--                 message; checks required fields and the data size)
+--   /ws/lua + /publish/lua are scenario 6 (plugin cost) against /ws + /publish.
+--
 -- Limits are the defaults except max_connections (room for 19k+ devices on one
 -- worker: the fd hard limit is 20,000 per process on these machines).
 local getenv = os and os.getenv or function() return nil end
 
 local function num(name, default) return tonumber(getenv(name) or "") or default end
 local users = num("MOONPUSH_BENCH_USERS", 10000)
+
+local publishers = { ["publisher-secret"] = { name = "bench", channels = { "*" } } }
 
 local tokens = {
   ["bench"] = { user = "bench", kind = "bench", channels = { "*" } },
@@ -43,7 +56,8 @@ return {
     ping_ms = num("MOONPUSH_BENCH_PING_MS", 25000),
   },
 
-  plugin_dir = "../../plugins",
+  -- relative to this file: bench/plugins (bench-only plugins), then the bundled ones
+  plugin_path = { "../plugins", "../../plugins" },
   admin = { socket = false },       -- several bench servers may run side by side
   log = { access = false },         -- measure the server, not its access log
 
@@ -54,12 +68,30 @@ return {
       plugins = { { name = "auth_token", config = { tokens = tokens } } },
     },
     {
+      path = "/ws/ack",
+      type = "websocket",
+      acks = { timeout_ms = 5000, factor = 2, max_tries = 5, jitter = 0.2 },
+      plugins = { { name = "auth_token", config = { tokens = tokens } } },
+    },
+    {
+      path = "/ws/lua",
+      type = "websocket",
+      plugins = {
+        { name = "bench_auth", config = { users = users } },
+        { name = "format_json" },
+      },
+    },
+    {
       path = "/publish",
       type = "publish",
+      plugins = { { name = "auth_token", config = { publishers = publishers } } },
+    },
+    {
+      path = "/publish/lua",
+      type = "publish",
       plugins = {
-        { name = "auth_token", config = {
-            publishers = { ["publisher-secret"] = { name = "bench", channels = { "*" } } },
-        } },
+        { name = "auth_token", config = { publishers = publishers } },
+        { name = "route_default", config = { require_fields = { "t", "n" }, max_data_bytes = 65536 } },
       },
     },
     { path = "/health", type = "health" },
