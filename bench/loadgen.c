@@ -2401,6 +2401,40 @@ static size_t st_msg(uint8_t *o, int seq, size_t pad)
  * come in lua-cjson's order with t as a float, then resends of 4 and 5.
  * With --ack-every 2 the acks read back must be 2, 4, then 5 (the resend of 4
  * finds 5 unacked); the resends count as dups, not deliveries. */
+/* A worker W holding one open connection c on sv[0], as if handshaken;
+ * then stream is written to sv[1] in chunks of `chunk` bytes, each read
+ * through the real read path. */
+static void st_feed(wconn_t *c, int sv[2], const uint8_t *stream, size_t len, size_t chunk)
+{
+    memset(&W, 0, sizeof W);
+    W.loop = ev_loop_new(EVFLAG_AUTO);
+    W.rbuf = malloc(RBUF_SZ);
+    W.hist_from = 1;
+    W.count = 1;
+    W.next = 1;        /* nothing left to open */
+    W.ready_sent = 1;  /* no parent pipe here */
+    W.inflight = 1;
+    W.res_fd = -1;
+    memset(c, 0, sizeof *c);
+    ev_io_init(&c->io, conn_cb, sv[0], EV_READ);
+    c->state = CS_OPEN;
+    W.c = c;
+    for (size_t off = 0; off < len && c->state == CS_OPEN;) {
+        size_t k = len - off < chunk ? len - off : chunk;
+        if (write_all(sv[1], stream + off, k) < 0)
+            die("write: %s", strerror(errno));
+        off += k;
+        conn_read(c);
+    }
+}
+
+static void st_done(int sv[2])
+{
+    close(sv[1]);
+    free(W.rbuf);
+    ev_loop_destroy(W.loop);
+}
+
 static int self_test_acks(void)
 {
     static uint8_t stream[8192];
@@ -2423,27 +2457,8 @@ static int self_test_acks(void)
     fcntl(sv[0], F_SETFL, O_NONBLOCK);
     int save_every = O.ack_every;
     O.ack_every = 2;
-    memset(&W, 0, sizeof W);
-    W.loop = ev_loop_new(EVFLAG_AUTO);
-    W.rbuf = malloc(RBUF_SZ);
-    W.hist_from = 1;
-    W.count = 1;
-    W.next = 1;
-    W.ready_sent = 1;
-    W.inflight = 1;
-    W.res_fd = -1;
     wconn_t c;
-    memset(&c, 0, sizeof c);
-    ev_io_init(&c.io, conn_cb, sv[0], EV_READ);
-    c.state = CS_OPEN;
-    W.c = &c;
-    for (size_t off = 0; off < len && c.state == CS_OPEN;) {
-        size_t k = len - off < 37 ? len - off : 37;
-        if (write_all(sv[1], stream + off, k) < 0)
-            die("write: %s", strerror(errno));
-        off += k;
-        conn_read(&c);
-    }
+    st_feed(&c, sv, stream, len, 37);
     /* read the client's masked ack frames back */
     uint8_t back[2048];
     ssize_t bn = read(sv[1], back, sizeof back);
@@ -2473,10 +2488,8 @@ static int self_test_acks(void)
            " acks read back [%s])\n", ok ? "ok" : "FAIL", W.st.ack_conns, W.st.deliveries, W.st.dups,
            W.st.acks_sent, got);
     O.ack_every = save_every;
-    close(sv[1]);
     conn_close(&c);
-    free(W.rbuf);
-    ev_loop_destroy(W.loop);
+    st_done(sv);
     return ok ? 0 : 1;
 }
 
@@ -2506,27 +2519,8 @@ static int self_test(void)
         setsockopt(sv[0], SOL_SOCKET, SO_RCVBUF, &big, sizeof big);
         setsockopt(sv[1], SOL_SOCKET, SO_SNDBUF, &big, sizeof big);
         fcntl(sv[0], F_SETFL, O_NONBLOCK);
-        memset(&W, 0, sizeof W);
-        W.loop = ev_loop_new(EVFLAG_AUTO);
-        W.rbuf = malloc(RBUF_SZ);
-        W.hist_from = 1;
-        W.count = 1;
-        W.next = 1;        /* nothing left to open */
-        W.ready_sent = 1;  /* no parent pipe here */
-        W.inflight = 1;
-        W.res_fd = -1;
         wconn_t c;
-        memset(&c, 0, sizeof c);
-        ev_io_init(&c.io, conn_cb, sv[0], EV_READ);
-        c.state = CS_OPEN;
-        W.c = &c;
-        for (size_t off = 0; off < len && c.state == CS_OPEN;) {
-            size_t k = len - off < splits[si] ? len - off : splits[si];
-            if (write_all(sv[1], stream + off, k) < 0)
-                die("write: %s", strerror(errno));
-            off += k;
-            conn_read(&c);
-        }
+        st_feed(&c, sv, stream, len, splits[si]);
         uint8_t back[64];
         ssize_t bn = read(sv[1], back, sizeof back);
         uint8_t pong[2] = {0}, code[2] = {0};
@@ -2549,9 +2543,7 @@ static int self_test(void)
                splits[si], ok ? "ok  " : "FAIL", W.st.welcome, W.st.deliveries, W.st.gaps, W.st.pings,
                W.st.server_closes, W.st.big_frames, bn);
         fails += !ok;
-        close(sv[1]);
-        free(W.rbuf);
-        ev_loop_destroy(W.loop);
+        st_done(sv);
     }
     /* histogram round trip */
     hist_t h;

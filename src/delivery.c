@@ -53,19 +53,9 @@ void mp_delivery_position(const char *channel, char epoch[32], uint64_t *last_se
 
 static void send_reset(mp_conn *c, const char *channel, const mp_store_history *h, const char *reason)
 {
-    json_t *o = json_pack("{s:s, s:s, s:s, s:I, s:I, s:s}", "type", "reset", "channel", channel,
-                          "epoch", h->epoch, "first_seq", (json_int_t)h->first_seq,
-                          "last_seq", (json_int_t)h->last_seq, "reason", reason);
-    char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
-    json_decref(o);
-    if (!text)
-        return;
-    mp_frame *f = mp_ws_frame(MP_WS_TEXT, text, strlen(text));
-    free(text);
-    if (f) {
-        mp_conn_send(c, f);
-        mp_frame_unref(f);
-    }
+    mp_ws_send_json(c, json_pack("{s:s, s:s, s:s, s:I, s:I, s:s}", "type", "reset", "channel", channel,
+                                 "epoch", h->epoch, "first_seq", (json_int_t)h->first_seq,
+                                 "last_seq", (json_int_t)h->last_seq, "reason", reason));
 }
 
 /* ---- replay --------------------------------------------------------------- */

@@ -52,6 +52,16 @@ mp_frame *mp_ws_close_frame(uint16_t code, const char *reason);
 static inline size_t mp_frame_size(const mp_frame *f) { return f->len - f->off; }
 static inline const uint8_t *mp_frame_bytes(const mp_frame *f) { return f->data + f->off; }
 
+/* The payload of a finished server (unmasked) WebSocket frame: past its 2,
+ * 4 or 10 byte header. */
+static inline const uint8_t *mp_ws_frame_payload(const mp_frame *f, size_t *len)
+{
+    const uint8_t *b = mp_frame_bytes(f);
+    size_t h = (b[1] & 0x7f) < 126 ? 2 : (b[1] & 0x7f) == 126 ? 4 : 10;
+    *len = mp_frame_size(f) - h;
+    return b + h;
+}
+
 /* Turns a frame whose payload was written at data + MP_WS_HEADER_MAX into a
  * finished WebSocket frame: the header goes right before the payload (off
  * moves back to where it starts), so the payload is never copied. */

@@ -351,32 +351,31 @@ void mp_http_respond_typed(mp_conn *c, int status, const char *content_type, con
         mp_conn_close_after_flush(c);
 }
 
-void mp_http_error(mp_conn *c, int status, const char *code, const char *message)
+/* {"error":code,"message":message}; a fixed body if the text cannot be
+ * encoded (a plugin's message that is not UTF-8). */
+static void respond_error(mp_conn *c, int status, const char *extra, const char *code, const char *message)
 {
     json_t *obj = json_pack("{s:s, s:s}", "error", code, "message", message);
     char *body = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
     json_decref(obj);
-    if (body) {
-        mp_http_respond(c, status, "", body, strlen(body));
-        free(body);
-    } else {
-        mp_http_respond(c, status, "", "{\"error\":\"internal\"}", 19);
-    }
+    if (body)
+        mp_http_respond(c, status, extra, body, strlen(body));
+    else
+        mp_http_respond(c, status, extra, "{\"error\":\"internal\"}", 19);
+    free(body);
+}
+
+void mp_http_error(mp_conn *c, int status, const char *code, const char *message)
+{
+    respond_error(c, status, "", code, message);
 }
 
 void mp_http_deny(mp_conn *c, const mp_denial *d)
 {
-    json_t *obj = json_pack("{s:s, s:s}", "error", d->code, "message", d->message);
-    char *body = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
-    json_decref(obj);
     char extra[64] = "";
     if (d->retry_after > 0)
         snprintf(extra, sizeof extra, "Retry-After: %d\r\n", d->retry_after);
-    if (body)
-        mp_http_respond(c, d->status, extra, body, strlen(body));
-    else
-        mp_http_error(c, d->status, "denied", "denied");
-    free(body);
+    respond_error(c, d->status, extra, d->code, d->message);
 }
 
 static void method_not_allowed(mp_conn *c, const char *allow)

@@ -278,9 +278,9 @@ static void got_admin_history(mp_store *st, int status, const mp_store_history *
     lua_setfield(l, -2, "more");
     lua_createtable(l, (int)h->count, 0);
     for (size_t i = 0; i < h->count; i++) {
-        const uint8_t *b = mp_frame_bytes(h->items[i].frame);
-        size_t hl = (b[1] & 0x7f) < 126 ? 2 : (b[1] & 0x7f) == 126 ? 4 : 10;
-        lua_pushlstring(l, (const char *)b + hl, mp_frame_size(h->items[i].frame) - hl);
+        size_t len;
+        const uint8_t *p = mp_ws_frame_payload(h->items[i].frame, &len);
+        lua_pushlstring(l, (const char *)p, len);
         lua_rawseti(l, -2, (int)i + 1);
     }
     lua_setfield(l, -2, "messages");

@@ -63,11 +63,7 @@ static void close_going_away(mp_conn *c, void *arg)
     char hint[64];
     int n = snprintf(hint, sizeof hint, "{\"type\":\"reconnect\",\"after_ms\":%ld}",
                      500 + random() % RECONNECT_SPREAD_MS);
-    mp_frame *f = mp_ws_frame(MP_WS_TEXT, hint, (size_t)n);
-    if (f) {
-        mp_conn_send(c, f);
-        mp_frame_unref(f);
-    }
+    mp_ws_send_text(c, hint, (size_t)n);
     mp_conn_close_ws(c, 1001, "server shutting down");
 }
 

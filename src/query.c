@@ -63,15 +63,6 @@ static int int_param(mp_http_req *req, const char *name, long long min, long lon
     return 0;
 }
 
-/* The payload of a server frame (unmasked): skip its 2, 4 or 10 byte header. */
-static const uint8_t *frame_payload(const mp_frame *f, size_t *len)
-{
-    const uint8_t *b = mp_frame_bytes(f);
-    size_t h = (b[1] & 0x7f) < 126 ? 2 : (b[1] & 0x7f) == 126 ? 4 : 10;
-    *len = mp_frame_size(f) - h;
-    return b + h;
-}
-
 typedef struct history_answer {
     char *body;
     size_t len, cap;
@@ -113,7 +104,7 @@ static void got_history(mp_store *st, int status, const mp_store_history *h, voi
     append(a, head, (size_t)n);
     for (size_t i = 0; i < h->count; i++) {
         size_t plen;
-        const uint8_t *p = frame_payload(h->items[i].frame, &plen);
+        const uint8_t *p = mp_ws_frame_payload(h->items[i].frame, &plen);
         if (i)
             append(a, ",", 1);
         append(a, p, plen);

@@ -43,18 +43,22 @@ static mp_frame *ping_frame;        /* one shared ping for every connection */
 
 /* ---- helpers ------------------------------------------------------------ */
 
-static void send_json(mp_conn *c, json_t *obj)
+void mp_ws_send_text(mp_conn *c, const char *text, size_t len)
 {
-    char *text = json_dumps(obj, JSON_COMPACT);
-    json_decref(obj);
-    if (!text)
-        return;
-    mp_frame *f = mp_ws_frame(MP_WS_TEXT, text, strlen(text));
-    free(text);
+    mp_frame *f = mp_ws_frame(MP_WS_TEXT, text, len);
     if (f) {
         mp_conn_send(c, f);
         mp_frame_unref(f);
     }
+}
+
+void mp_ws_send_json(mp_conn *c, json_t *obj)
+{
+    char *text = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
+    json_decref(obj);
+    if (text)
+        mp_ws_send_text(c, text, strlen(text));
+    free(text);
 }
 
 static void send_error(mp_conn *c, const char *code, const char *message, const char *channel)
@@ -62,8 +66,7 @@ static void send_error(mp_conn *c, const char *code, const char *message, const 
     json_t *o = json_pack("{s:s, s:s, s:s}", "type", "error", "code", code, "message", message);
     if (o && channel)
         json_object_set_new(o, "channel", json_string(channel));
-    if (o)
-        send_json(c, o);
+    mp_ws_send_json(c, o);
 }
 
 int mp_ws_accept_key(const char *key, char out[29])
@@ -159,7 +162,7 @@ static void send_subscribed(mp_conn *c, const char *name)
     char epoch[32];
     uint64_t last = 0;
     mp_delivery_position(name, epoch, &last);
-    send_json(c, json_pack("{s:s, s:s, s:s, s:I}", "type", "subscribed", "channel", name, "epoch", epoch,
+    mp_ws_send_json(c, json_pack("{s:s, s:s, s:s, s:I}", "type", "subscribed", "channel", name, "epoch", epoch,
                            "seq", (json_int_t)last));
 }
 
@@ -175,7 +178,7 @@ static void handle_unsubscribe(mp_conn *c, const char *name)
         send_error(c, "not_subscribed", "not subscribed to this channel", name);
     } else {
         ws->nsubs--;
-        send_json(c, json_pack("{s:s, s:s}", "type", "unsubscribed", "channel", name));
+        mp_ws_send_json(c, json_pack("{s:s, s:s}", "type", "unsubscribed", "channel", name));
     }
 }
 
@@ -258,13 +261,8 @@ static void handle_plugin_frame(mp_conn *c, const uint8_t *msg, size_t len)
         send_error(c, deny.code, deny.message, NULL);
         return;
     }
-    if (reply && c->state == MP_CONN_WS) {
-        mp_frame *f = mp_ws_frame(MP_WS_TEXT, reply, strlen(reply));
-        if (f) {
-            mp_conn_send(c, f);
-            mp_frame_unref(f);
-        }
-    }
+    if (reply && c->state == MP_CONN_WS)
+        mp_ws_send_text(c, reply, strlen(reply));
     free(reply);
 }
 
@@ -650,7 +648,7 @@ static void send_welcome(mp_conn *c)
     }
     char conn_id[24];
     snprintf(conn_id, sizeof conn_id, "%llu", (unsigned long long)c->id);
-    send_json(c, json_pack("{s:s, s:s, s:s, s:s, s:s, s:o, s:o, s:b}", "type", "welcome", "conn", conn_id,
+    mp_ws_send_json(c, json_pack("{s:s, s:s, s:s, s:s, s:s, s:o, s:o, s:b}", "type", "welcome", "conn", conn_id,
                            "user", ws->ident->user, "device", ws->ident->device,
                            "kind", ws->ident->kind, "channels", chans, "epochs", epochs,
                            "acks", ws->acks != NULL));

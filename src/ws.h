@@ -59,6 +59,14 @@ void mp_ws_continue_replays(mp_conn *c);
 /* After a config reload: map[old route index] = new index, or -1. */
 void mp_ws_remap_routes(const int *map);
 
+/* Queues a text frame holding len bytes of text (copied). */
+void mp_ws_send_text(mp_conn *c, const char *text, size_t len);
+
+/* Queues obj as a compact JSON text frame; takes ownership of obj (NULL is
+ * ignored, so a failed json_pack needs no check at the call). */
+struct json_t;
+void mp_ws_send_json(mp_conn *c, struct json_t *obj);
+
 /* Queues a ping (the connection was silent for timeouts.ping_ms). */
 void mp_ws_ping(mp_conn *c);
 
