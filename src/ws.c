@@ -3,7 +3,6 @@
 
 #include <jansson.h>
 #include <openssl/evp.h>
-#include <openssl/sha.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +16,7 @@
 #include "lua_host.h"
 #include "metrics.h"
 #include "server.h"
+#include "sha1.h"
 
 typedef struct mp_ws {
     wslay_event_context_ptr wslay;  /* only while a message is arriving */
@@ -79,9 +79,9 @@ int mp_ws_accept_key(const char *key, char out[29])
     char buf[24 + sizeof guid];
     memcpy(buf, key, 24);
     memcpy(buf + 24, guid, sizeof guid - 1);
-    unsigned char digest[SHA_DIGEST_LENGTH];
-    SHA1((const unsigned char *)buf, 24 + sizeof guid - 1, digest);
-    EVP_EncodeBlock((unsigned char *)out, digest, SHA_DIGEST_LENGTH);
+    uint8_t digest[MP_SHA1_DIGEST];
+    mp_sha1(buf, 24 + sizeof guid - 1, digest);
+    EVP_EncodeBlock((unsigned char *)out, digest, MP_SHA1_DIGEST);
     return 0;
 }
 
