@@ -18,21 +18,32 @@
 #include "server.h"
 #include "sha1.h"
 
-typedef struct mp_ws {
-    wslay_event_context_ptr wslay;  /* only while a message is arriving */
+/* Input state, only while a client message is arriving (see ws.h): an idle
+ * connection holds neither this nor a wslay context. */
+typedef struct mp_ws_reader {
+    wslay_event_context_ptr wslay;
     uint64_t fed;                   /* bytes handed to this wslay context */
     uint64_t framed;                /* bytes of frames it completed */
     uint64_t frame_size;            /* header + payload of the frame in progress */
     uint64_t msg_bytes;             /* payload so far of the message in progress */
     uint8_t in_fragment;            /* a fragmented message is not finished */
-    uint16_t nsubs;                 /* subscriptions besides user:<id> */
-    int16_t route_index;            /* the route it connected through; -1 if gone */
-    mp_identity *ident;
+} mp_ws_reader;
+
+/* One allocation per connection: the session, then the strings of its
+ * identity (user, device, kind, allow patterns) copied out of what the auth
+ * hook returned. The list of channels asked for at connect is not kept: it is
+ * spent once join_channels has run. */
+typedef struct mp_ws {
+    mp_ws_reader *rd;               /* NULL while idle */
     mp_sub *subs;
     mp_acks *acks;                  /* ack routes only */
     mp_conn *conn;
+    uint16_t nsubs;                 /* subscriptions besides user:<id> */
+    int16_t route_index;            /* the route it connected through; -1 if gone */
     uint8_t in_recv;                /* wslay_event_recv is on the stack */
     uint8_t detached;               /* the connection let go while in_recv */
+    mp_identity ident;              /* strings in data[] below; no subscribe list */
+    char data[];
 } mp_ws;
 
 /* The bytes of the current read, handed to wslay by recv_cb. */
@@ -89,16 +100,16 @@ int mp_ws_accept_key(const char *key, char out[29])
 
 const char *mp_ws_kind(const mp_conn *c)
 {
-    return c->ws ? c->ws->ident->kind : "";
+    return c->ws ? c->ws->ident.kind : "";
 }
 
 int mp_ws_describe(const mp_conn *c, mp_ws_desc *d)
 {
     if (!c->ws)
         return -1;
-    d->user = c->ws->ident->user;
-    d->device = c->ws->ident->device;
-    d->kind = c->ws->ident->kind;
+    d->user = c->ws->ident.user;
+    d->device = c->ws->ident.device;
+    d->kind = c->ws->ident.kind;
     d->route_index = c->ws->route_index;
     d->subs = c->ws->subs;
     return 0;
@@ -106,7 +117,7 @@ int mp_ws_describe(const mp_conn *c, mp_ws_desc *d)
 
 const char *mp_ws_device(const mp_conn *c)
 {
-    return c->ws ? c->ws->ident->device : "";
+    return c->ws ? c->ws->ident.device : "";
 }
 
 int mp_ws_format_route(const mp_conn *c)
@@ -123,7 +134,7 @@ static int route_has(const mp_ws *ws, unsigned hook)
 
 static mp_conn_info conn_info(const mp_conn *c)
 {
-    const mp_identity *id = c->ws->ident;
+    const mp_identity *id = &c->ws->ident;
     mp_conn_info info = {c->id, id->user, id->device, id->kind, mp_conn_remote(c)};
     return info;
 }
@@ -170,7 +181,7 @@ static void handle_unsubscribe(mp_conn *c, const char *name)
 {
     mp_ws *ws = c->ws;
     char personal[MP_NAME_MAX + 8];
-    snprintf(personal, sizeof personal, "user:%s", ws->ident->user);
+    snprintf(personal, sizeof personal, "user:%s", ws->ident.user);
     mp_channel *ch = mp_hub_channel(name, 0);
     if (strcmp(name, personal) == 0) {
         send_error(c, "forbidden", "the personal channel cannot be left", name);
@@ -187,8 +198,8 @@ static void handle_subscribe(mp_conn *c, const char *name, long long since, cons
 {
     mp_ws *ws = c->ws;
     char personal[MP_NAME_MAX + 8];
-    snprintf(personal, sizeof personal, "user:%s", ws->ident->user);
-    if (strcmp(name, personal) != 0 && !mp_identity_allows(ws->ident, name)) {
+    snprintf(personal, sizeof personal, "user:%s", ws->ident.user);
+    if (strcmp(name, personal) != 0 && !mp_identity_allows(&ws->ident, name)) {
         send_error(c, "forbidden", "this connection may not subscribe to that channel", name);
         return;
     }
@@ -213,7 +224,7 @@ static void handle_subscribe(mp_conn *c, const char *name, long long since, cons
     if (since >= 0)
         mp_delivery_replay(c, sub, epoch, (uint64_t)since);
     else if (ws->acks)
-        mp_delivery_resume_device(c, sub, ws->ident, 0);
+        mp_delivery_resume_device(c, sub, &ws->ident, 0);
 }
 
 static void handle_ack(mp_conn *c, json_t *root, const char *name)
@@ -325,7 +336,7 @@ static ssize_t recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, in
     memcpy(buf, feed_ptr, n);
     feed_ptr += n;
     feed_left -= n;
-    ws->fed += n;
+    ws->rd->fed += n;
     return (ssize_t)n;
 }
 
@@ -412,13 +423,14 @@ static void frame_start_cb(wslay_event_context_ptr ctx, const struct wslay_event
         return;
     }
     /* Client frames carry a 4-byte mask (wslay rejects those that do not). */
-    ws->frame_size = 2 + 4 + len + (len < 126 ? 0 : len <= 0xffff ? 2 : 8);
+    mp_ws_reader *rd = ws->rd;
+    rd->frame_size = 2 + 4 + len + (len < 126 ? 0 : len <= 0xffff ? 2 : 8);
     if (a->opcode == WSLAY_TEXT_FRAME || a->opcode == WSLAY_BINARY_FRAME || a->opcode == WSLAY_CONTINUATION_FRAME) {
-        ws->in_fragment = !a->fin;
-        ws->msg_bytes = a->opcode == WSLAY_CONTINUATION_FRAME ? ws->msg_bytes + len : len;
+        rd->in_fragment = !a->fin;
+        rd->msg_bytes = a->opcode == WSLAY_CONTINUATION_FRAME ? rd->msg_bytes + len : len;
         /* Refuse on the declared length: waiting for the bytes of an
          * oversized message would only let a client make us buffer them. */
-        if (ws->msg_bytes > mp.cfg.max_message_bytes && wslay_event_get_read_enabled(ctx)) {
+        if (rd->msg_bytes > mp.cfg.max_message_bytes && wslay_event_get_read_enabled(ctx)) {
             wslay_event_queue_close(ctx, 1009, NULL, 0);
             wslay_event_shutdown_read(ctx);
         }
@@ -429,8 +441,8 @@ static void frame_end_cb(wslay_event_context_ptr ctx, void *user)
 {
     (void)ctx;
     mp_ws *ws = user;
-    ws->framed += ws->frame_size;
-    ws->frame_size = 0;
+    ws->rd->framed += ws->rd->frame_size;
+    ws->rd->frame_size = 0;
 }
 
 static void msg_cb(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *a, void *user)
@@ -458,21 +470,53 @@ static const struct wslay_event_callbacks callbacks = {
     .on_msg_recv_callback = msg_cb,
 };
 
-static void release_wslay(mp_ws *ws)
+static void release_reader(mp_ws *ws)
 {
-    if (ws->wslay) {
-        wslay_event_context_free(ws->wslay);
-        ws->wslay = NULL;
+    if (ws->rd) {
+        wslay_event_context_free(ws->rd->wslay);
+        free(ws->rd);
+        ws->rd = NULL;
     }
-    ws->fed = ws->framed = ws->frame_size = ws->msg_bytes = 0;
-    ws->in_fragment = 0;
 }
 
 static void session_destroy(mp_ws *ws)
 {
-    release_wslay(ws);
-    free(ws->ident);
+    release_reader(ws);
     free(ws);
+}
+
+static size_t str_size(const char *s) { return strlen(s) + 1; }
+
+static char *put_str(char **cursor, const char *s)
+{
+    char *out = *cursor;
+    size_t n = str_size(s);
+    memcpy(out, s, n);
+    *cursor += n;
+    return out;
+}
+
+/* A session holding a copy of id's user, device, kind and allow patterns
+ * (id itself stays the caller's). NULL if out of memory. */
+static mp_ws *session_new(const mp_identity *id)
+{
+    size_t bytes = str_size(id->user) + str_size(id->device) + str_size(id->kind);
+    for (int i = 0; i < id->nallow; i++)
+        bytes += str_size(id->allow[i]);
+    size_t ptrs = sizeof(char *) * (size_t)id->nallow;
+    mp_ws *ws = calloc(1, sizeof *ws + ptrs + bytes);
+    if (!ws)
+        return NULL;
+    mp_identity *own = &ws->ident;
+    own->allow = (char **)(void *)ws->data;   /* data[] is pointer-aligned: it follows a pointer-aligned struct */
+    own->nallow = id->nallow;
+    char *cursor = ws->data + ptrs;
+    own->user = put_str(&cursor, id->user);
+    own->device = put_str(&cursor, id->device);
+    own->kind = put_str(&cursor, id->kind);
+    for (int i = 0; i < id->nallow; i++)
+        own->allow[i] = put_str(&cursor, id->allow[i]);
+    return ws;
 }
 
 /* wslay reports a frame only once payload bytes arrive, so a client could
@@ -480,7 +524,7 @@ static void session_destroy(mp_ws *ws)
  * boundary, read the declared length off the header and refuse at once. */
 static int declares_oversize(const mp_ws *ws, const uint8_t *data, size_t len)
 {
-    if (ws->fed != ws->framed || len < 2)
+    if ((ws->rd && ws->rd->fed != ws->rd->framed) || len < 2)
         return 0;
     int opcode = data[0] & 0x0f;
     if (opcode & 0x8)
@@ -493,7 +537,7 @@ static int declares_oversize(const mp_ws *ws, const uint8_t *data, size_t len)
             n = (i == 0 ? 0 : n << 8) | data[k];
     else if (n >= 126)
         return 0;
-    uint64_t so_far = opcode == 0 ? ws->msg_bytes : 0;
+    uint64_t so_far = opcode == 0 && ws->rd ? ws->rd->msg_bytes : 0;
     return so_far + n > mp.cfg.max_message_bytes;
 }
 
@@ -505,18 +549,22 @@ void mp_ws_feed(mp_conn *c, const uint8_t *data, size_t len)
         mp_conn_close_ws(c, 1009, "message too big");
         return;
     }
-    if (!ws->wslay) {
-        if (wslay_event_context_server_init(&ws->wslay, &callbacks, ws) != 0) {
+    if (!ws->rd) {
+        ws->rd = calloc(1, sizeof *ws->rd);
+        if (!ws->rd || wslay_event_context_server_init(&ws->rd->wslay, &callbacks, ws) != 0) {
+            free(ws->rd);
+            ws->rd = NULL;
             mp_conn_abort(c);
             return;
         }
-        wslay_event_config_set_max_recv_msg_length(ws->wslay, mp.cfg.max_message_bytes);
+        wslay_event_config_set_max_recv_msg_length(ws->rd->wslay, mp.cfg.max_message_bytes);
     }
+    mp_ws_reader *rd = ws->rd;
     feed_ptr = data;
     feed_left = len;
     ctl_len = 0;
     ws->in_recv = 1;
-    int rc = wslay_event_recv(ws->wslay);
+    int rc = wslay_event_recv(rd->wslay);
     ws->in_recv = 0;
     if (ws->detached) {                         /* a client frame closed it */
         session_destroy(ws);
@@ -524,10 +572,10 @@ void mp_ws_feed(mp_conn *c, const uint8_t *data, size_t len)
     }
     /* Even after an error wslay may have queued a close (1002, 1007, 1009):
      * send it before deciding anything. */
-    if (wslay_event_want_write(ws->wslay))
-        wslay_event_send(ws->wslay);
-    if (wslay_event_get_close_sent(ws->wslay)) {
-        c->close_code = wslay_event_get_status_code_sent(ws->wslay);
+    if (wslay_event_want_write(rd->wslay))
+        wslay_event_send(rd->wslay);
+    if (wslay_event_get_close_sent(rd->wslay)) {
+        c->close_code = wslay_event_get_status_code_sent(rd->wslay);
         mp_conn_close_ws(c, 0, NULL);           /* the close frame is queued */
         return;
     }
@@ -537,8 +585,8 @@ void mp_ws_feed(mp_conn *c, const uint8_t *data, size_t len)
                          rc == WSLAY_ERR_NOMEM ? "internal error" : "protocol error");
         return;
     }
-    if (ws->fed == ws->framed && !ws->in_fragment && !wslay_event_want_write(ws->wslay))
-        release_wslay(ws);
+    if (rd->fed == rd->framed && !rd->in_fragment && !wslay_event_want_write(rd->wslay))
+        release_reader(ws);
 }
 
 void mp_ws_ping(mp_conn *c)
@@ -649,8 +697,8 @@ static void send_welcome(mp_conn *c)
     char conn_id[24];
     snprintf(conn_id, sizeof conn_id, "%llu", (unsigned long long)c->id);
     mp_ws_send_json(c, json_pack("{s:s, s:s, s:s, s:s, s:s, s:o, s:o, s:b}", "type", "welcome", "conn", conn_id,
-                           "user", ws->ident->user, "device", ws->ident->device,
-                           "kind", ws->ident->kind, "channels", chans, "epochs", epochs,
+                           "user", ws->ident.user, "device", ws->ident.device,
+                           "kind", ws->ident.kind, "channels", chans, "epochs", epochs,
                            "acks", ws->acks != NULL));
 }
 
@@ -665,7 +713,7 @@ static void replace_duplicates(mp_channel *own, const mp_identity *id, int route
         mp_sub *next = s->ch_next;   /* closing unsubscribes s */
         mp_conn *other = s->conn;
         if (other->ws && other->ws->route_index == route_index &&
-            strcmp(other->ws->ident->device, id->device) == 0) {
+            strcmp(other->ws->ident.device, id->device) == 0) {
             mp.stats.replaced_closes++;
             mp_conn_close_ws(other, 4002, "replaced by a newer connection");
         }
@@ -676,13 +724,13 @@ static void replace_duplicates(mp_channel *own, const mp_identity *id, int route
 /* Subscribes a new connection to its channels and sends what it is owed:
  * `since.<channel>` (with `epoch.<channel>`) from the query, else on an ack
  * route the device's cursor, else nothing old. */
-static void join_channels(mp_conn *c, mp_http_req *req, const char *personal)
+static void join_channels(mp_conn *c, mp_http_req *req, const char *personal, const mp_identity *asked)
 {
     mp_ws *ws = c->ws;
-    const mp_identity *id = ws->ident;
-    int n = id->nsubscribe + 1;
+    const mp_identity *id = &ws->ident;
+    int n = asked->nsubscribe + 1;
     for (int i = 0; i < n; i++) {
-        const char *name = i == 0 ? personal : id->subscribe[i - 1];
+        const char *name = i == 0 ? personal : asked->subscribe[i - 1];
         mp_channel *ch = mp_hub_channel(name, 1);
         mp_sub *sub = NULL;
         int added = ch ? mp_hub_subscribe(&ws->subs, c, ch, &sub) : -1;
@@ -754,9 +802,9 @@ void mp_ws_handshake(mp_http_req *req, const uint8_t *rest, size_t rest_len)
         free(id);
         return;
     }
-    mp_ws *ws = calloc(1, sizeof *ws);
+    mp_ws *ws = session_new(id);
     const mp_route *route = req->route;
-    if (ws && route->acks && !(ws->acks = mp_acks_new(c, &ws->subs, id, route))) {
+    if (ws && route->acks && !(ws->acks = mp_acks_new(c, &ws->subs, &ws->ident, route))) {
         free(ws);
         ws = NULL;
     }
@@ -790,16 +838,16 @@ void mp_ws_handshake(mp_http_req *req, const uint8_t *rest, size_t rest_len)
     c->state = MP_CONN_WS;
     c->ws = ws;
     ws->conn = c;
-    ws->ident = id;
-    ws->route_index = (int16_t)req->route_index;
+        ws->route_index = (int16_t)req->route_index;
     mp.nws++;
     mp.stats.ws_handshakes++;
     mp_metrics_route(route->path)->handshakes++;
     mp_tlist_touch(&mp_idle_list, &c->tnode);
-    join_channels(c, req, personal);
+    join_channels(c, req, personal, id);
+    free(id);                  /* the session holds its own copy; id's subscribe list is spent */
     mp_http_session_free(c);   /* req (and its query) lives in the HTTP arena: last use above */
     mp_debug("ws connected", "conn=%llu user=%s device=%s remote=%s",
-             (unsigned long long)c->id, id->user, id->device, mp_conn_remote(c));
+             (unsigned long long)c->id, ws->ident.user, ws->ident.device, mp_conn_remote(c));
     if (route_has(ws, MP_HOOK_ON_CONNECT)) {
         mp_conn_info info = conn_info(c);
         mp_lua_conn_event(ws->route_index, "on_connect", &info, 0, NULL);
