@@ -19,8 +19,13 @@
  *     (libev timers are ~1 ms coarse, so stamping the intended time would add
  *     fake latency); for fixed rates the lag behind the schedule is measured
  *     separately and a warning printed when the target rate was not held;
- *   - sampling the server process (/proc/PID/status, /proc/PID/stat) and
- *     /proc/net/sockstat, and its own CPU (getrusage) so a run says which side
+ *   - spreading connections over several independent servers (--ports: one
+ *     port each, connection i to port i % n; idle mode only, since the
+ *     publisher talks to one server) and sampling several server pids
+ *     (--server-pid A,B,...: RSS and CPU summed);
+ *   - sampling the server process(es) (/proc/PID/status, /proc/PID/stat),
+ *     kernel socket memory (/proc/net/sockstat buffer pages, /proc/slabinfo
+ *     socket objects) and its own CPU (getrusage) so a run says which side
  *     was the bottleneck;
  *   - printing a human summary and one "RESULT k=v ..." line for scripts.
  *
@@ -75,6 +80,7 @@
 #define RBUF_SZ (256 * 1024 + KEEP_MAX + 16)
 #define HS_MAX 16384             /* handshake answer size limit */
 #define PROGRESS_S 0.005
+#define MAX_PORTS 64             /* --ports / --server-pid list length */
 
 enum { MODE_IDLE, MODE_BROADCAST, MODE_UNICAST };
 static const char *mode_name[] = {"idle", "broadcast", "unicast"};
@@ -99,7 +105,11 @@ static struct {
     int src_addrs;
     int max_lag, max_outstanding;
     double drain;
-    int server_pid;
+    int server_pid;              /* the first of server_pids (0: none) */
+    int server_pids[MAX_PORTS];
+    int nserver_pids;
+    int ports[MAX_PORTS];        /* --ports; else ports[0] = port */
+    int nports;
     int stall_rcvbuf;
     double stall_drain;
     int quiet;
@@ -416,7 +426,7 @@ static struct {
     ev_timer tick, progress, drain_timer, ack_timer;
     wstats_t st;
     uint8_t *rbuf;
-    struct sockaddr_in dst;
+    struct sockaddr_in dst[MAX_PORTS];   /* one per server port */
     int nsrc;
     double cpu_go;
     int64_t final_n;
@@ -1065,7 +1075,7 @@ static void conn_connected(wconn_t *c)
                       "Connection: Upgrade\r\n"
                       "Sec-WebSocket-Key: %s\r\n"
                       "Sec-WebSocket-Version: 13\r\n\r\n",
-                      O.path, tok, c->idx, chans, O.host, O.port, key64);
+                      O.path, tok, c->idx, chans, O.host, O.ports[c->idx % O.nports], key64);
     c->state = CS_HANDSHAKE;
     conn_send(c, req, (size_t)rl);
     if (c->state != CS_CLOSED)
@@ -1113,12 +1123,17 @@ static void conn_start(wconn_t *c)
     setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
     if (c->stalled && O.stall_rcvbuf > 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &O.stall_rcvbuf, sizeof O.stall_rcvbuf);
+    /* Server port i % nports, source address (i / nports) % nsrc: every
+     * (source, server port) pair gets its share, and the kernel picks the
+     * ephemeral port per 4-tuple at connect (IP_BIND_ADDRESS_NO_PORT), so
+     * each pair has the whole ephemeral range. */
     struct sockaddr_in src = {.sin_family = AF_INET};
-    src.sin_addr.s_addr = htonl(0x7f000001u + (uint32_t)(c->idx % W.nsrc));
+    src.sin_addr.s_addr = htonl(0x7f000001u + (uint32_t)((c->idx / O.nports) % W.nsrc));
+    const struct sockaddr_in *dst = &W.dst[c->idx % O.nports];
     ev_io_init(&c->io, conn_cb, fd, EV_WRITE);
     c->state = CS_CONNECTING;
     if (bind(fd, (struct sockaddr *)&src, sizeof src) < 0 ||
-        (connect(fd, (struct sockaddr *)&W.dst, sizeof W.dst) < 0 && errno != EINPROGRESS)) {
+        (connect(fd, (const struct sockaddr *)dst, sizeof *dst) < 0 && errno != EINPROGRESS)) {
         W.st.connect_fail++;
         kv_add(&W.st.conn_errno, errno, 1);
         conn_close(c);
@@ -1337,9 +1352,11 @@ static void worker_main(int wid, int first, int count, int cmd_fd, int res_fd)
         W.c[i].idx = first + i;
         W.c[i].io.fd = -1;
     }
-    W.dst.sin_family = AF_INET;
-    W.dst.sin_port = htons((uint16_t)O.port);
-    inet_pton(AF_INET, O.host, &W.dst.sin_addr);
+    for (int p = 0; p < O.nports; p++) {
+        W.dst[p].sin_family = AF_INET;
+        W.dst[p].sin_port = htons((uint16_t)O.ports[p]);
+        inet_pton(AF_INET, O.host, &W.dst[p].sin_addr);
+    }
     ev_io_init(&W.cmd_io, worker_cmd, cmd_fd, EV_READ);
     ev_io_start(W.loop, &W.cmd_io);
     ev_timer_init(&W.tick, worker_tick, 0.1, 0.1);
@@ -1363,15 +1380,83 @@ typedef struct {
     long rss_kb;
     double cpu_s;
     long tcp_mem_pages, tcp_inuse, tcp_tw;
+    long sock_slab_kb;      /* socket objects in the kernel's slabs (see kernel_socket_slabs); -1 unreadable */
     double machine_busy_s; /* user+nice+system of all CPUs (/proc/stat; irq/softirq left out) */
     double machine_steal_s; /* time the hypervisor gave our vCPUs to someone else */
     double machine_irq_s;   /* irq+softirq: loopback TCP work lands here, in no process's CPU */
 } srv_t;
 
+/* Kernel memory of the socket objects themselves, which /proc/net/sockstat
+ * "mem" (buffer pages only) does not count: per TCP socket a struct tcp_sock
+ * (slab TCP), its socket inode (sock_inode_cache), file (filp), dentry and
+ * epoll registration (eventpoll_epi). Summed as active objects x object size
+ * for the whole machine, so only a before/after difference means anything;
+ * /proc/slabinfo needs root. Returns kB, or -1 if unreadable. */
+static long kernel_socket_slabs(void)
+{
+    static const char *const caches[] = {"TCP", "sock_inode_cache", "filp", "dentry", "eventpoll_epi"};
+    FILE *f = fopen("/proc/slabinfo", "r");
+    if (!f)
+        return -1;
+    char line[512], name[64];
+    long long bytes = 0;
+    while (fgets(line, sizeof line, f)) {
+        long long active, total, size;
+        if (sscanf(line, "%63s %lld %lld %lld", name, &active, &total, &size) != 4)
+            continue;
+        for (size_t i = 0; i < sizeof caches / sizeof caches[0]; i++)
+            if (strcmp(name, caches[i]) == 0)
+                bytes += active * size;
+    }
+    fclose(f);
+    return (long)(bytes / 1024);
+}
+
+/* RSS and CPU of one server process; 0 if it is gone or exited. */
+static int sample_pid(int pid, long *rss_kb, double *cpu_s)
+{
+    char path[64], buf[4096];
+    snprintf(path, sizeof path, "/proc/%d/status", pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    while (fgets(buf, sizeof buf, f))
+        if (strncmp(buf, "VmRSS:", 6) == 0)
+            *rss_kb += atol(buf + 6);
+    fclose(f);
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    f = fopen(path, "r");
+    if (!f)
+        return 0;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    char *p = strrchr(buf, ')');
+    if (!p)
+        return 0;
+    /* after ")": state(3) ppid(4) ... utime(14) stime(15) */
+    if (p[1] == ' ' && (p[2] == 'Z' || p[2] == 'X'))
+        return 0; /* exited, not yet reaped */
+    unsigned long ut = 0, st = 0;
+    int field = 2;
+    char *save = NULL;
+    for (char *tk = strtok_r(p + 1, " ", &save); tk; tk = strtok_r(NULL, " ", &save)) {
+        field++;
+        if (field == 14)
+            ut = strtoul(tk, NULL, 10);
+        if (field == 15) {
+            st = strtoul(tk, NULL, 10);
+            break;
+        }
+    }
+    *cpu_s += (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+    return 1;
+}
+
 static void sample_server(srv_t *s)
 {
     memset(s, 0, sizeof *s);
-    char path[64], buf[4096];
+    char buf[4096];
     FILE *f = fopen("/proc/stat", "r");
     if (f) {
         unsigned long long u = 0, ni = 0, sy = 0, id = 0, io = 0, irq = 0, sirq = 0, st = 0;
@@ -1401,43 +1486,13 @@ static void sample_server(srv_t *s)
         }
         fclose(f);
     }
-    if (!O.server_pid)
+    s->sock_slab_kb = kernel_socket_slabs();
+    if (!O.nserver_pids)
         return;
-    snprintf(path, sizeof path, "/proc/%d/status", O.server_pid);
-    f = fopen(path, "r");
-    if (!f)
-        return;
-    while (fgets(buf, sizeof buf, f))
-        if (strncmp(buf, "VmRSS:", 6) == 0)
-            s->rss_kb = atol(buf + 6);
-    fclose(f);
-    snprintf(path, sizeof path, "/proc/%d/stat", O.server_pid);
-    f = fopen(path, "r");
-    if (!f)
-        return;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = 0;
-    char *p = strrchr(buf, ')');
-    if (!p)
-        return;
-    /* after ")": state(3) ppid(4) ... utime(14) stime(15) */
-    if (p[1] == ' ' && (p[2] == 'Z' || p[2] == 'X'))
-        return; /* exited, not yet reaped */
-    unsigned long ut = 0, st = 0;
-    int field = 2;
-    char *save = NULL;
-    for (char *tk = strtok_r(p + 1, " ", &save); tk; tk = strtok_r(NULL, " ", &save)) {
-        field++;
-        if (field == 14)
-            ut = strtoul(tk, NULL, 10);
-        if (field == 15) {
-            st = strtoul(tk, NULL, 10);
-            break;
-        }
-    }
-    s->cpu_s = (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
-    s->ok = 1;
+    int ok = 1;
+    for (int i = 0; i < O.nserver_pids; i++)
+        ok &= sample_pid(O.server_pids[i], &s->rss_kb, &s->cpu_s);
+    s->ok = ok;   /* every server alive: a sum over fewer would look like a drop */
 }
 
 /* ------------------------------------------------------------------ */
@@ -2185,6 +2240,11 @@ static void report(void)
     double srv_cpu = srv ? P.s_end.cpu_s - P.s_go.cpu_s : 0;
     double srv_pct = win > 0 ? srv_cpu / win * 100 : 0;
     double srv_cpu_per_m = (srv && a.deliveries > 0) ? srv_cpu / ((double)a.deliveries / 1e6) : 0;
+    double connect_s = (double)(P.t_ready - P.t_start) / 1e9;
+    double hs_per_s = connect_s > 0 ? (double)a.welcomed / connect_s : 0;
+    int ksock_ok = P.s_base.sock_slab_kb >= 0 && P.s_loaded.sock_slab_kb >= 0 && a.welcomed > 0;
+    double ksock_per_conn = ksock_ok ? (double)(P.s_loaded.sock_slab_kb - P.s_base.sock_slab_kb) * 1024.0 / (double)a.welcomed : 0;
+    double tcpbuf_per_conn = a.welcomed ? (double)(P.s_loaded.tcp_mem_pages - P.s_base.tcp_mem_pages) * (double)pkb * 1024.0 / (double)a.welcomed : 0;
 
     const char *bottleneck = "none";
     if (srv && srv_pct >= 90)
@@ -2266,8 +2326,8 @@ static void report(void)
                a.stalled, a.stalled_closed, a.stalled_closed_4001, a.stalled_eof, a.stalled_reset,
                a.stalled_deliveries);
     if (srv) {
-        printf("server    pid %d RSS base %ld kB, loaded %ld kB, end %ld kB -> %.0f B/conn; cpu %.2f s in %.2f s (%.0f%%)",
-               O.server_pid, P.s_base.rss_kb, P.s_loaded.rss_kb, P.s_end.rss_kb, rss_per_conn, srv_cpu,
+        printf("server    %d process(es), pid %d%s RSS base %ld kB, loaded %ld kB, end %ld kB -> %.0f B/conn; cpu %.2f s in %.2f s (%.0f%%)",
+               O.nserver_pids, O.server_pid, O.nserver_pids > 1 ? ",..; summed:" : "", P.s_base.rss_kb, P.s_loaded.rss_kb, P.s_end.rss_kb, rss_per_conn, srv_cpu,
                win, srv_pct);
         if (a.deliveries)
             printf(" = %.2f cpu-s per M deliveries", srv_cpu_per_m);
@@ -2280,6 +2340,11 @@ static void report(void)
            " sockets inuse %ld, time-wait %ld\n",
            P.s_base.tcp_mem_pages * pkb, P.s_loaded.tcp_mem_pages * pkb, P.s_end.tcp_mem_pages * pkb,
            P.s_loaded.tcp_inuse, P.s_end.tcp_tw);
+    if (ksock_ok)
+        printf("          socket objects (/proc/slabinfo: TCP, sock_inode_cache, filp, dentry, eventpoll_epi; whole machine)"
+               " +%ld kB when loaded = %.0f B per connection, both ends (client and server socket) on this machine;"
+               " buffers (sockstat mem) %.0f B per connection\n",
+               P.s_loaded.sock_slab_kb - P.s_base.sock_slab_kb, ksock_per_conn, tcpbuf_per_conn);
     printf("loadgen   cpu %.2f s in %.2f s (%.0f%% total over %d procs + parent, busiest %.0f%%)\n",
            lg_cpu, win, lg_pct, P.K, lg_max_pct);
     printf("machine   %ld cpus; during the window: softirq/irq (kernel network work, in no process) %.0f%%,"
@@ -2302,7 +2367,8 @@ static void report(void)
            " srv_cpu_s=%.2f srv_cpu_pct=%.0f srv_cpu_s_per_M=%.2f lg_cpu_pct=%.0f lg_max_proc_pct=%.0f bottleneck=%s"
            " sched_lag_p99_us=%.0f pub_rtt_p99_us=%.0f lg_qdelay_p50_us=%.0f lg_qdelay_p99_us=%.0f server_exited=%d"
            " other_cpu_pct=%.0f steal_pct=%.0f softirq_pct=%.0f path=%s pub_path=%s ack_conns=%" PRIu64
-           " ack_every=%d acks=%" PRIu64 " dups=%" PRIu64 "\n",
+           " ack_every=%d acks=%" PRIu64 " dups=%" PRIu64
+           " servers=%d handshakes_per_s=%.0f ksock_slab_kb_delta=%ld ksock_bytes_per_conn=%.0f tcp_buf_bytes_per_conn=%.0f\n",
            O.label[0] ? O.label : "-", mode_name[O.mode], O.conns, P.K, O.size, O.rate, O.duration,
            O.stall_pct, O.users, a.welcomed, a.failed, (double)(P.t_ready - P.t_start) / 1e9, P.pub_ok,
            pub_per_s, P.pub_err + P.pub_lost, a.deliveries, dps, p50, p90, p99, p999, pmax, a.gaps,
@@ -2312,7 +2378,9 @@ static void report(void)
            srv_cpu, srv_pct, srv_cpu_per_m, lg_pct, lg_max_pct, bottleneck,
            (double)h_pct(&P.sched_lag, 0.99) / us, (double)h_pct(&P.pub_rtt, 0.99) / us,
            (double)h_pct(&a.qdelay, 0.5) / us, (double)h_pct(&a.qdelay, 0.99) / us, srv_gone,
-           other_pct, steal_pct, irq_pct, O.path, O.pub_path, a.ack_conns, O.ack_every, a.acks_sent, a.dups);
+           other_pct, steal_pct, irq_pct, O.path, O.pub_path, a.ack_conns, O.ack_every, a.acks_sent, a.dups,
+           O.nports, hs_per_s, ksock_ok ? P.s_loaded.sock_slab_kb - P.s_base.sock_slab_kb : -1L, ksock_per_conn,
+           tcpbuf_per_conn);
     fflush(stdout);
 }
 
@@ -2579,6 +2647,23 @@ static double arg_num(const char *name, const char *v)
     return x;
 }
 
+/* "A,B,C" -> out[], at most MAX_PORTS positive integers. Returns the count. */
+static int int_list(const char *what, const char *text, int *out)
+{
+    int n = 0;
+    for (const char *p = text; *p;) {
+        char *end;
+        long v = strtol(p, &end, 10);
+        if (end == p || v <= 0 || v > 0x7fffffff || (*end && *end != ',') || n == MAX_PORTS)
+            die("--%s wants a comma list of at most %d positive integers (got %s)", what, MAX_PORTS, text);
+        out[n++] = (int)v;
+        p = *end ? end + 1 : end;
+    }
+    if (n == 0)
+        die("--%s is empty", what);
+    return n;
+}
+
 static void usage(void)
 {
     fprintf(stderr,
@@ -2604,7 +2689,8 @@ static void usage(void)
 "  --ack-every N      on an ack route (welcome \"acks\":true): ack every N messages per channel,\n"
 "                     cumulatively (the highest seq); 0 = never ack (1)\n"
 "  --ack-flush S      with --ack-every > 1: every S seconds ack what waits below N (1.0; 0 = off)\n"
-"  --server-pid PID   sample the server's RSS/CPU from /proc\n"
+"  --ports P1,P2,..   several independent servers (idle mode): connection i goes to port i %% n\n"
+"  --server-pid PID[,PID..]  sample the server(s)' RSS/CPU from /proc (summed over the list)\n"
 "  --label NAME       name in the RESULT line   --quiet\n"
 "  --free-port        print a free 127.0.0.1 port and exit\n"
 "  --wait-health S    wait until GET /health answers 200 (exit 1 after S seconds)\n"
@@ -2624,7 +2710,7 @@ int main(int argc, char **argv)
         {"max-outstanding", 1, 0, 12}, {"drain", 1, 0, 13}, {"stall-rcvbuf", 1, 0, 14},
         {"stall-drain", 1, 0, 15}, {"server-pid", 1, 0, 16}, {"label", 1, 0, 17},
         {"quiet", 0, 0, 'q'}, {"free-port", 0, 0, 18}, {"wait-health", 1, 0, 19},
-        {"self-test", 0, 0, 20}, {"ack-every", 1, 0, 21}, {"ack-flush", 1, 0, 22},
+        {"self-test", 0, 0, 20}, {"ack-every", 1, 0, 21}, {"ack-flush", 1, 0, 22}, {"ports", 1, 0, 23},
         {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
     int o;
     double wait_s = -1;
@@ -2664,7 +2750,7 @@ int main(int argc, char **argv)
         case 13: O.drain = arg_num("drain", optarg); break;
         case 14: O.stall_rcvbuf = (int)arg_int("stall_rcvbuf", optarg); break;
         case 15: O.stall_drain = arg_num("stall_drain", optarg); break;
-        case 16: O.server_pid = (int)arg_int("server_pid", optarg); break;
+        case 16: O.nserver_pids = int_list("server-pid", optarg, O.server_pids); break;
         case 17: O.label = optarg; break;
         case 'q': O.quiet = 1; break;
         case 18: want_free_port = 1; break;
@@ -2672,11 +2758,21 @@ int main(int argc, char **argv)
         case 20: return self_test();
         case 21: O.ack_every = (int)arg_int("ack-every", optarg); break;
         case 22: O.ack_flush = arg_num("ack-flush", optarg); break;
+        case 23: O.nports = int_list("ports", optarg, O.ports); break;
         default: usage();
         }
     }
     if (optind < argc)
         die("unexpected argument \"%s\"", argv[optind]);
+    if (O.nports == 0) {
+        O.ports[0] = O.port;
+        O.nports = 1;
+    }
+    O.port = O.ports[0];   /* --wait-health, the publisher: the first server */
+    O.server_pid = O.nserver_pids ? O.server_pids[0] : 0;
+    if (O.nports > 1 && O.mode != MODE_IDLE)
+        die("--ports with several ports is for --mode idle: the servers are independent nodes and the"
+            " publisher talks to one");
     if (want_free_port)
         return free_port();
     if (wait_s >= 0)
@@ -2724,8 +2820,9 @@ int main(int argc, char **argv)
         fclose(pf);
     }
     int range = hi_port - lo_port + 1;
+    int per_port = (O.conns + O.nports - 1) / O.nports;   /* ephemeral ports are per (source, server port) */
     if (O.src_addrs <= 0)
-        O.src_addrs = 1 + O.conns / (range * 3 / 4 > 1 ? range * 3 / 4 : 1);
+        O.src_addrs = 1 + per_port / (range * 3 / 4 > 1 ? range * 3 / 4 : 1);
     if (O.src_addrs > 254)
         O.src_addrs = 254;
     if (!O.quiet)
@@ -2734,9 +2831,9 @@ int main(int argc, char **argv)
                 " -> %d source address(es) 127.0.0.1..127.0.0.%d, ~%d conns each\n",
                 (unsigned long)rl.rlim_cur, (unsigned long)hard, O.procs, O.conns, lo_port, hi_port,
                 range, O.src_addrs, O.src_addrs, (O.conns + O.src_addrs - 1) / O.src_addrs);
-    if ((O.conns + O.src_addrs - 1) / O.src_addrs > range)
-        fprintf(stderr, "loadgen: WARNING %d conns per source address exceed the port range; raise --src-addrs\n",
-                (O.conns + O.src_addrs - 1) / O.src_addrs);
+    if ((per_port + O.src_addrs - 1) / O.src_addrs > range)
+        fprintf(stderr, "loadgen: WARNING %d conns per (source address, server port) exceed the port range; raise --src-addrs\n",
+                (per_port + O.src_addrs - 1) / O.src_addrs);
 
     signal(SIGPIPE, SIG_IGN);
     memset(&P, 0, sizeof P);
@@ -2747,7 +2844,7 @@ int main(int argc, char **argv)
     P.t_start = now_ns();
     sample_server(&P.s_base);
     if (O.server_pid && !P.s_base.ok)
-        die("cannot read /proc/%d (server pid)", O.server_pid);
+        die("cannot read /proc of every --server-pid");
 
     if (O.mode == MODE_UNICAST && O.stall_pct > 0) {
         P.stalled_per_user = calloc((size_t)O.users, sizeof(int));

@@ -14,6 +14,16 @@
 #
 # Environment: BENCH_OUT (default docs/benchmarks.md), BENCH_KEEP=1 keeps the
 # per-scenario logs directory, BENCH_DURATION overrides every duration.
+#
+# A row with more connections than one process may hold open files (the hard
+# limit, 20,000 here) runs several independent servers, each on its own port
+# with the same config, and the load generator spreads the connections over
+# them (--ports) and sums their RSS (--server-pid A,B,..). They are separate
+# nodes that share nothing: one node above ~19.9k connections needs the
+# cluster work that is not built yet. Before such rows the kernel settings
+# that many sockets need are checked (and set when run as root, see
+# docs/operations.md, "Holding many connections"); a row whose settings are
+# missing is skipped with the reason.
 set -eu
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -43,12 +53,12 @@ done
 if [ "$quick" = 1 ] && [ "$append_set" = 0 ]; then append=0; fi
 
 work=$(mktemp -d /tmp/moonpush-bench.XXXXXX)
-server_pid=""
+server_pids=""
 cleanup() {
-  if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
-    kill -TERM "$server_pid" 2>/dev/null || true
+  for p in $server_pids; do kill -TERM "$p" 2>/dev/null || true; done
+  if [ -n "$server_pids" ]; then
     sleep 1
-    kill -KILL "$server_pid" 2>/dev/null || true
+    for p in $server_pids; do kill -KILL "$p" 2>/dev/null || true; done
   fi
   if [ "${BENCH_KEEP:-0}" = 1 ]; then echo "run.sh: logs kept in $work"; else rm -rf "$work"; fi
 }
@@ -71,11 +81,46 @@ if ! make -s -C "$tree" >"$work/build.log" 2>&1; then
 fi
 
 # ---- limits ----------------------------------------------------------------
+# The servers inherit our soft limit: raise it to the hard one.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 fd_soft=$(ulimit -n)
 fd_hard=$(ulimit -Hn)
+[ "$fd_hard" = unlimited ] && fd_hard=1048576
+per_server=$((fd_hard - 100))   # connections one server process may hold (fds for the listener, logs, Lua)
 ports=$(cat /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null | tr -s '\t ' ' ' || echo "?")
 echo "run.sh: open files soft $fd_soft hard $fd_hard per process; ephemeral ports $ports"
-echo "run.sh: the server holds one fd per connection: scenarios above ~$((fd_hard - 100)) connections are skipped"
+echo "run.sh: a server holds one fd per connection: rows above $per_server connections run several independent servers"
+
+# Kernel settings for N connections with both ends on this machine (2N
+# sockets). Prints what is missing (setting it first when we are root and
+# sysctl -w works); returns 1 if something is still short.
+sysctl_get() { cat "/proc/sys/$(echo "$1" | tr . /)" 2>/dev/null; }
+need_at_least() {   # NAME MIN WHY
+  cur=$(sysctl_get "$1")
+  [ -n "$cur" ] || return 0                 # not on this kernel (e.g. no conntrack module): nothing to check
+  cur=$(echo "$cur" | awk '{print $1}')
+  [ "$cur" -ge "$2" ] && return 0
+  if [ "$(id -u)" = 0 ] && sysctl -q -w "$1=$2" >/dev/null 2>&1; then
+    echo "run.sh: set $1 = $2 (was $cur): $3"
+    return 0
+  fi
+  echo "run.sh: NEED $1 >= $2 (is $cur): $3 -> sysctl -w $1=$2"
+  return 1
+}
+check_kernel_for() {   # N
+  short=0
+  need_at_least net.core.somaxconn 4096 "accept queue of each server during the connect burst" || short=1
+  need_at_least net.ipv4.tcp_max_syn_backlog 4096 "half-open connections during the connect burst" || short=1
+  need_at_least fs.file-max $((2 * $1 + 65536)) "system-wide open files: one per socket, both ends" || short=1
+  need_at_least fs.nr_open "$fd_hard" "ceiling of the per-process open-files limit" || short=1
+  need_at_least net.netfilter.nf_conntrack_max $(($1 + $1 / 4)) "one conntrack entry per connection while netfilter tracks loopback" || short=1
+  range=$(sysctl_get net.ipv4.ip_local_port_range | awk '{print $2 - $1 + 1}')
+  if [ -n "$range" ] && [ "$range" -lt 10000 ]; then
+    echo "run.sh: NEED net.ipv4.ip_local_port_range at least 10000 ports wide (is $range): loadgen spreads connections over 127.0.0.x source addresses and server ports, but each pair takes ports from this range"
+    short=1
+  fi
+  return $short
+}
 
 # ---- scenarios: name|loadgen arguments|server environment --------------------
 if [ "$quick" = 1 ]; then
@@ -86,6 +131,8 @@ unicast-2k-acks-2000ps|--mode unicast --conns 2000 --users 2000 --rate 2000 --du
 else
   scenarios="idle-10k|--mode idle --conns 10000 --duration 10|
 idle-19k-2procs|--mode idle --conns 19000 --procs 2 --duration 10|
+idle-50k-3nodes|--mode idle --conns 50000 --duration 5|
+idle-100k-6nodes|--mode idle --conns 100000 --duration 5|
 broadcast-10k-10ps|--mode broadcast --conns 10000 --rate 10 --duration 10 --warmup 1|
 broadcast-10k-max|--mode broadcast --conns 10000 --rate 0 --duration 10 --warmup 1|
 unicast-10k-10000ps|--mode unicast --conns 10000 --users 10000 --rate 10000 --duration 10 --warmup 1|
@@ -126,53 +173,72 @@ while IFS='|' read -r name args env; do
   [ -n "$name" ] || continue
   case "$name" in *"$only"*) ;; *) continue ;; esac
   n=$(conns_of "$args")
-  if [ -n "$n" ] && [ "$n" -gt $((fd_hard - 100)) ]; then
-    echo "run.sh: skip $name: $n connections exceed the server's fd limit ($fd_hard)"
-    continue
+  nsrv=1
+  if [ -n "$n" ] && [ "$n" -gt "$per_server" ]; then
+    nsrv=$(( (n + per_server - 1) / per_server ))
+    if ! check_kernel_for "$n"; then
+      echo "run.sh: skip $name: the kernel settings above are missing (run as root, or set them: docs/operations.md)"
+      echo "RESULT label=$name failed=kernel_settings_missing args=$(echo "$args" | tr ' ' '~')" >> "$results"
+      continue
+    fi
   fi
   if [ -n "${BENCH_DURATION:-}" ]; then
     args=$(echo "$args" | sed "s/--duration [0-9.]*/--duration $BENCH_DURATION/")
   fi
-  port=$("$LG" --free-port)
-  log="$work/$name.server.log"
-  # shellcheck disable=SC2086
-  env MOONPUSH_BENCH_LISTEN="127.0.0.1:$port" $env "$SERVER" -c "$CONFIG" >"$log" 2>&1 &
-  server_pid=$!
-  if ! "$LG" --port "$port" --wait-health 10; then
-    echo "run.sh: $name: server did not come up; log tail:"; tail -5 "$log"
+  # nsrv independent servers, same config, one port each
+  port_list=""; pid_list=""; server_pids=""; up=1
+  i=0
+  while [ $i -lt "$nsrv" ]; do
+    port=$("$LG" --free-port)
+    log="$work/$name.server$i.log"
+    # shellcheck disable=SC2086
+    env MOONPUSH_BENCH_LISTEN="127.0.0.1:$port" $env "$SERVER" -c "$CONFIG" >"$log" 2>&1 &
+    server_pids="$server_pids $!"
+    port_list="${port_list:+$port_list,}$port"
+    pid_list="${pid_list:+$pid_list,}$!"
+    i=$((i + 1))
+  done
+  for port in $(echo "$port_list" | tr ',' ' '); do
+    "$LG" --port "$port" --wait-health 10 || up=0
+  done
+  if [ "$up" = 0 ]; then
+    echo "run.sh: $name: a server did not come up; log tails:"; tail -n 5 "$work/$name".server*.log
     echo "RESULT label=$name failed=server_did_not_start" >> "$results"
-    kill -KILL "$server_pid" 2>/dev/null || true; server_pid=""
+    for p in $server_pids; do kill -KILL "$p" 2>/dev/null || true; done
+    server_pids=""
     continue
   fi
-  echo "run.sh: === $name: loadgen $args (server pid $server_pid, port $port)"
+  echo "run.sh: === $name: loadgen $args ($nsrv server(s): pid $pid_list, port $port_list)"
   # shellcheck disable=SC2086
-  if "$LG" --port "$port" --server-pid "$server_pid" --label "$name" --quiet $args > "$work/$name.out" 2>&1; then
+  if "$LG" --ports "$port_list" --server-pid "$pid_list" --label "$name" --quiet $args > "$work/$name.out" 2>&1; then
     rc=0
   else
     rc=$?
   fi
   cat "$work/$name.out"
   alive=1
-  alive "$server_pid" || alive=0
+  for p in $server_pids; do alive "$p" || alive=0; done
   line=$(grep '^RESULT ' "$work/$name.out" || true)
   [ -n "$line" ] || line="RESULT label=$name loadgen_exit=$rc"
   if [ "$alive" = 0 ]; then
     line="$line server=crashed"
-    echo "run.sh: $name: SERVER DIED during the run; log tail:"; tail -5 "$log"
+    echo "run.sh: $name: A SERVER DIED during the run; log tails:"; tail -n 5 "$work/$name".server*.log
   fi
   echo "$line args=$(echo "$args" | tr ' ' '~')" >> "$results"
-  if [ "$alive" = 1 ]; then
-    kill -TERM "$server_pid" 2>/dev/null || true
-    i=0
-    while alive "$server_pid" && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
-    kill -KILL "$server_pid" 2>/dev/null || true
-  fi
-  wait "$server_pid" 2>/dev/null || true
-  server_pid=""
-  lines=$(wc -l < "$log")
-  if [ "$lines" -gt 1000 ]; then
-    echo "run.sh: $name: NOTE the server wrote $lines log lines"
-  fi
+  for p in $server_pids; do kill -TERM "$p" 2>/dev/null || true; done
+  i=0
+  for p in $server_pids; do
+    while alive "$p" && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+    kill -KILL "$p" 2>/dev/null || true
+    wait "$p" 2>/dev/null || true
+  done
+  server_pids=""
+  for log in "$work/$name".server*.log; do
+    lines=$(wc -l < "$log")
+    if [ "$lines" -gt 1000 ]; then
+      echo "run.sh: $name: NOTE a server wrote $lines log lines ($log)"
+    fi
+  done
 done <<EOF_SCENARIOS
 $scenarios
 EOF_SCENARIOS
@@ -261,6 +327,10 @@ table() {
     if (f["stalled"] + 0 > 0) notes = notes "kernel TCP mem at end " sprintf("%.0f", f["tcp_mem_kb_end"] / 1024) " MB; "
     if (f["other_cpu_pct"] + 0 >= 15) notes = notes "other processes used " f["other_cpu_pct"] "% cpu: disturbed; "
     if (f["steal_pct"] + 0 >= 10) notes = notes "hypervisor steal " f["steal_pct"] "%: disturbed; "
+    if (f["servers"] + 0 > 1) notes = notes f["servers"] " independent servers (separate nodes, RSS summed); "
+    if (idle && f["handshakes_per_s"] != "") notes = notes f["handshakes_per_s"] " handshakes/s while connecting; "
+    if (idle && f["ksock_slab_kb_delta"] != "" && f["ksock_slab_kb_delta"] + 0 >= 0)
+      notes = notes "kernel socket objects " f["ksock_bytes_per_conn"] " B/conn (both ends), buffers " f["tcp_buf_bytes_per_conn"] " B/conn; "
     if (f["server"] == "crashed" || f["server_exited"] == "1") notes = notes "SERVER EXITED DURING THE RUN; "
     sub(/; $/, "", notes)
     if (notes == "") notes = "-"
@@ -274,7 +344,8 @@ table() {
   }' "$results"
   compare
   echo ""
-  echo "Server RSS per connection = (RSS after all connections opened - RSS before) / connections (idle rows: after the idle period)."
+  echo "Server RSS per connection = (RSS after all connections opened - RSS before) / connections (idle rows: after the idle period; rows with several servers: the sum of their RSS deltas / connections)."
+  echo "Kernel socket objects = growth of the TCP, sock_inode_cache, filp, dentry and eventpoll_epi slabs (/proc/slabinfo, whole machine) / connections: both ends of each connection live on this machine, so about half of it is the server's; buffers = growth of /proc/net/sockstat TCP mem (pages of queued data, ~0 when idle)."
   echo "Rows noting other processes' CPU were disturbed by other work on the machine; rerun them."
   echo "Latency = publish (request written) to delivery (frame read by the generator); \`limited by\`: server = it used >= 90% of a core; loadgen = a generator process >= 85%; machine = server + generator + softirq + other processes filled every core."
   echo ""
