@@ -2,7 +2,8 @@
 #include "ws.h"
 
 #include <jansson.h>
-#include <openssl/evp.h>
+#include <nettle/base64.h>
+#include <nettle/sha1.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,7 +17,6 @@
 #include "lua_host.h"
 #include "metrics.h"
 #include "server.h"
-#include "sha1.h"
 
 /* Input state, only while a client message is arriving (see ws.h): an idle
  * connection holds neither this nor a wslay context. */
@@ -80,19 +80,29 @@ static void send_error(mp_conn *c, const char *code, const char *message, const 
     mp_ws_send_json(c, o);
 }
 
+/* nettle rather than OpenSSL here: OpenSSL 3 sets up its provider machinery
+ * on the first digest, faulting about 2 MB of libcrypto into every server
+ * process (bench/README.md, "Memory per connection"); nettle's SHA-1 and
+ * base64 are plain functions. */
 int mp_ws_accept_key(const char *key, char out[29])
 {
     static const char guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
-    size_t klen = strlen(key);
-    unsigned char decoded[32];
-    if (klen != 24 || EVP_DecodeBlock(decoded, (const unsigned char *)key, 24) != 18 || key[22] != '=' || key[23] != '=')
+    if (strlen(key) != 24 || key[22] != '=' || key[23] != '=')
         return -1;
-    char buf[24 + sizeof guid];
-    memcpy(buf, key, 24);
-    memcpy(buf + 24, guid, sizeof guid - 1);
-    uint8_t digest[MP_SHA1_DIGEST];
-    mp_sha1(buf, 24 + sizeof guid - 1, digest);
-    EVP_EncodeBlock((unsigned char *)out, digest, MP_SHA1_DIGEST);
+    uint8_t decoded[BASE64_DECODE_LENGTH(24)];
+    size_t dlen = sizeof decoded;
+    struct base64_decode_ctx b64;
+    base64_decode_init(&b64);
+    if (!base64_decode_update(&b64, &dlen, decoded, 24, key) || !base64_decode_final(&b64) || dlen != 16)
+        return -1;   /* RFC 6455: the key is 16 random bytes */
+    struct sha1_ctx sha;
+    uint8_t digest[SHA1_DIGEST_SIZE];
+    sha1_init(&sha);
+    sha1_update(&sha, 24, (const uint8_t *)key);
+    sha1_update(&sha, sizeof guid - 1, (const uint8_t *)guid);
+    sha1_digest(&sha, sizeof digest, digest);
+    base64_encode_raw(out, sizeof digest, digest);
+    out[BASE64_ENCODE_RAW_LENGTH(SHA1_DIGEST_SIZE)] = '\0';
     return 0;
 }
 
