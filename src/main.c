@@ -213,6 +213,7 @@ int main(int argc, char **argv)
 
     mp_admin_stop();
     mp_net_free_all();
+    mp_ws_free_all();
     mp_hub_free_all();
     ev_timer_stop(mp.loop, &sweep_timer);
     mp_store_free(mp.store);

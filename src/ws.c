@@ -12,6 +12,7 @@
 #include <wslay/wslay.h>
 
 #include "delivery.h"
+#include "devices.h"
 #include "hub.h"
 #include "log.h"
 #include "lua_host.h"
@@ -42,6 +43,7 @@ typedef struct mp_ws {
     int16_t route_index;            /* the route it connected through; -1 if gone */
     uint8_t in_recv;                /* wslay_event_recv is on the stack */
     uint8_t detached;               /* the connection let go while in_recv */
+    uint16_t device_tag;            /* of its (user, device) hash: index probes compare it first */
     mp_identity ident;              /* strings in data[] below; no subscribe list */
     char data[];
 } mp_ws;
@@ -51,6 +53,20 @@ static const uint8_t *feed_ptr;
 static size_t feed_left;
 
 static mp_frame *ping_frame;        /* one shared ping for every connection */
+
+static void device_view(const mp_conn *c, mp_device_view *v)
+{
+    const mp_ws *ws = c->ws;
+    v->user = ws->ident.user;
+    v->device = ws->ident.device;
+    v->route_index = ws->route_index;
+    v->tag = ws->device_tag;
+}
+
+/* Every WebSocket connection by (user, device), for the duplicate check:
+ * added with c->ws at the handshake, removed in mp_ws_session_free (the one
+ * way every close, abort, replacement, kick and shutdown lets go of it). */
+static mp_devices devices = {.view = device_view};
 
 /* ---- helpers ------------------------------------------------------------ */
 
@@ -169,6 +185,11 @@ void mp_ws_continue_replays(mp_conn *c)
     for (mp_sub *s = c->ws->subs; s && c->state == MP_CONN_WS; s = s->conn_next)
         if (s->replaying)
             mp_delivery_continue(c, s);
+}
+
+void mp_ws_free_all(void)
+{
+    mp_devices_free(&devices);
 }
 
 void mp_ws_remap_routes(const int *map)
@@ -524,6 +545,7 @@ static mp_ws *session_new(const mp_identity *id)
     own->user = put_str(&cursor, id->user);
     own->device = put_str(&cursor, id->device);
     own->kind = put_str(&cursor, id->kind);
+    ws->device_tag = mp_devices_tag(mp_devices_hash(own->user, own->device));
     for (int i = 0; i < id->nallow; i++)
         own->allow[i] = put_str(&cursor, id->allow[i]);
     return ws;
@@ -612,6 +634,7 @@ void mp_ws_session_free(mp_conn *c)
     mp_ws *ws = c->ws;
     if (!ws)
         return;
+    mp_devices_remove(&devices, c);   /* first: it reads c->ws */
     mp_acks_free(ws->acks);
     ws->acks = NULL;
     mp_hub_unsubscribe_all(&ws->subs);
@@ -713,21 +736,14 @@ static void send_welcome(mp_conn *c)
 }
 
 /* Closes the user's other connections with the same device on this route
- * (duplicate login), unless the route allows several. */
-static void replace_duplicates(mp_channel *own, const mp_identity *id, int route_index)
+ * (duplicate login), unless the route allows several. After a reload turned
+ * "allow" into "replace" there may be several: all go. */
+static void replace_duplicates(const mp_identity *id, int route_index)
 {
-    if (!own)
-        return;
-    mp_sub *s = mp_hub_channel_subs(own);
-    while (s) {
-        mp_sub *next = s->ch_next;   /* closing unsubscribes s */
-        mp_conn *other = s->conn;
-        if (other->ws && other->ws->route_index == route_index &&
-            strcmp(other->ws->ident.device, id->device) == 0) {
-            mp.stats.replaced_closes++;
-            mp_conn_close_ws(other, 4002, "replaced by a newer connection");
-        }
-        s = next;
+    mp_conn *other;
+    while ((other = mp_devices_find(&devices, id->user, id->device, route_index))) {
+        mp.stats.replaced_closes++;
+        mp_conn_close_ws(other, 4002, "replaced by a newer connection");   /* leaves the index */
     }
 }
 
@@ -812,7 +828,7 @@ void mp_ws_handshake(mp_http_req *req, const uint8_t *rest, size_t rest_len)
         free(id);
         return;
     }
-    mp_ws *ws = session_new(id);
+    mp_ws *ws = mp_devices_reserve(&devices) == 0 ? session_new(id) : NULL;
     const mp_route *route = req->route;
     if (ws && route->acks && !(ws->acks = mp_acks_new(c, &ws->subs, &ws->ident, route))) {
         free(ws);
@@ -844,11 +860,12 @@ void mp_ws_handshake(mp_http_req *req, const uint8_t *rest, size_t rest_len)
     int sndbuf = mp.cfg.socket_send_buffer;
     setsockopt(c->io.fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
     if (!route->allow_duplicates)
-        replace_duplicates(mp_hub_channel(personal, 0), id, req->route_index);
+        replace_duplicates(id, req->route_index);
     c->state = MP_CONN_WS;
     c->ws = ws;
     ws->conn = c;
-        ws->route_index = (int16_t)req->route_index;
+    ws->route_index = (int16_t)req->route_index;
+    mp_devices_add(&devices, c);   /* room reserved above; replacing only made more */
     mp.nws++;
     mp.stats.ws_handshakes++;
     mp_metrics_route(route->path)->handshakes++;

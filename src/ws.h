@@ -73,6 +73,10 @@ void mp_ws_ping(mp_conn *c);
 /* Unsubscribes everything and frees the session (called by net.c). */
 void mp_ws_session_free(mp_conn *c);
 
+/* Frees the (by then empty) index of connections by device; after
+ * mp_net_free_all. */
+void mp_ws_free_all(void);
+
 /* Sec-WebSocket-Accept for a client key: base64(SHA-1(key + GUID)), into out
  * (29 bytes with NUL). Returns 0, or -1 if the key is not 16 bytes of base64. */
 int mp_ws_accept_key(const char *key, char out[29]);
