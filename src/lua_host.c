@@ -779,22 +779,29 @@ int mp_lua_auth(const mp_http_req *req, mp_identity **out, mp_denial *deny)
 
 /* ---- publish: route hooks ----------------------------------------------- */
 
-static mp_routed *read_routed(int idx)
+/* core.route leaves `data` nil when no hook touched the message's data: the
+ * published text is then used as it is, neither re-encoded nor copied. */
+static mp_routed *read_routed(int idx, const char *published)
 {
     int nch, nkinds;
-    size_t bytes = list_bytes(idx, "channels", &nch) + list_bytes(idx, "kinds", &nkinds) + field_len(idx, "data");
+    lua_getfield(L, idx, "data");
+    size_t data_len = 0;
+    const char *changed = lua_tolstring(L, -1, &data_len);
+    size_t bytes = list_bytes(idx, "channels", &nch) + list_bytes(idx, "kinds", &nkinds) +
+                   (changed ? data_len + 1 : 0);
     mp_routed *r = malloc(sizeof *r + sizeof(char *) * (size_t)(nch + nkinds) + bytes);
-    if (!r)
-        return NULL;
-    r->channels = (char **)(r + 1);
-    r->kinds = r->channels + nch;
-    r->nchannels = nch;
-    r->nkinds = nkinds;
-    char *cursor = (char *)(r->kinds + nkinds);
-    copy_list(&cursor, idx, "channels", r->channels, nch);
-    copy_list(&cursor, idx, "kinds", r->kinds, nkinds);
-    r->data = copy_field(&cursor, idx, "data");
-    r->data_len = strlen(r->data);
+    if (r) {
+        r->channels = (char **)(r + 1);
+        r->kinds = r->channels + nch;
+        r->nchannels = nch;
+        r->nkinds = nkinds;
+        char *cursor = (char *)(r->kinds + nkinds);
+        copy_list(&cursor, idx, "channels", r->channels, nch);
+        copy_list(&cursor, idx, "kinds", r->kinds, nkinds);
+        r->data = changed ? copy_str(&cursor, changed, data_len) : published;
+        r->data_len = changed ? data_len : strlen(published);
+    }
+    lua_pop(L, 1);
     return r;
 }
 
@@ -830,7 +837,7 @@ int mp_lua_route(const mp_http_req *req, const char *publisher, int n, const cha
         result = 0;
         for (int i = 0; i < n; i++) {
             lua_rawgeti(L, list, i + 1);
-            out[i] = read_routed(lua_gettop(L));
+            out[i] = read_routed(lua_gettop(L), datas[i]);
             lua_pop(L, 1);
             if (!out[i]) {
                 for (int k = 0; k < i; k++)

@@ -287,26 +287,50 @@ end
 
 -- ---- publish: route hooks ---------------------------------------------------
 
--- items: { { channel = "x", data = "<json text>", ttl = n, store = b }, ... }
--- Returns a list of { channels = {...}, data = "<json>", kinds = {...}|nil }
--- or nil, denial. cjson re-encodes data: numbers keep 14 significant digits.
+-- A route hook's msg.data is decoded on first use. Until a hook reads or
+-- sets msg.data, msg.data_json is its exact text as published; touching data
+-- drops data_json (the text may no longer match), and only then does the
+-- core re-encode data. So a chain that never needs the data, or checks it
+-- from data_json, costs no decode or encode, and the bytes stay as sent.
+local route_data = {
+  __index = function(t, k)
+    if k ~= "data" then return nil end
+    local text = rawget(t, "data_json")
+    if text == nil then return nil end
+    rawset(t, "data_json", nil)
+    local d = cjson.decode(text)
+    rawset(t, "data", d)
+    return d
+  end,
+  __newindex = function(t, k, v)
+    if k == "data" then rawset(t, "data_json", nil) end
+    rawset(t, k, v)
+  end,
+}
+
+-- items: { { channel = "x", data = "<json text>" }, ... }
+-- Returns a list of { channels = {...}, data = "<json>"|nil, kinds = {...}|nil }
+-- (data nil: as published) or nil, denial. Re-encoded data (cjson) keeps 14
+-- significant digits of a number and not the key order.
 function _M.route(route_index, items, ctx)
-  local route = _M.config.routes[route_index]
+  local chain = _M.config.routes[route_index].chain
   local out = {}
-  for i, item in ipairs(items) do
-    local data = cjson.decode(item.data)
-    local msg = { channel = item.channel, data = data, ttl = item.ttl, store = item.store }
-    local decided, v, d = with_config(route.chain, "route", 400, msg, ctx)
+  for i = 1, #items do
+    local item = items[i]
+    local msg = setmetatable({ channel = item.channel, data_json = item.data }, route_data)
+    local decided, v, d = with_config(chain, "route", 400, msg, ctx)
     if decided and v == nil then
       if #items > 1 then d.message = format("item %d: %s", i - 1, d.message) end
       return nil, d
     end
     local m = (decided and type(v) == "table") and v or msg
-    local channels = type(m.channels) == "table" and m.channels or { m.channel }
-    local encoded = cjson.encode(m.data)
-    if encoded == nil then return denial(500, "plugin_error", "a route plugin left data that is not JSON") end
-    out[i] = { channels = channels, data = encoded, kinds = type(m.kinds) == "table" and m.kinds or nil,
-               ttl = m.ttl, store = m.store }
+    local encoded
+    if m ~= msg or rawget(msg, "data_json") ~= item.data then
+      encoded = cjson.encode(m.data)
+      if encoded == nil then return denial(500, "plugin_error", "a route plugin left data that is not JSON") end
+    end
+    out[i] = { channels = type(m.channels) == "table" and m.channels or { m.channel }, data = encoded,
+               kinds = type(m.kinds) == "table" and m.kinds or nil }
   end
   return out
 end
