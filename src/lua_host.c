@@ -868,7 +868,7 @@ int mp_lua_format(int route_index, const char *channel, unsigned long long seq, 
     lua_pushstring(L, id);
     lua_setfield(L, -2, "id");
     lua_pushlstring(L, data, data_len);
-    lua_setfield(L, -2, "data");
+    lua_setfield(L, -2, "data_json");   /* msg.data is decoded from it on first use */
     in_format = 1;
     int rc = guarded_pcall(route_budget(route_index), 2, 2, "format");
     in_format = 0;

@@ -347,10 +347,9 @@ local lazy_data = { __index = function(t, k)
   end
 end }
 
+-- msg: { channel, seq, id, data_json } as C built it.
 function _M.format(route_index, msg)
   local route = _M.config.routes[route_index]
-  msg.data_json = msg.data
-  msg.data = nil
   setmetatable(msg, lazy_data)
   local decided, v, d = with_config(route.chain, "format", 500, msg, { route = route.path })
   if decided and v == nil then return nil, d end
