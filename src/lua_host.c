@@ -49,6 +49,57 @@ static void push_core_fn(const char *fn)
     lua_remove(L, -2);
 }
 
+/* The entry points called per request or per message, looked up by name
+ * once (core.lua's functions never change) instead of on every call. */
+enum { HOT_AUTH, HOT_ROUTE, HOT_FORMAT, HOT_EVENT, HOT_COUNT };
+static const char *const hot_names[HOT_COUNT] = {"auth", "route", "format", "event"};
+static int hot_refs[HOT_COUNT];
+
+static void remember_hot_fns(void)
+{
+    for (int i = 0; i < HOT_COUNT; i++) {
+        push_core_fn(hot_names[i]);
+        hot_refs[i] = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
+}
+
+static void push_hot_fn(int which)
+{
+    lua_rawgeti(L, LUA_REGISTRYINDEX, hot_refs[which]);
+}
+
+/* mp_conn_remote formats the address on every call (a few thousand
+ * instructions); every publish request needs it for its auth and again for
+ * its route hooks, and publishers keep their connections open. The last few
+ * are kept, by connection id (ids are never reused). */
+#define REMOTE_CACHE 8
+
+typedef struct remote_text {
+    uint64_t conn_id;     /* 0: empty */
+    size_t len;
+    char text[INET6_ADDRSTRLEN + 16];
+} remote_text;
+
+static void push_remote(const mp_conn *c)
+{
+    static remote_text cache[REMOTE_CACHE];
+    static unsigned next;
+    remote_text *e = NULL;
+    for (int i = 0; i < REMOTE_CACHE && !e; i++)
+        if (cache[i].conn_id == c->id)
+            e = &cache[i];
+    if (!e) {
+        e = &cache[next++ % REMOTE_CACHE];
+        const char *text = mp_conn_remote(c);
+        e->len = strlen(text);
+        if (e->len >= sizeof e->text)
+            e->len = sizeof e->text - 1;
+        memcpy(e->text, text, e->len);
+        e->conn_id = c->id;
+    }
+    lua_pushlstring(L, e->text, e->len);
+}
+
 /* pcall with the budget armed for the outermost call; nested calls (a hook
  * that publishes) run inside the outer budget. Logs failures. */
 static int guarded_pcall(int budget, int nargs, int nresults, const char *what)
@@ -580,6 +631,7 @@ int mp_lua_init(const char *config_path, mp_config *cfg, char *err, size_t errle
         return -1;
     }
     core_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    remember_hot_fns();
     push_core_fn("load");
     lua_pushstring(L, config_path);
     if (lua_pcall(L, 1, 2, 0) != 0 || lua_isnil(L, -2)) {
@@ -663,7 +715,7 @@ static void push_request(const mp_http_req *req)
     lua_setfield(L, -2, "path");
     lua_pushstring(L, req->query);
     lua_setfield(L, -2, "query_string");
-    lua_pushstring(L, mp_conn_remote(req->conn));
+    push_remote(req->conn);
     lua_setfield(L, -2, "remote_addr");
     lua_createtable(L, 0, req->nheaders);
     for (int i = 0; i < req->nheaders; i++) {
@@ -758,7 +810,7 @@ static mp_identity *read_identity(int idx)
 int mp_lua_auth(const mp_http_req *req, mp_identity **out, mp_denial *deny)
 {
     int top = lua_gettop(L);
-    push_core_fn("auth");
+    push_hot_fn(HOT_AUTH);
     lua_pushinteger(L, req->route_index + 1);
     push_request(req);
     int result = -1;
@@ -779,23 +831,53 @@ int mp_lua_auth(const mp_http_req *req, mp_identity **out, mp_denial *deny)
 
 /* ---- publish: route hooks ----------------------------------------------- */
 
-/* core.route leaves `data` nil when no hook touched the message's data: the
- * published text is then used as it is, neither re-encoded nor copied. */
+/* One allocation: the struct, its channel and kind pointers, then bytes for
+ * the strings; *cursor is where the bytes start. */
+static mp_routed *routed_alloc(int nch, int nkinds, size_t bytes, char **cursor)
+{
+    mp_routed *r = malloc(sizeof *r + sizeof(char *) * (size_t)(nch + nkinds) + bytes);
+    if (!r)
+        return NULL;
+    r->channels = (char **)(r + 1);
+    r->kinds = r->channels + nch;
+    r->nchannels = nch;
+    r->nkinds = nkinds;
+    *cursor = (char *)(r->kinds + nkinds);
+    return r;
+}
+
+/* core.route's answer for a message is a string when the hooks left it
+ * alone apart from its channel: that one channel, every device kind, data
+ * as published (used as it is: neither re-encoded nor copied). */
+static mp_routed *read_routed_channel(int idx, const char *published)
+{
+    size_t len;
+    const char *channel = lua_tolstring(L, idx, &len);
+    char *cursor;
+    mp_routed *r = routed_alloc(1, 0, len + 1, &cursor);
+    if (r) {
+        r->channels[0] = copy_str(&cursor, channel, len);
+        r->data = published;
+        r->data_len = strlen(published);
+    }
+    return r;
+}
+
+/* Otherwise a table { channels = {...}, kinds = {...}|nil, data = text|nil }
+ * (data nil: as published). */
 static mp_routed *read_routed(int idx, const char *published)
 {
+    if (lua_type(L, idx) == LUA_TSTRING)
+        return read_routed_channel(idx, published);
     int nch, nkinds;
     lua_getfield(L, idx, "data");
     size_t data_len = 0;
     const char *changed = lua_tolstring(L, -1, &data_len);
     size_t bytes = list_bytes(idx, "channels", &nch) + list_bytes(idx, "kinds", &nkinds) +
                    (changed ? data_len + 1 : 0);
-    mp_routed *r = malloc(sizeof *r + sizeof(char *) * (size_t)(nch + nkinds) + bytes);
+    char *cursor;
+    mp_routed *r = routed_alloc(nch, nkinds, bytes, &cursor);
     if (r) {
-        r->channels = (char **)(r + 1);
-        r->kinds = r->channels + nch;
-        r->nchannels = nch;
-        r->nkinds = nkinds;
-        char *cursor = (char *)(r->kinds + nkinds);
         copy_list(&cursor, idx, "channels", r->channels, nch);
         copy_list(&cursor, idx, "kinds", r->kinds, nkinds);
         r->data = changed ? copy_str(&cursor, changed, data_len) : published;
@@ -809,26 +891,22 @@ int mp_lua_route(const mp_http_req *req, const char *publisher, int n, const cha
                  const char *const *datas, mp_routed **out, mp_denial *deny)
 {
     int top = lua_gettop(L);
-    push_core_fn("route");
+    /* core.route(i, route path, publisher, remote, { ch1, data1, ch2, ... }):
+     * plain values and one flat list, so no table is keyed from C. */
+    push_hot_fn(HOT_ROUTE);
     lua_pushinteger(L, req->route_index + 1);
-    lua_createtable(L, n, 0);
-    for (int i = 0; i < n; i++) {
-        lua_createtable(L, 0, 2);
-        lua_pushstring(L, channels[i]);
-        lua_setfield(L, -2, "channel");
-        lua_pushstring(L, datas[i]);
-        lua_setfield(L, -2, "data");
-        lua_rawseti(L, -2, i + 1);
-    }
-    lua_createtable(L, 0, 3);
     lua_pushstring(L, req->route->path);
-    lua_setfield(L, -2, "route");
     lua_pushstring(L, publisher);
-    lua_setfield(L, -2, "publisher");
-    lua_pushstring(L, mp_conn_remote(req->conn));
-    lua_setfield(L, -2, "remote_addr");
+    push_remote(req->conn);
+    lua_createtable(L, 2 * n, 0);
+    for (int i = 0; i < n; i++) {
+        lua_pushstring(L, channels[i]);
+        lua_rawseti(L, -2, 2 * i + 1);
+        lua_pushstring(L, datas[i]);
+        lua_rawseti(L, -2, 2 * i + 2);
+    }
     int result = -1;
-    if (guarded_pcall(req->route->budget, 3, 2, "route") != 0) {
+    if (guarded_pcall(req->route->budget, 5, 2, "route") != 0) {
         failed_call(deny);
     } else if (!lua_istable(L, -2)) {
         read_denial(lua_gettop(L), deny);
@@ -858,7 +936,7 @@ int mp_lua_format(int route_index, const char *channel, unsigned long long seq, 
                   const char *data, size_t data_len, char **out, size_t *out_len)
 {
     int top = lua_gettop(L);
-    push_core_fn("format");
+    push_hot_fn(HOT_FORMAT);
     lua_pushinteger(L, route_index + 1);
     lua_createtable(L, 0, 4);
     lua_pushstring(L, channel);
@@ -920,7 +998,7 @@ static void push_conn(const mp_conn_info *c)
 void mp_lua_conn_event(int route_index, const char *name, const mp_conn_info *conn, int code, const char *reason)
 {
     int top = lua_gettop(L);
-    push_core_fn("event");
+    push_hot_fn(HOT_EVENT);
     lua_pushinteger(L, route_index + 1);
     lua_pushstring(L, name);
     push_conn(conn);
@@ -943,7 +1021,7 @@ void mp_lua_conn_event(int route_index, const char *name, const mp_conn_info *co
 void mp_lua_ack_event(int route_index, const mp_conn_info *conn, const char *channel, unsigned long long seq)
 {
     int top = lua_gettop(L);
-    push_core_fn("event");
+    push_hot_fn(HOT_EVENT);
     lua_pushinteger(L, route_index + 1);
     lua_pushstring(L, "on_ack");
     push_conn(conn);
@@ -962,7 +1040,7 @@ void mp_lua_ack_event(int route_index, const mp_conn_info *conn, const char *cha
 int mp_lua_message_ratelimit(int route_index, const mp_conn_info *conn, mp_denial *deny)
 {
     int top = lua_gettop(L);
-    push_core_fn("event");
+    push_hot_fn(HOT_EVENT);
     lua_pushinteger(L, route_index + 1);
     lua_pushstring(L, "ratelimit");
     push_conn(conn);
@@ -982,7 +1060,7 @@ int mp_lua_on_message(int route_index, const mp_conn_info *conn, const char *fra
                       char **reply, mp_denial *deny)
 {
     int top = lua_gettop(L);
-    push_core_fn("event");
+    push_hot_fn(HOT_EVENT);
     lua_pushinteger(L, route_index + 1);
     lua_pushstring(L, "on_message");
     push_conn(conn);
