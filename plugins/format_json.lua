@@ -26,7 +26,6 @@ local moonpush = require "moonpush"
 local type, pairs, ipairs, tostring, setmetatable = type, pairs, ipairs, tostring, setmetatable
 local concat = table.concat
 local format, match, find, gsub = string.format, string.match, string.find, string.gsub
-local floor = math.floor
 
 local json_encode = moonpush.json.encode
 local log = moonpush.log
@@ -118,7 +117,7 @@ local function quote(s)
 end
 
 local function seq_is_int(seq)
-  return type(seq) == "number" and seq == floor(seq) and seq >= 0 and seq < 2 ^ 53
+  return type(seq) == "number" and seq >= 0 and seq < 2 ^ 53 and seq % 1 == 0
 end
 
 -- seq that is not a plain integer number: a string of digits as it is.

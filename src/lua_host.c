@@ -936,19 +936,16 @@ int mp_lua_format(int route_index, const char *channel, unsigned long long seq, 
                   const char *data, size_t data_len, char **out, size_t *out_len)
 {
     int top = lua_gettop(L);
+    /* core.format(i, channel, seq, id, data_json): plain values, the message
+     * table is made in Lua (no key interned from C per message) */
     push_hot_fn(HOT_FORMAT);
     lua_pushinteger(L, route_index + 1);
-    lua_createtable(L, 0, 4);
     lua_pushstring(L, channel);
-    lua_setfield(L, -2, "channel");
     lua_pushnumber(L, (double)seq);
-    lua_setfield(L, -2, "seq");
     lua_pushstring(L, id);
-    lua_setfield(L, -2, "id");
     lua_pushlstring(L, data, data_len);
-    lua_setfield(L, -2, "data_json");   /* msg.data is decoded from it on first use */
     in_format = 1;
-    int rc = guarded_pcall(route_budget(route_index), 2, 2, "format");
+    int rc = guarded_pcall(route_budget(route_index), 5, 2, "format");
     in_format = 0;
     int result;
     if (rc != 0) {

@@ -10,7 +10,7 @@
 --   plugin_files()                 what to watch
 --   auth(i, raw)                   handshake / publish request
 --   route(i, path, publisher, remote, items)  publish: rewrite / reject messages
---   format(i, msg)                 delivery: one string per route and message
+--   format(i, channel, seq, id, data_json)    delivery: one string per route and message
 --   event(i, name, conn, arg)      on_connect / on_close / on_message
 -- Every call runs under C's pcall and instruction budget.
 
@@ -368,10 +368,9 @@ local lazy_data = { __index = function(t, k)
   end
 end }
 
--- msg: { channel, seq, id, data_json } as C built it.
-function _M.format(route_index, msg)
+function _M.format(route_index, channel, seq, id, data_json)
   local route = _M.config.routes[route_index]
-  setmetatable(msg, lazy_data)
+  local msg = setmetatable({ channel = channel, seq = seq, id = id, data_json = data_json }, lazy_data)
   local decided, v, d = with_config(route.chain, "format", 500, msg, { route = route.path })
   if decided and v == nil then return nil, d end
   if decided and type(v) ~= "string" then return denial(500, "plugin_error", "a format plugin returned a non-string") end
