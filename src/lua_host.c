@@ -34,9 +34,19 @@ static int in_format;       /* no publishing from inside a format hook */
  * cannot carry on: the first instruction outside its pcall raises again. */
 #define BUDGET_REPEAT 1
 
+/* The count hook stays set for the life of the state: LuaJIT rewrites its
+ * whole dispatch table each time hooks are switched on or off, which per
+ * hook call (on, then off) cost more than some hooks. Outside a guarded
+ * call the count is merely re-armed: the core's own code has no budget. */
+#define BUDGET_IDLE INT_MAX
+
 static void budget_hook(lua_State *l, lua_Debug *ar)
 {
     (void)ar;
+    if (call_depth == 0) {
+        lua_sethook(l, budget_hook, LUA_MASKCOUNT, BUDGET_IDLE);
+        return;
+    }
     lua_sethook(l, budget_hook, LUA_MASKCOUNT, BUDGET_REPEAT);
     luaL_error(l, "instruction budget exceeded");
 }
@@ -109,7 +119,7 @@ static int guarded_pcall(int budget, int nargs, int nresults, const char *what)
                     budget > 0 ? budget : mp.cfg.plugin_budget > 0 ? mp.cfg.plugin_budget : 1000000);
     int rc = lua_pcall(L, nargs, nresults, 0);
     if (--call_depth == 0)
-        lua_sethook(L, NULL, 0, 0);
+        lua_sethook(L, budget_hook, LUA_MASKCOUNT, BUDGET_IDLE);   /* same mode: no dispatch rewrite */
     if (rc != 0) {
         mp.stats.plugin_errors++;
         mp_warn("plugin call failed", "phase=%s error=\"%s\"", what, mp_log_q(lua_tostring(L, -1)));
@@ -623,6 +633,7 @@ int mp_lua_init(const char *config_path, mp_config *cfg, char *err, size_t errle
         return -1;
     }
     luaL_openlibs(L);
+    lua_sethook(L, budget_hook, LUA_MASKCOUNT, BUDGET_IDLE);
     set_lua_path();
     lua_getglobal(L, "require");
     lua_pushstring(L, "moonpush.core");
