@@ -67,14 +67,16 @@ end
 
 -- Per config table, built once: the whole frame as a string.format template
 -- with the type value and the field names baked in. Each of channel, seq, id
--- and data has a slot: "%s" (or "%d" for an integer seq) when the field is
--- sent, "%.0s" (prints nothing) when it is omitted, so every call passes the
--- same four arguments and makes one string.
+-- and data has a slot, "%.0s" (prints nothing) when the field is omitted, so
+-- every call passes the same four arguments and makes one string. Two
+-- templates: `plain` has the quotes around channel and id and "%d" for seq,
+-- for the usual message (strings that need no escape, an integer seq);
+-- `any` takes each value already encoded.
 local templates = setmetatable({}, { __mode = "k" })
 
 local function escape_percent(s) return (gsub(s, "%%", "%%%%")) end
 
-local function build_template(conf, seq_slot)
+local function build_template(conf, slots)
   local fields = conf.fields or {}
   local out, sent = {}, 0
   for _, k in ipairs(ORDER) do
@@ -84,7 +86,7 @@ local function build_template(conf, seq_slot)
     if k == "type" then
       slot = name and escape_percent(json_encode(conf.type or "message")) or ""
     elseif name then
-      slot = k == "seq" and seq_slot or "%s"
+      slot = slots[k]
     else
       slot = "%.0s"
     end
@@ -98,22 +100,24 @@ local function build_template(conf, seq_slot)
   return "{" .. concat(out) .. "}"
 end
 
+local PLAIN_SLOTS = { channel = '"%s"', seq = "%d", id = '"%s"', data = "%s" }
+local ANY_SLOTS = { channel = "%s", seq = "%s", id = "%s", data = "%s" }
+
 local function templates_for(conf)
   local t = templates[conf]
   if not t then
     local fields = conf.fields or {}
-    t = { int_seq = build_template(conf, "%d"), any_seq = build_template(conf, "%s"),
+    t = { plain = build_template(conf, PLAIN_SLOTS), any = build_template(conf, ANY_SLOTS),
           seq = fields.seq ~= false, data = fields.data ~= false }
     templates[conf] = t
   end
   return t
 end
 
--- A string as a JSON string: quoted as it is when nothing in it needs an
--- escape (channel names and ids never do), else through lua-cjson.
-local function quote(s)
-  if type(s) == "string" and not find(s, '[%c"\\/]') then return '"' .. s .. '"' end
-  return json_encode(s)
+-- A string that goes between JSON quotes as it is (the core's channel names
+-- and ids always do).
+local function plain(s)
+  return type(s) == "string" and not find(s, '[%c"\\/]')
 end
 
 local function seq_is_int(seq)
@@ -140,11 +144,11 @@ function _M.format(msg, audience, conf)
       end
     end
   end
-  local seq = msg.seq
-  if t.seq and seq_is_int(seq) then
-    return format(t.int_seq, quote(msg.channel), seq, quote(msg.id), data)
+  local channel, seq, id = msg.channel, msg.seq, msg.id
+  if plain(channel) and plain(id) and (not t.seq or seq_is_int(seq)) then
+    return format(t.plain, channel, t.seq and seq or "", id, data)
   end
-  return format(t.any_seq, quote(msg.channel), t.seq and encode_seq(seq) or "", quote(msg.id), data)
+  return format(t.any, json_encode(channel), t.seq and encode_seq(seq) or "", json_encode(id), data)
 end
 
 return _M
