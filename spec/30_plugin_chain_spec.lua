@@ -441,6 +441,21 @@ describe("moonpush plugin chains", function()
       assert.equals(before_b + 1, format_calls(b[2]))
     end)
 
+    it("hands a route's format hook the same audience table on every call", function()
+      local ch = client.unique("fmtaud-")
+      local a, b = dev("/fmt", "bob", { channels = { ch } }), dev("/fmt2", "bob", { channels = { ch } })
+      -- each route loads its own instance of the fixture, which counts the
+      -- distinct audience tables it was handed
+      local function audiences(w) return client.request(w, { type = "format_calls" }).audiences end
+      for i = 1, 3 do
+        client.publish_ok(srv, { channel = ch, data = i })
+        assert.matches("^FMT|/fmt|", client.recv_text(a))
+        assert.matches("^FMT|/fmt2|", client.recv_text(b))
+      end
+      assert.equals(1, audiences(a))
+      assert.equals(1, audiences(b))
+    end)
+
     it("is not called for a message no connection of the route subscribes to", function()
       local f = dev("/fmt", "bob")
       local before = format_calls(f)

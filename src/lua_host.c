@@ -898,44 +898,60 @@ static mp_routed *read_routed(int idx, const char *published)
     return r;
 }
 
+/* Reads core.route's answers: one value for one message, else a list. */
+static int read_route_answers(int idx, int n, const char *const *datas, mp_routed **out)
+{
+    for (int i = 0; i < n; i++) {
+        if (n > 1)
+            lua_rawgeti(L, idx, i + 1);
+        else
+            lua_pushvalue(L, idx);
+        out[i] = read_routed(lua_gettop(L), datas[i]);
+        lua_pop(L, 1);
+        if (!out[i]) {
+            for (int k = 0; k < i; k++)
+                free(out[k]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 int mp_lua_route(const mp_http_req *req, const char *publisher, int n, const char *const *channels,
                  const char *const *datas, mp_routed **out, mp_denial *deny)
 {
     int top = lua_gettop(L);
-    /* core.route(i, route path, publisher, remote, { ch1, data1, ch2, ... }):
-     * plain values and one flat list, so no table is keyed from C. */
+    /* core.route(i, route path, publisher, remote, list, channel, data):
+     * plain values, so no table is keyed from C; a batch comes as one flat
+     * list { ch1, data1, ch2, ... }, a single message (the usual request) as
+     * channel and data with list nil, and Lua makes no list for it either. */
     push_hot_fn(HOT_ROUTE);
     lua_pushinteger(L, req->route_index + 1);
     lua_pushstring(L, req->route->path);
     lua_pushstring(L, publisher);
     push_remote(req->conn);
-    lua_createtable(L, 2 * n, 0);
-    for (int i = 0; i < n; i++) {
-        lua_pushstring(L, channels[i]);
-        lua_rawseti(L, -2, 2 * i + 1);
-        lua_pushstring(L, datas[i]);
-        lua_rawseti(L, -2, 2 * i + 2);
+    if (n == 1) {
+        lua_pushnil(L);
+        lua_pushstring(L, channels[0]);
+        lua_pushstring(L, datas[0]);
+    } else {
+        lua_createtable(L, 2 * n, 0);
+        for (int i = 0; i < n; i++) {
+            lua_pushstring(L, channels[i]);
+            lua_rawseti(L, -2, 2 * i + 1);
+            lua_pushstring(L, datas[i]);
+            lua_rawseti(L, -2, 2 * i + 2);
+        }
     }
     int result = -1;
-    if (guarded_pcall(req->route->budget, 5, 2, "route") != 0) {
+    if (guarded_pcall(req->route->budget, n == 1 ? 7 : 5, 2, "route") != 0) {
         failed_call(deny);
-    } else if (!lua_istable(L, -2)) {
+    } else if (lua_isnil(L, -2)) {
         read_denial(lua_gettop(L), deny);
+    } else if (read_route_answers(lua_gettop(L) - 1, n, datas, out) < 0) {
+        set_denial(deny, 503, "unavailable", "server out of memory");
     } else {
-        int list = lua_gettop(L) - 1;
         result = 0;
-        for (int i = 0; i < n; i++) {
-            lua_rawgeti(L, list, i + 1);
-            out[i] = read_routed(lua_gettop(L), datas[i]);
-            lua_pop(L, 1);
-            if (!out[i]) {
-                for (int k = 0; k < i; k++)
-                    free(out[k]);
-                set_denial(deny, 503, "unavailable", "server out of memory");
-                result = -1;
-                break;
-            }
-        }
     }
     lua_settop(L, top);
     return result;

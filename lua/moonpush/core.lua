@@ -9,7 +9,7 @@
 --   routes_for_c()                 path, type, hook flags, budget per route
 --   plugin_files()                 what to watch
 --   auth(i, raw)                   handshake / publish request
---   route(i, path, publisher, remote, items)  publish: rewrite / reject messages
+--   route(i, path, publisher, remote, list, channel, data)  publish: rewrite / reject
 --   format(i, channel, seq, id, data_json)    delivery: one string per route and message
 --   event(i, name, conn, arg)      on_connect / on_close / on_message
 -- Every call runs under C's pcall and instruction budget.
@@ -316,42 +316,50 @@ local route_data = {
   end,
 }
 
--- items: { channel1, data1, channel2, data2, ... } (data: JSON text).
--- Returns one answer per message, or nil, denial. An answer is the channel
+-- One message through the chain. Returns its answer for C: the channel
 -- name when the hooks left the message alone apart from its channel (one
 -- channel, every device kind, data as published: the common case, read
 -- cheaply by C), else { channels = {...}, kinds = {...}|nil, data = <json>|nil }
--- with data nil when it is as published. Re-encoded data (cjson) keeps 14
--- significant digits of a number and not the key order.
-function _M.route(route_index, route_path, publisher, remote_addr, items)
+-- with data nil when it is as published; or nil, denial. Re-encoded data
+-- (cjson) keeps 14 significant digits of a number and not the key order.
+local function route_one(chain, ctx, channel, published)
+  local msg = setmetatable({ channel = channel, data_json = published }, route_data)
+  local decided, v, d = with_config(chain, "route", 400, msg, ctx)
+  if decided and v == nil then return nil, d end
+  setmetatable(msg, nil)   -- the hooks are done: no decoding for the reads below
+  local m = (decided and type(v) == "table") and v or msg
+  local channels, kinds = m.channels, m.kinds
+  if type(channels) ~= "table" then channels = nil end
+  if type(kinds) ~= "table" then kinds = nil end
+  local untouched = m == msg and msg.data_json == published
+  if untouched and not channels and not kinds and type(msg.channel) == "string" then
+    return msg.channel
+  end
+  local encoded
+  if not untouched then
+    encoded = cjson.encode(m.data)
+    if encoded == nil then return denial(500, "plugin_error", "a route plugin left data that is not JSON") end
+  end
+  return { channels = channels or { m.channel }, kinds = kinds, data = encoded }
+end
+
+-- A publish request's messages: one as (channel, data) with list nil, or a
+-- batch as list = { channel1, data1, channel2, data2, ... } (data: JSON
+-- text). Returns the one answer, or a list of them, or nil, denial (nothing
+-- of a batch is published then).
+function _M.route(route_index, route_path, publisher, remote_addr, list, channel, data)
   local chain = _M.config.routes[route_index].chain
   local ctx = { route = route_path, publisher = publisher, remote_addr = remote_addr }
-  local n = #items / 2
+  if not list then return route_one(chain, ctx, channel, data) end
+  local n = #list / 2
   local out = {}
   for i = 1, n do
-    local published = items[2 * i]
-    local msg = setmetatable({ channel = items[2 * i - 1], data_json = published }, route_data)
-    local decided, v, d = with_config(chain, "route", 400, msg, ctx)
-    if decided and v == nil then
+    local answer, d = route_one(chain, ctx, list[2 * i - 1], list[2 * i])
+    if answer == nil then
       if n > 1 then d.message = format("item %d: %s", i - 1, d.message) end
       return nil, d
     end
-    setmetatable(msg, nil)   -- the hooks are done: no decoding for the reads below
-    local m = (decided and type(v) == "table") and v or msg
-    local channels, kinds = m.channels, m.kinds
-    if type(channels) ~= "table" then channels = nil end
-    if type(kinds) ~= "table" then kinds = nil end
-    local untouched = m == msg and msg.data_json == published
-    if untouched and not channels and not kinds and type(msg.channel) == "string" then
-      out[i] = msg.channel
-    else
-      local encoded
-      if not untouched then
-        encoded = cjson.encode(m.data)
-        if encoded == nil then return denial(500, "plugin_error", "a route plugin left data that is not JSON") end
-      end
-      out[i] = { channels = channels or { m.channel }, kinds = kinds, data = encoded }
-    end
+    out[i] = answer
   end
   return out
 end
@@ -368,10 +376,14 @@ local lazy_data = { __index = function(t, k)
   end
 end }
 
+-- audience is made once per route (this runs once per message per route)
+-- and handed to every call: plugins treat it as read-only, like conf.
 function _M.format(route_index, channel, seq, id, data_json)
   local route = _M.config.routes[route_index]
   local msg = setmetatable({ channel = channel, seq = seq, id = id, data_json = data_json }, lazy_data)
-  local decided, v, d = with_config(route.chain, "format", 500, msg, { route = route.path })
+  local audience = route.audience
+  if not audience then audience = { route = route.path } route.audience = audience end
+  local decided, v, d = with_config(route.chain, "format", 500, msg, audience)
   if decided and v == nil then return nil, d end
   if decided and type(v) ~= "string" then return denial(500, "plugin_error", "a format plugin returned a non-string") end
   return v
