@@ -23,10 +23,9 @@
 
 local moonpush = require "moonpush"
 
-local type, pairs, tostring, setmetatable = type, pairs, tostring, setmetatable
+local type, pairs, ipairs, tostring, setmetatable = type, pairs, ipairs, tostring, setmetatable
 local concat = table.concat
-local format, match = string.format, string.match
-local floor = math.floor
+local format, match, gsub = string.format, string.match, string.gsub
 
 local json_encode = moonpush.json.encode
 local log = moonpush.log
@@ -66,47 +65,66 @@ function _M.validate(conf)
   return true
 end
 
--- Precomputed per config table: the '"name":' prefixes, nil for omitted.
-local keys_cache = setmetatable({}, { __mode = "k" })
+-- Per config table, built once: the whole frame as a string.format template
+-- with the type value and the field names baked in. Each of channel, seq, id
+-- and data has a slot, "%.0s" (prints nothing) when the field is omitted, so
+-- every call passes the same four arguments and makes one string. Two
+-- templates: `int_seq` writes seq with "%d" (the usual integer), `any_seq`
+-- takes it already encoded.
+local templates = setmetatable({}, { __mode = "k" })
 
-local function keys_for(conf)
-  local keys = keys_cache[conf]
-  if keys then return keys end
-  keys = {}
+local function escape_percent(s) return (gsub(s, "%%", "%%%%")) end
+
+local function build_template(conf, seq_slot)
   local fields = conf.fields or {}
-  for _, k in pairs(ORDER) do
-    local out = fields[k]
-    if out == nil then out = k end
-    if out then keys[k] = json_encode(out) .. ":" end
+  local out, sent = {}, 0
+  for _, k in ipairs(ORDER) do
+    local name = fields[k]
+    if name == nil then name = k end
+    local slot
+    if k == "type" then
+      slot = name and escape_percent(json_encode(conf.type or "message")) or ""
+    elseif name then
+      slot = k == "seq" and seq_slot or "%s"
+    else
+      slot = "%.0s"
+    end
+    if name then
+      out[#out + 1] = (sent > 0 and "," or "") .. escape_percent(json_encode(name)) .. ":" .. slot
+      sent = sent + 1
+    else
+      out[#out + 1] = slot
+    end
   end
-  keys_cache[conf] = keys
-  return keys
+  return "{" .. concat(out) .. "}"
 end
 
--- seq as an exact integer: numbers up to 2^53, or a string of digits.
-local function encode_seq(seq)
-  if type(seq) == "number" and seq == floor(seq) and seq >= 0 and seq < 2 ^ 53 then
-    return format("%d", seq)
+local function templates_for(conf)
+  local t = templates[conf]
+  if not t then
+    local fields = conf.fields or {}
+    t = { int_seq = build_template(conf, "%d"), any_seq = build_template(conf, "%s"),
+          seq = fields.seq ~= false, data = fields.data ~= false }
+    templates[conf] = t
   end
+  return t
+end
+
+local function seq_is_int(seq)
+  return type(seq) == "number" and seq >= 0 and seq < 2 ^ 53 and seq % 1 == 0
+end
+
+-- seq that is not a plain integer number: a string of digits as it is.
+local function encode_seq(seq)
   if type(seq) == "string" and match(seq, "^%d+$") then return seq end
   return json_encode(seq)
 end
 
 function _M.format(msg, audience, conf)
-  local keys = keys_for(conf)
-  local parts, n = {}, 0
-  local function add(k, v)
-    if keys[k] then
-      n = n + 1
-      parts[n] = keys[k] .. v
-    end
-  end
-  add("type", json_encode(conf.type or "message"))
-  add("channel", json_encode(msg.channel))
-  add("seq", encode_seq(msg.seq))
-  add("id", json_encode(msg.id))
-  if keys.data then
-    local data = msg.data_json
+  local t = templates_for(conf)
+  local data = ""
+  if t.data then
+    data = msg.data_json
     if type(data) ~= "string" then
       local err
       data, err = json_encode(msg.data)
@@ -115,9 +133,14 @@ function _M.format(msg, audience, conf)
         return nil
       end
     end
-    add("data", data)
   end
-  return "{" .. concat(parts, ",") .. "}"
+  -- channel and id through lua-cjson: cheaper than checking whether they
+  -- need escaping at all (a Lua pattern costs ~2k instructions a string)
+  local seq = msg.seq
+  if not t.seq or seq_is_int(seq) then
+    return format(t.int_seq, json_encode(msg.channel), t.seq and seq or "", json_encode(msg.id), data)
+  end
+  return format(t.any_seq, json_encode(msg.channel), encode_seq(seq), json_encode(msg.id), data)
 end
 
 return _M

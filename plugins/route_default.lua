@@ -19,8 +19,10 @@
 --
 -- Denials:
 --   400 bad_message     data is not an object / lacks a required field
---   413 data_too_large  encoded data over max_data_bytes (measured as
---                       lua-cjson encodes it: within a few bytes of the frame)
+--   413 data_too_large  data over max_data_bytes, measured on its JSON text:
+--                       the text as published (the frame's bytes) while no
+--                       earlier hook touched msg.data, else as lua-cjson
+--                       encodes it (within a few bytes of the frame)
 --   400 bad_channel     a prefixed channel name would pass 128 bytes
 -- The channel rules themselves (characters, length) are the core's, checked
 -- on the result as on any channel.
@@ -31,7 +33,7 @@ local type, pairs, ipairs, tostring = type, pairs, ipairs, tostring
 local floor = math.floor
 local find, gsub, match, sub, format = string.find, string.gsub, string.match, string.sub, string.format
 
-local json_encode = moonpush.json.encode
+local json_encode, json_decode = moonpush.json.encode, moonpush.json.decode
 local null = moonpush.json.null
 
 local _M = { name = "route_default" }
@@ -78,9 +80,16 @@ local function bad(status, code, message)
   return nil, { status = status, code = code, message = message }
 end
 
-local function check_data(data, conf)
+-- Checks read msg.data_json when the core still has it (no hook touched
+-- data): a private decode for the fields, its length for the size. msg.data
+-- itself stays untouched, so the core publishes the bytes as sent instead of
+-- re-encoding them.
+local function check_data(msg, conf)
+  local text = rawget(msg, "data_json")
   local fields = conf.require_fields
   if fields then
+    local data
+    if text then data = json_decode(text) else data = msg.data end
     if type(data) ~= "table" then return bad(400, "bad_message", "data must be an object") end
     for i = 1, #fields do
       local v = data[fields[i]]
@@ -91,10 +100,12 @@ local function check_data(data, conf)
   end
   local max = conf.max_data_bytes
   if max then
-    local encoded = json_encode(data)
-    if not encoded then return bad(400, "bad_message", "data cannot be encoded as JSON") end
-    if #encoded > max then
-      return bad(413, "data_too_large", format("data is %d bytes, at most %d allowed", #encoded, max))
+    if not text then
+      text = json_encode(msg.data)
+      if not text then return bad(400, "bad_message", "data cannot be encoded as JSON") end
+    end
+    if #text > max then
+      return bad(413, "data_too_large", format("data is %d bytes, at most %d allowed", #text, max))
     end
   end
   return true
@@ -117,7 +128,7 @@ local function intersect(have, want)
 end
 
 function _M.route(msg, ctx, conf)
-  local ok, denial = check_data(msg.data, conf)
+  local ok, denial = check_data(msg, conf)
   if not ok then return nil, denial end
 
   local prefix = conf.prefix

@@ -103,6 +103,27 @@ describe("route_default", function()
       assert.is_table((plugin.route(msg({ data = 12345 }), ctx(), { max_data_bytes = 5 })))
     end)
 
+    -- As the core hands it over: msg.data_json set, msg.data decoded on
+    -- first read (here: a read fails the test).
+    local function untouched(text)
+      return setmetatable({ channel = "orders:17", data_json = text }, { __index = function(_, k)
+        if k == "data" then error("route_default read msg.data") end
+      end })
+    end
+
+    it("measures and checks msg.data_json without touching msg.data", function()
+      local text = '{"order":17,"x":"12345"}'        -- 24 bytes as published
+      local out = plugin.route(untouched(text), ctx(), { require_fields = { "order" }, max_data_bytes = 24 })
+      assert.is_table(out)
+      assert.equal(text, rawget(out, "data_json"))
+      assert_denied(413, "data_too_large", "25 bytes, at most 24",
+        plugin.route(untouched('{"order":17,"x":"123456"}'), ctx(), { max_data_bytes = 24 }))
+      assert_denied(400, "bad_message", "data%.status",
+        plugin.route(untouched(text), ctx(), { require_fields = { "order", "status" } }))
+      assert_denied(400, "bad_message", "must be an object",
+        plugin.route(untouched("12"), ctx(), { require_fields = { "order" } }))
+    end)
+
     it("checks fields before size", function()
       local conf = { require_fields = { "x" }, max_data_bytes = 2 }
       assert_denied(400, "bad_message", "data%.x", plugin.route(msg(), ctx(), conf))

@@ -75,6 +75,21 @@ describe("format_json", function()
       plugin.format(msg(), AUDIENCE, conf))
   end)
 
+  it("writes a type value and field names with % in them as they are", function()
+    local conf = { type = "100%", fields = { channel = "%s", id = "%d%%" } }
+    assert.is_true(plugin.validate(conf))
+    assert.equal('{"type":"100%","%s":"news","seq":7,"%d%%":"5f3a9c1e-2a","data":{"title":"hello"}}',
+      plugin.format(msg(), AUDIENCE, conf))
+  end)
+
+  it("leaves out an omitted seq whatever its value", function()
+    local conf = { fields = { seq = false } }
+    for _, seq in ipairs({ 7, "12", 1.5, print }) do
+      assert.equal('{"type":"message","channel":"news","id":"5f3a9c1e-2a","data":{"title":"hello"}}',
+        plugin.format(msg({ seq = seq }), AUDIENCE, conf))
+    end
+  end)
+
   it("can leave only data", function()
     local conf = { fields = { type = false, channel = false, seq = false, id = false } }
     assert.equal('{"data":{"title":"hello"}}', plugin.format(msg(), AUDIENCE, conf))

@@ -69,6 +69,9 @@ local function all_routes()
         { name = "events" },
     } },
     { path = "/routed", type = "publish", plugins = { pub_auth(), { name = "router" } } },
+    { path = "/routed-data", type = "publish", plugins = { pub_auth(), { name = "data_router" } } },
+    { path = "/routed-default", type = "publish", plugins = { pub_auth(),
+        { name = "route_default", config = { require_fields = { "a" }, max_data_bytes = 64 } } } },
     { path = "/fmt", type = "websocket", plugins = { ws_auth(), { name = "counting_format" } } },
     { path = "/fmt2", type = "websocket", plugins = { ws_auth(), { name = "counting_format" } } },
     { path = "/ev", type = "websocket", plugins = { ws_auth(), { name = "events" } } },
@@ -316,6 +319,63 @@ describe("moonpush plugin chains", function()
       local m = client.recv_message(w)
       assert.same({ x = 1 }, m.data)
     end)
+
+    -- Key order and an integer past 14 digits show whether the core kept the
+    -- published bytes or re-encoded the data with lua-cjson.
+    local EXACT = '{"z":1,"a":2,"big":12345678901234567}'
+
+    -- publishes EXACT as data to channel ch on route path; the frame's raw text
+    local function publish_exact(path, ch)
+      local w = dev("/ws", "bob", { channels = { ch } })
+      local st, ans, _, raw = client.publish(srv, '{"channel":"' .. ch .. '","data":' .. EXACT .. '}', { path = path })
+      assert.equals(200, st, raw)
+      assert.equals(ch, ans.channel)
+      local m, text = client.recv_message(w)
+      return m, text
+    end
+
+    it("keeps the published bytes of data that no hook touched", function()
+      local _, text = publish_exact("/routed-data", client.unique("keep-"))
+      assert.matches('"data":' .. EXACT .. '}', text, 1, true)
+    end)
+
+    it("gives hooks msg.data_json, the data's text, until they touch msg.data", function()
+      local _, text = publish_exact("/routed-data", client.unique("json-"))
+      assert.matches('"data":' .. EXACT .. '}', text, 1, true)
+    end)
+
+    it("re-encodes data a hook changed in place, and drops data_json once data is read", function()
+      local m, text = publish_exact("/routed-data", client.unique("inplace-"))
+      assert.matches('"big":1.2345678901235e+16', text, 1, true)   -- 14 significant digits
+      m.data.big = nil
+      assert.same({ z = 1, a = 2, json_before_read = true, json_after_read = false }, m.data)
+    end)
+
+    it("publishes data a hook assigned, or null when it set msg.data = nil", function()
+      local m = publish_exact("/routed-data", client.unique("assign-"))
+      assert.same({ replaced = true }, m.data)
+      local _, text = publish_exact("/routed-data", client.unique("nil-"))
+      assert.matches('"data":null}', text, 1, true)
+    end)
+
+    it("re-encodes the data of a message table a hook returned in place of msg", function()
+      local m, text = publish_exact("/routed-data", client.unique("copy-"))
+      assert.matches('"big":1.2345678901235e+16', text, 1, true)
+      m.data.big = nil
+      assert.same({ z = 1, a = 2 }, m.data)
+    end)
+
+    it("route_default checks fields and size without changing the published bytes", function()
+      local _, text = publish_exact("/routed-default", client.unique("rd-"))
+      assert.matches('"data":' .. EXACT .. '}', text, 1, true)
+      local st, body = client.publish(srv, { channel = client.unique("rd-"), data = { b = 1 } }, { path = "/routed-default" })
+      assert.equals(400, st)
+      assert.equals("bad_message", body.error)
+      st, body = client.publish(srv, { channel = client.unique("rd-"), data = { a = string.rep("x", 60) } },
+        { path = "/routed-default" })
+      assert.equals(413, st)
+      assert.equals("data_too_large", body.error)
+    end)
   end)
 
   -------------------------------------------------------------------------
@@ -379,6 +439,21 @@ describe("moonpush plugin chains", function()
       end
       assert.equals(before_a + 1, format_calls(a[2]))
       assert.equals(before_b + 1, format_calls(b[2]))
+    end)
+
+    it("hands a route's format hook the same audience table on every call", function()
+      local ch = client.unique("fmtaud-")
+      local a, b = dev("/fmt", "bob", { channels = { ch } }), dev("/fmt2", "bob", { channels = { ch } })
+      -- each route loads its own instance of the fixture, which counts the
+      -- distinct audience tables it was handed
+      local function audiences(w) return client.request(w, { type = "format_calls" }).audiences end
+      for i = 1, 3 do
+        client.publish_ok(srv, { channel = ch, data = i })
+        assert.matches("^FMT|/fmt|", client.recv_text(a))
+        assert.matches("^FMT|/fmt2|", client.recv_text(b))
+      end
+      assert.equals(1, audiences(a))
+      assert.equals(1, audiences(b))
     end)
 
     it("is not called for a message no connection of the route subscribes to", function()

@@ -34,9 +34,19 @@ static int in_format;       /* no publishing from inside a format hook */
  * cannot carry on: the first instruction outside its pcall raises again. */
 #define BUDGET_REPEAT 1
 
+/* The count hook stays set for the life of the state: LuaJIT rewrites its
+ * whole dispatch table each time hooks are switched on or off, which per
+ * hook call (on, then off) cost more than some hooks. Outside a guarded
+ * call the count is merely re-armed: the core's own code has no budget. */
+#define BUDGET_IDLE INT_MAX
+
 static void budget_hook(lua_State *l, lua_Debug *ar)
 {
     (void)ar;
+    if (call_depth == 0) {
+        lua_sethook(l, budget_hook, LUA_MASKCOUNT, BUDGET_IDLE);
+        return;
+    }
     lua_sethook(l, budget_hook, LUA_MASKCOUNT, BUDGET_REPEAT);
     luaL_error(l, "instruction budget exceeded");
 }
@@ -49,6 +59,57 @@ static void push_core_fn(const char *fn)
     lua_remove(L, -2);
 }
 
+/* The entry points called per request or per message, looked up by name
+ * once (core.lua's functions never change) instead of on every call. */
+enum { HOT_AUTH, HOT_ROUTE, HOT_FORMAT, HOT_EVENT, HOT_COUNT };
+static const char *const hot_names[HOT_COUNT] = {"auth", "route", "format", "event"};
+static int hot_refs[HOT_COUNT];
+
+static void remember_hot_fns(void)
+{
+    for (int i = 0; i < HOT_COUNT; i++) {
+        push_core_fn(hot_names[i]);
+        hot_refs[i] = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
+}
+
+static void push_hot_fn(int which)
+{
+    lua_rawgeti(L, LUA_REGISTRYINDEX, hot_refs[which]);
+}
+
+/* mp_conn_remote formats the address on every call (a few thousand
+ * instructions); every publish request needs it for its auth and again for
+ * its route hooks, and publishers keep their connections open. The last few
+ * are kept, by connection id (ids are never reused). */
+#define REMOTE_CACHE 8
+
+typedef struct remote_text {
+    uint64_t conn_id;     /* 0: empty */
+    size_t len;
+    char text[INET6_ADDRSTRLEN + 16];
+} remote_text;
+
+static void push_remote(const mp_conn *c)
+{
+    static remote_text cache[REMOTE_CACHE];
+    static unsigned next;
+    remote_text *e = NULL;
+    for (int i = 0; i < REMOTE_CACHE && !e; i++)
+        if (cache[i].conn_id == c->id)
+            e = &cache[i];
+    if (!e) {
+        e = &cache[next++ % REMOTE_CACHE];
+        const char *text = mp_conn_remote(c);
+        e->len = strlen(text);
+        if (e->len >= sizeof e->text)
+            e->len = sizeof e->text - 1;
+        memcpy(e->text, text, e->len);
+        e->conn_id = c->id;
+    }
+    lua_pushlstring(L, e->text, e->len);
+}
+
 /* pcall with the budget armed for the outermost call; nested calls (a hook
  * that publishes) run inside the outer budget. Logs failures. */
 static int guarded_pcall(int budget, int nargs, int nresults, const char *what)
@@ -58,7 +119,7 @@ static int guarded_pcall(int budget, int nargs, int nresults, const char *what)
                     budget > 0 ? budget : mp.cfg.plugin_budget > 0 ? mp.cfg.plugin_budget : 1000000);
     int rc = lua_pcall(L, nargs, nresults, 0);
     if (--call_depth == 0)
-        lua_sethook(L, NULL, 0, 0);
+        lua_sethook(L, budget_hook, LUA_MASKCOUNT, BUDGET_IDLE);   /* same mode: no dispatch rewrite */
     if (rc != 0) {
         mp.stats.plugin_errors++;
         mp_warn("plugin call failed", "phase=%s error=\"%s\"", what, mp_log_q(lua_tostring(L, -1)));
@@ -572,6 +633,7 @@ int mp_lua_init(const char *config_path, mp_config *cfg, char *err, size_t errle
         return -1;
     }
     luaL_openlibs(L);
+    lua_sethook(L, budget_hook, LUA_MASKCOUNT, BUDGET_IDLE);
     set_lua_path();
     lua_getglobal(L, "require");
     lua_pushstring(L, "moonpush.core");
@@ -580,6 +642,7 @@ int mp_lua_init(const char *config_path, mp_config *cfg, char *err, size_t errle
         return -1;
     }
     core_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    remember_hot_fns();
     push_core_fn("load");
     lua_pushstring(L, config_path);
     if (lua_pcall(L, 1, 2, 0) != 0 || lua_isnil(L, -2)) {
@@ -663,7 +726,7 @@ static void push_request(const mp_http_req *req)
     lua_setfield(L, -2, "path");
     lua_pushstring(L, req->query);
     lua_setfield(L, -2, "query_string");
-    lua_pushstring(L, mp_conn_remote(req->conn));
+    push_remote(req->conn);
     lua_setfield(L, -2, "remote_addr");
     lua_createtable(L, 0, req->nheaders);
     for (int i = 0; i < req->nheaders; i++) {
@@ -758,7 +821,7 @@ static mp_identity *read_identity(int idx)
 int mp_lua_auth(const mp_http_req *req, mp_identity **out, mp_denial *deny)
 {
     int top = lua_gettop(L);
-    push_core_fn("auth");
+    push_hot_fn(HOT_AUTH);
     lua_pushinteger(L, req->route_index + 1);
     push_request(req);
     int result = -1;
@@ -779,10 +842,10 @@ int mp_lua_auth(const mp_http_req *req, mp_identity **out, mp_denial *deny)
 
 /* ---- publish: route hooks ----------------------------------------------- */
 
-static mp_routed *read_routed(int idx)
+/* One allocation: the struct, its channel and kind pointers, then bytes for
+ * the strings; *cursor is where the bytes start. */
+static mp_routed *routed_alloc(int nch, int nkinds, size_t bytes, char **cursor)
 {
-    int nch, nkinds;
-    size_t bytes = list_bytes(idx, "channels", &nch) + list_bytes(idx, "kinds", &nkinds) + field_len(idx, "data");
     mp_routed *r = malloc(sizeof *r + sizeof(char *) * (size_t)(nch + nkinds) + bytes);
     if (!r)
         return NULL;
@@ -790,56 +853,105 @@ static mp_routed *read_routed(int idx)
     r->kinds = r->channels + nch;
     r->nchannels = nch;
     r->nkinds = nkinds;
-    char *cursor = (char *)(r->kinds + nkinds);
-    copy_list(&cursor, idx, "channels", r->channels, nch);
-    copy_list(&cursor, idx, "kinds", r->kinds, nkinds);
-    r->data = copy_field(&cursor, idx, "data");
-    r->data_len = strlen(r->data);
+    *cursor = (char *)(r->kinds + nkinds);
     return r;
+}
+
+/* core.route's answer for a message is a string when the hooks left it
+ * alone apart from its channel: that one channel, every device kind, data
+ * as published (used as it is: neither re-encoded nor copied). */
+static mp_routed *read_routed_channel(int idx, const char *published)
+{
+    size_t len;
+    const char *channel = lua_tolstring(L, idx, &len);
+    char *cursor;
+    mp_routed *r = routed_alloc(1, 0, len + 1, &cursor);
+    if (r) {
+        r->channels[0] = copy_str(&cursor, channel, len);
+        r->data = published;
+        r->data_len = strlen(published);
+    }
+    return r;
+}
+
+/* Otherwise a table { channels = {...}, kinds = {...}|nil, data = text|nil }
+ * (data nil: as published). */
+static mp_routed *read_routed(int idx, const char *published)
+{
+    if (lua_type(L, idx) == LUA_TSTRING)
+        return read_routed_channel(idx, published);
+    int nch, nkinds;
+    lua_getfield(L, idx, "data");
+    size_t data_len = 0;
+    const char *changed = lua_tolstring(L, -1, &data_len);
+    size_t bytes = list_bytes(idx, "channels", &nch) + list_bytes(idx, "kinds", &nkinds) +
+                   (changed ? data_len + 1 : 0);
+    char *cursor;
+    mp_routed *r = routed_alloc(nch, nkinds, bytes, &cursor);
+    if (r) {
+        copy_list(&cursor, idx, "channels", r->channels, nch);
+        copy_list(&cursor, idx, "kinds", r->kinds, nkinds);
+        r->data = changed ? copy_str(&cursor, changed, data_len) : published;
+        r->data_len = changed ? data_len : strlen(published);
+    }
+    lua_pop(L, 1);
+    return r;
+}
+
+/* Reads core.route's answers: one value for one message, else a list. */
+static int read_route_answers(int idx, int n, const char *const *datas, mp_routed **out)
+{
+    for (int i = 0; i < n; i++) {
+        if (n > 1)
+            lua_rawgeti(L, idx, i + 1);
+        else
+            lua_pushvalue(L, idx);
+        out[i] = read_routed(lua_gettop(L), datas[i]);
+        lua_pop(L, 1);
+        if (!out[i]) {
+            for (int k = 0; k < i; k++)
+                free(out[k]);
+            return -1;
+        }
+    }
+    return 0;
 }
 
 int mp_lua_route(const mp_http_req *req, const char *publisher, int n, const char *const *channels,
                  const char *const *datas, mp_routed **out, mp_denial *deny)
 {
     int top = lua_gettop(L);
-    push_core_fn("route");
+    /* core.route(i, route path, publisher, remote, list, channel, data):
+     * plain values, so no table is keyed from C; a batch comes as one flat
+     * list { ch1, data1, ch2, ... }, a single message (the usual request) as
+     * channel and data with list nil, and Lua makes no list for it either. */
+    push_hot_fn(HOT_ROUTE);
     lua_pushinteger(L, req->route_index + 1);
-    lua_createtable(L, n, 0);
-    for (int i = 0; i < n; i++) {
-        lua_createtable(L, 0, 2);
-        lua_pushstring(L, channels[i]);
-        lua_setfield(L, -2, "channel");
-        lua_pushstring(L, datas[i]);
-        lua_setfield(L, -2, "data");
-        lua_rawseti(L, -2, i + 1);
-    }
-    lua_createtable(L, 0, 3);
     lua_pushstring(L, req->route->path);
-    lua_setfield(L, -2, "route");
     lua_pushstring(L, publisher);
-    lua_setfield(L, -2, "publisher");
-    lua_pushstring(L, mp_conn_remote(req->conn));
-    lua_setfield(L, -2, "remote_addr");
-    int result = -1;
-    if (guarded_pcall(req->route->budget, 3, 2, "route") != 0) {
-        failed_call(deny);
-    } else if (!lua_istable(L, -2)) {
-        read_denial(lua_gettop(L), deny);
+    push_remote(req->conn);
+    if (n == 1) {
+        lua_pushnil(L);
+        lua_pushstring(L, channels[0]);
+        lua_pushstring(L, datas[0]);
     } else {
-        int list = lua_gettop(L) - 1;
-        result = 0;
+        lua_createtable(L, 2 * n, 0);
         for (int i = 0; i < n; i++) {
-            lua_rawgeti(L, list, i + 1);
-            out[i] = read_routed(lua_gettop(L));
-            lua_pop(L, 1);
-            if (!out[i]) {
-                for (int k = 0; k < i; k++)
-                    free(out[k]);
-                set_denial(deny, 503, "unavailable", "server out of memory");
-                result = -1;
-                break;
-            }
+            lua_pushstring(L, channels[i]);
+            lua_rawseti(L, -2, 2 * i + 1);
+            lua_pushstring(L, datas[i]);
+            lua_rawseti(L, -2, 2 * i + 2);
         }
+    }
+    int result = -1;
+    if (guarded_pcall(req->route->budget, n == 1 ? 7 : 5, 2, "route") != 0) {
+        failed_call(deny);
+    } else if (lua_isnil(L, -2)) {
+        read_denial(lua_gettop(L), deny);
+    } else if (read_route_answers(lua_gettop(L) - 1, n, datas, out) < 0) {
+        set_denial(deny, 503, "unavailable", "server out of memory");
+    } else {
+        result = 0;
     }
     lua_settop(L, top);
     return result;
@@ -851,19 +963,16 @@ int mp_lua_format(int route_index, const char *channel, unsigned long long seq, 
                   const char *data, size_t data_len, char **out, size_t *out_len)
 {
     int top = lua_gettop(L);
-    push_core_fn("format");
+    /* core.format(i, channel, seq, id, data_json): plain values, the message
+     * table is made in Lua (no key interned from C per message) */
+    push_hot_fn(HOT_FORMAT);
     lua_pushinteger(L, route_index + 1);
-    lua_createtable(L, 0, 4);
     lua_pushstring(L, channel);
-    lua_setfield(L, -2, "channel");
     lua_pushnumber(L, (double)seq);
-    lua_setfield(L, -2, "seq");
     lua_pushstring(L, id);
-    lua_setfield(L, -2, "id");
     lua_pushlstring(L, data, data_len);
-    lua_setfield(L, -2, "data");
     in_format = 1;
-    int rc = guarded_pcall(route_budget(route_index), 2, 2, "format");
+    int rc = guarded_pcall(route_budget(route_index), 5, 2, "format");
     in_format = 0;
     int result;
     if (rc != 0) {
@@ -913,7 +1022,7 @@ static void push_conn(const mp_conn_info *c)
 void mp_lua_conn_event(int route_index, const char *name, const mp_conn_info *conn, int code, const char *reason)
 {
     int top = lua_gettop(L);
-    push_core_fn("event");
+    push_hot_fn(HOT_EVENT);
     lua_pushinteger(L, route_index + 1);
     lua_pushstring(L, name);
     push_conn(conn);
@@ -936,7 +1045,7 @@ void mp_lua_conn_event(int route_index, const char *name, const mp_conn_info *co
 void mp_lua_ack_event(int route_index, const mp_conn_info *conn, const char *channel, unsigned long long seq)
 {
     int top = lua_gettop(L);
-    push_core_fn("event");
+    push_hot_fn(HOT_EVENT);
     lua_pushinteger(L, route_index + 1);
     lua_pushstring(L, "on_ack");
     push_conn(conn);
@@ -955,7 +1064,7 @@ void mp_lua_ack_event(int route_index, const mp_conn_info *conn, const char *cha
 int mp_lua_message_ratelimit(int route_index, const mp_conn_info *conn, mp_denial *deny)
 {
     int top = lua_gettop(L);
-    push_core_fn("event");
+    push_hot_fn(HOT_EVENT);
     lua_pushinteger(L, route_index + 1);
     lua_pushstring(L, "ratelimit");
     push_conn(conn);
@@ -975,7 +1084,7 @@ int mp_lua_on_message(int route_index, const mp_conn_info *conn, const char *fra
                       char **reply, mp_denial *deny)
 {
     int top = lua_gettop(L);
-    push_core_fn("event");
+    push_hot_fn(HOT_EVENT);
     lua_pushinteger(L, route_index + 1);
     lua_pushstring(L, "on_message");
     push_conn(conn);

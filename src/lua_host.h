@@ -38,7 +38,9 @@ typedef struct mp_routed {
     char **channels;
     int nkinds;           /* 0: every device kind */
     char **kinds;
-    char *data;           /* JSON text */
+    const char *data;     /* JSON text: inside this allocation when a hook
+                             changed it, else the caller's datas[i] itself
+                             (as published; it must outlive this struct) */
     size_t data_len;
 } mp_routed;
 
@@ -58,7 +60,8 @@ int mp_lua_init(const char *config_path, mp_config *cfg, char *err, size_t errle
 int mp_lua_auth(const mp_http_req *req, mp_identity **out, mp_denial *deny);
 
 /* Runs the route's route hooks over n messages (channel names and JSON
- * data). Returns 0 with out[0..n) set (caller frees each), or -1 with deny. */
+ * data). Returns 0 with out[0..n) set (caller frees each; out[i]->data may
+ * point at datas[i]), or -1 with deny. */
 int mp_lua_route(const mp_http_req *req, const char *publisher, int n, const char *const *channels,
                  const char *const *datas, mp_routed **out, mp_denial *deny);
 

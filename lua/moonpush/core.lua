@@ -9,8 +9,8 @@
 --   routes_for_c()                 path, type, hook flags, budget per route
 --   plugin_files()                 what to watch
 --   auth(i, raw)                   handshake / publish request
---   route(i, items, ctx)           publish: rewrite / reject messages
---   format(i, msg)                 delivery: one string per route and message
+--   route(i, path, publisher, remote, list, channel, data)  publish: rewrite / reject
+--   format(i, channel, seq, id, data_json)    delivery: one string per route and message
 --   event(i, name, conn, arg)      on_connect / on_close / on_message
 -- Every call runs under C's pcall and instruction budget.
 
@@ -86,46 +86,54 @@ local function plugin_failed(name, err)
                 log = name .. ": " .. tostring(err) }
 end
 
--- Runs `hook` of every plugin of the chain in order, passing (a, [b,]
--- link.config), until one decides. Returns decided, value_or_nil, denial;
--- decided == false when no plugin did.
--- Hook statistics by plugin name, for /metrics: calls, errors, seconds.
--- Wall time from the vDSO clock (os.clock would be a syscall per hook call);
--- the loop is single-threaded, so wall time in a hook is time the loop spent.
+-- Hook statistics by plugin name, for /metrics: calls, errors, time. Wall
+-- time in milliseconds from the vDSO clock (os.clock would be a syscall per
+-- hook call), turned into seconds only when read; the loop is
+-- single-threaded, so wall time in a hook is time the loop spent.
 local stats = {}
-local host_now = require("moonpush.host").now
-local function clock() return host_now() / 1000 end
+local now_ms = require("moonpush.host").now
 
 local function stat_for(name)
   local s = stats[name]
-  if not s then s = { name = name, calls = 0, errors = 0, seconds = 0 } stats[name] = s end
+  if not s then s = { name = name, calls = 0, errors = 0, ms = 0 } stats[name] = s end
   return s
 end
 
 function _M.plugin_stats()
   local out = {}
-  for _, s in pairs(stats) do out[#out + 1] = s end
+  for _, s in pairs(stats) do
+    out[#out + 1] = { name = s.name, calls = s.calls, errors = s.errors, seconds = s.ms / 1000 }
+  end
   sort(out, function(x, y) return x.name < y.name end)
   return out
 end
 
+-- Runs `hook` of every plugin of the chain in order, passing (a, [b,]
+-- link.config), until one decides. Returns decided, value_or_nil, denial;
+-- decided == false when no plugin did. This runs once or twice per published
+-- message, under the budget's count hook: every bytecode here is paid per
+-- message, so the link caches its stats record (stats are by plugin name,
+-- which a plugin reload keeps).
 local function with_config(chain, hook, default_status, a, b)
-  for _, link in ipairs(chain) do
+  for i = 1, #chain do
+    local link = chain[i]
     local fn = link.plugin[hook]
     if fn then
-      _M.running = link.name   -- C names it if the call has to be aborted
-      local st = stat_for(link.name)
+      local name = link.name
+      _M.running = name   -- C names it if the call has to be aborted
+      local st = link.stat
+      if not st then st = stat_for(name) link.stat = st end
       st.calls = st.calls + 1
       st.errors = st.errors + 1   -- taken back below unless the call is aborted
-      local t0 = clock()
+      local t0 = now_ms()
       local ok, v, err
       if b == nil then ok, v, err = pcall(fn, a, link.config)
       else ok, v, err = pcall(fn, a, b, link.config) end
-      st.seconds = st.seconds + (clock() - t0)
-      if ok then st.errors = st.errors - 1 end
-      if not ok then return true, plugin_failed(link.name, v) end
+      st.ms = st.ms + (now_ms() - t0)
+      if not ok then return true, plugin_failed(name, v) end
+      st.errors = st.errors - 1
       if v ~= nil and v ~= false then return true, v end
-      if err ~= nil then return true, normalise_denial(link.name, err, default_status) end
+      if err ~= nil then return true, normalise_denial(name, err, default_status) end
     end
   end
   return false
@@ -287,26 +295,71 @@ end
 
 -- ---- publish: route hooks ---------------------------------------------------
 
--- items: { { channel = "x", data = "<json text>", ttl = n, store = b }, ... }
--- Returns a list of { channels = {...}, data = "<json>", kinds = {...}|nil }
--- or nil, denial. cjson re-encodes data: numbers keep 14 significant digits.
-function _M.route(route_index, items, ctx)
-  local route = _M.config.routes[route_index]
+-- A route hook's msg.data is decoded on first use. Until a hook reads or
+-- sets msg.data, msg.data_json is its exact text as published; touching data
+-- drops data_json (the text may no longer match), and only then does the
+-- core re-encode data. So a chain that never needs the data, or checks it
+-- from data_json, costs no decode or encode, and the bytes stay as sent.
+local route_data = {
+  __index = function(t, k)
+    if k ~= "data" then return nil end
+    local text = rawget(t, "data_json")
+    if text == nil then return nil end
+    rawset(t, "data_json", nil)
+    local d = cjson.decode(text)
+    rawset(t, "data", d)
+    return d
+  end,
+  __newindex = function(t, k, v)
+    if k == "data" then rawset(t, "data_json", nil) end
+    rawset(t, k, v)
+  end,
+}
+
+-- One message through the chain. Returns its answer for C: the channel
+-- name when the hooks left the message alone apart from its channel (one
+-- channel, every device kind, data as published: the common case, read
+-- cheaply by C), else { channels = {...}, kinds = {...}|nil, data = <json>|nil }
+-- with data nil when it is as published; or nil, denial. Re-encoded data
+-- (cjson) keeps 14 significant digits of a number and not the key order.
+local function route_one(chain, ctx, channel, published)
+  local msg = setmetatable({ channel = channel, data_json = published }, route_data)
+  local decided, v, d = with_config(chain, "route", 400, msg, ctx)
+  if decided and v == nil then return nil, d end
+  setmetatable(msg, nil)   -- the hooks are done: no decoding for the reads below
+  local m = (decided and type(v) == "table") and v or msg
+  local channels, kinds = m.channels, m.kinds
+  if type(channels) ~= "table" then channels = nil end
+  if type(kinds) ~= "table" then kinds = nil end
+  local untouched = m == msg and msg.data_json == published
+  if untouched and not channels and not kinds and type(msg.channel) == "string" then
+    return msg.channel
+  end
+  local encoded
+  if not untouched then
+    encoded = cjson.encode(m.data)
+    if encoded == nil then return denial(500, "plugin_error", "a route plugin left data that is not JSON") end
+  end
+  return { channels = channels or { m.channel }, kinds = kinds, data = encoded }
+end
+
+-- A publish request's messages: one as (channel, data) with list nil, or a
+-- batch as list = { channel1, data1, channel2, data2, ... } (data: JSON
+-- text). Returns the one answer, or a list of them, or nil, denial (nothing
+-- of a batch is published then).
+function _M.route(route_index, route_path, publisher, remote_addr, list, channel, data)
+  local chain = _M.config.routes[route_index].chain
+  local ctx = { route = route_path, publisher = publisher, remote_addr = remote_addr }
+  if not list then return route_one(chain, ctx, channel, data) end
+  local n = #list / 2
   local out = {}
-  for i, item in ipairs(items) do
-    local data = cjson.decode(item.data)
-    local msg = { channel = item.channel, data = data, ttl = item.ttl, store = item.store }
-    local decided, v, d = with_config(route.chain, "route", 400, msg, ctx)
-    if decided and v == nil then
-      if #items > 1 then d.message = format("item %d: %s", i - 1, d.message) end
+  for i = 1, n do
+    local answer, d = route_one(chain, ctx, list[2 * i - 1], list[2 * i])
+    if answer == nil then
+      if n > 1 then d.message = format("item %d: %s", i - 1, d.message) end
       return nil, d
     end
-    local m = (decided and type(v) == "table") and v or msg
-    local channels = type(m.channels) == "table" and m.channels or { m.channel }
-    local encoded = cjson.encode(m.data)
-    if encoded == nil then return denial(500, "plugin_error", "a route plugin left data that is not JSON") end
-    out[i] = { channels = channels, data = encoded, kinds = type(m.kinds) == "table" and m.kinds or nil,
-               ttl = m.ttl, store = m.store }
+    out[i] = answer
   end
   return out
 end
@@ -323,12 +376,14 @@ local lazy_data = { __index = function(t, k)
   end
 end }
 
-function _M.format(route_index, msg)
+-- audience is made once per route (this runs once per message per route)
+-- and handed to every call: plugins treat it as read-only, like conf.
+function _M.format(route_index, channel, seq, id, data_json)
   local route = _M.config.routes[route_index]
-  msg.data_json = msg.data
-  msg.data = nil
-  setmetatable(msg, lazy_data)
-  local decided, v, d = with_config(route.chain, "format", 500, msg, { route = route.path })
+  local msg = setmetatable({ channel = channel, seq = seq, id = id, data_json = data_json }, lazy_data)
+  local audience = route.audience
+  if not audience then audience = { route = route.path } route.audience = audience end
+  local decided, v, d = with_config(route.chain, "format", 500, msg, audience)
   if decided and v == nil then return nil, d end
   if decided and type(v) ~= "string" then return denial(500, "plugin_error", "a format plugin returned a non-string") end
   return v
