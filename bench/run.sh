@@ -137,7 +137,9 @@ broadcast-10k-10ps|--mode broadcast --conns 10000 --rate 10 --duration 10 --warm
 broadcast-10k-max-lag4|--mode broadcast --conns 10000 --rate 0 --max-lag 4 --duration 10 --warmup 1|
 broadcast-10k-max|--mode broadcast --conns 10000 --rate 0 --max-lag 32 --duration 10 --warmup 1|
 unicast-10k-10000ps|--mode unicast --conns 10000 --users 10000 --rate 10000 --duration 10 --warmup 1|
-unicast-10k-20000ps|--mode unicast --conns 10000 --users 10000 --rate 20000 --duration 10 --warmup 1|
+unicast-10k-20000ps-r1|--mode unicast --conns 10000 --users 10000 --rate 20000 --duration 8 --warmup 1|
+unicast-10k-20000ps-r2|--mode unicast --conns 10000 --users 10000 --rate 20000 --duration 8 --warmup 1|
+unicast-10k-20000ps-r3|--mode unicast --conns 10000 --users 10000 --rate 20000 --duration 8 --warmup 1|
 unicast-10k-max|--mode unicast --conns 10000 --users 10000 --rate 0 --duration 10 --warmup 1|
 unicast-10k-acks-10000ps|--mode unicast --conns 10000 --users 10000 --rate 10000 --duration 10 --warmup 1 --path /ws/ack|
 unicast-10k-acks-max|--mode unicast --conns 10000 --users 10000 --rate 0 --duration 10 --warmup 1 --path /ws/ack|
@@ -307,7 +309,15 @@ compare() {
     target("idle-100k-6nodes", "rss_per_conn_bytes", "server RSS per idle connection at 100k", " B", "at most 1024 B", "<=", 1024)
     target("idle-100k-6nodes", "welcomed", "connections held", "", "100000, no failed handshake", ">=", 100000)
     target("broadcast-10k-max", "deliveries_per_s", "broadcast deliveries/s to 10k subscribers", "/s", "at least 1000000/s", ">=", 1000000)
-    target("unicast-10k-20000ps", "p99_us", "unicast p99 publish-to-deliver at 20k msg/s", " us", "under 2000 us", "<", 2000)
+    # the tail moves by a millisecond between runs on this machine: three runs, the median
+    nm = 0
+    for (i = 1; i <= n; i++)
+      if (seen[i] ~ /^unicast-10k-20000ps-r[0-9]+$/ && r[seen[i], "deliveries_per_s"] + 0 >= 19000) p99s[++nm] = r[seen[i], "p99_us"] + 0
+    if (nm > 0) {
+      r["unicast-20k-median", "p99_us"] = median(p99s, nm)
+      printf "\nUnicast at 20k msg/s, %d runs: p99 %s us.", nm, joined(p99s, nm)
+      target("unicast-20k-median", "p99_us", "unicast p99 publish-to-deliver at 20k msg/s, median of the runs", " us", "under 2000 us", "<", 2000)
+    }
   }
   function target(row, key, what, unit, goal, op, limit,    v, met, note) {
     if (!((row, key) in r)) return
@@ -317,6 +327,11 @@ compare() {
     note = ""
     if (r[row, "other_cpu_pct"] + 0 >= 15 || r[row, "steal_pct"] + 0 >= 10) note = " NOTE: other processes used the machine during this row: rerun it before trusting the figure."
     printf "\nTarget: %s = %s%s (%s): %s.%s\n", what, r[row, key], unit, goal, met ? "met" : "NOT met", note
+  }
+  function joined(a, n,    i, t) {
+    t = a[1]
+    for (i = 2; i <= n; i++) t = t ", " a[i]
+    return t
   }
   function median(a, n,    i, j, t, b) {
     for (i = 1; i <= n; i++) b[i] = a[i]
