@@ -351,6 +351,29 @@ describe("moonpush plugin chains", function()
       assert.same({ z = 1, a = 2, json_before_read = true, json_after_read = false }, m.data)
     end)
 
+    -- The core formats a connection's address once and reuses it while the
+    -- same connection asks again (auth, then route hooks): requests from two
+    -- keep-alive publishers, interleaved, must each see their own address.
+    it("gives route hooks the remote address of the connection that published", function()
+      local ch = client.unique("remote-")
+      local w = dev("/ws", "bob", { channels = { ch } })
+      local function request()
+        local body = '{"channel":"' .. ch .. '","data":1}'
+        return "POST /routed-data HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" ..
+               "Authorization: Bearer " .. server.PUBLISHER .. "\r\nContent-Length: " .. #body .. "\r\n\r\n" .. body
+      end
+      local conns = { client.tcp(srv), client.tcp(srv) }
+      for _, c in ipairs({ 1, 2, 1, 2, 1 }) do
+        local conn = conns[c]
+        assert(conn:send(request()))
+        assert.equals(200, assert(conn:response()).status)
+        local _, ip, port = conn.sock:localname()
+        local m = client.recv_message(w)
+        assert.equals(ip .. ":" .. port, m.data.remote)
+      end
+      for _, conn in ipairs(conns) do conn:close() end
+    end)
+
     it("publishes data a hook assigned, or null when it set msg.data = nil", function()
       local m = publish_exact("/routed-data", client.unique("assign-"))
       assert.same({ replaced = true }, m.data)

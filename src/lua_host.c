@@ -78,38 +78,6 @@ static void push_hot_fn(int which)
     lua_rawgeti(L, LUA_REGISTRYINDEX, hot_refs[which]);
 }
 
-/* mp_conn_remote formats the address on every call (a few thousand
- * instructions); every publish request needs it for its auth and again for
- * its route hooks, and publishers keep their connections open. The last few
- * are kept, by connection id (ids are never reused). */
-#define REMOTE_CACHE 8
-
-typedef struct remote_text {
-    uint64_t conn_id;     /* 0: empty */
-    size_t len;
-    char text[INET6_ADDRSTRLEN + 16];
-} remote_text;
-
-static void push_remote(const mp_conn *c)
-{
-    static remote_text cache[REMOTE_CACHE];
-    static unsigned next;
-    remote_text *e = NULL;
-    for (int i = 0; i < REMOTE_CACHE && !e; i++)
-        if (cache[i].conn_id == c->id)
-            e = &cache[i];
-    if (!e) {
-        e = &cache[next++ % REMOTE_CACHE];
-        const char *text = mp_conn_remote(c);
-        e->len = strlen(text);
-        if (e->len >= sizeof e->text)
-            e->len = sizeof e->text - 1;
-        memcpy(e->text, text, e->len);
-        e->conn_id = c->id;
-    }
-    lua_pushlstring(L, e->text, e->len);
-}
-
 /* pcall with the budget armed for the outermost call; nested calls (a hook
  * that publishes) run inside the outer budget. Logs failures. */
 static int guarded_pcall(int budget, int nargs, int nresults, const char *what)
@@ -726,7 +694,7 @@ static void push_request(const mp_http_req *req)
     lua_setfield(L, -2, "path");
     lua_pushstring(L, req->query);
     lua_setfield(L, -2, "query_string");
-    push_remote(req->conn);
+    lua_pushstring(L, mp_conn_remote(req->conn));
     lua_setfield(L, -2, "remote_addr");
     lua_createtable(L, 0, req->nheaders);
     for (int i = 0; i < req->nheaders; i++) {
@@ -929,7 +897,7 @@ int mp_lua_route(const mp_http_req *req, const char *publisher, int n, const cha
     lua_pushinteger(L, req->route_index + 1);
     lua_pushstring(L, req->route->path);
     lua_pushstring(L, publisher);
-    push_remote(req->conn);
+    lua_pushstring(L, mp_conn_remote(req->conn));
     if (n == 1) {
         lua_pushnil(L);
         lua_pushstring(L, channels[0]);

@@ -325,17 +325,36 @@ static void keep_remote(mp_conn *c, const struct sockaddr_storage *sa)
     }
 }
 
+/* Formatting costs a few thousand instructions (inet_ntop, snprintf), and
+ * the same connection is often asked for again at once (a publish request's
+ * auth, then its route hooks; a log line after a hook): a slot still holding
+ * that connection's text is copied into the next one instead. Ids are never
+ * reused, so a slot's id says whose text it holds. Every call still returns
+ * the next slot in the rotation, as the header promises. */
 const char *mp_conn_remote(const mp_conn *c)
 {
-    static char bufs[4][INET6_ADDRSTRLEN + 8];
+    enum { SLOTS = 8 };
+    static struct {
+        uint64_t conn_id;   /* 0: empty */
+        char text[INET6_ADDRSTRLEN + 8];
+    } slots[SLOTS];
     static int next;
-    char *out = bufs[next];
-    next = (next + 1) % 4;
+    int mine = next;
+    next = (next + 1) % SLOTS;
+    for (int i = 0; i < SLOTS; i++) {
+        if (i != mine && slots[i].conn_id == c->id && c->id != 0) {
+            memcpy(slots[mine].text, slots[i].text, sizeof slots[mine].text);
+            slots[mine].conn_id = c->id;
+            return slots[mine].text;
+        }
+    }
     char host[INET6_ADDRSTRLEN] = "?";
     if (c->remote_family == AF_INET || c->remote_family == AF_INET6)
         inet_ntop(c->remote_family, c->remote_addr, host, sizeof host);
-    snprintf(out, sizeof bufs[0], c->remote_family == AF_INET6 ? "[%s]:%u" : "%s:%u", host, c->remote_port);
-    return out;
+    snprintf(slots[mine].text, sizeof slots[mine].text, c->remote_family == AF_INET6 ? "[%s]:%u" : "%s:%u", host,
+             c->remote_port);
+    slots[mine].conn_id = c->id;
+    return slots[mine].text;
 }
 
 /* Over the connection cap: one best-effort answer, then close. */
