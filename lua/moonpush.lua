@@ -44,6 +44,16 @@ if host.publish then
   end
 end
 
+-- For a plugin's validate(conf): "unknown key <k>" for a key of t that the
+-- set `known` lacks, nil when every key is known. A misspelt option is
+-- refused rather than silently ignored.
+function _M.unknown_key(t, known)
+  for k in pairs(t) do
+    if not known[k] then return "unknown key " .. tostring(k) end
+  end
+  return nil
+end
+
 local LEVELS = { debug = true, info = true, warn = true, error = true }
 
 function _M.log(level, ...)

@@ -83,9 +83,8 @@ local function string_set(v)
 end
 
 function _M.validate(conf)
-  for k in pairs(conf) do
-    if not KNOWN_KEYS[k] then return nil, "unknown key " .. tostring(k) end
-  end
+  local unknown = moonpush.unknown_key(conf, KNOWN_KEYS)
+  if unknown then return nil, unknown end
   if type(conf.secret) ~= "string" or conf.secret == "" then
     return nil, "secret must be a non-empty string"
   end

@@ -33,12 +33,12 @@ local log = moonpush.log
 local _M = { name = "format_json" }
 
 local ORDER = { "type", "channel", "seq", "id", "data" }
+local KNOWN_KEYS = { type = true, fields = true }
 local STANDARD = { type = true, channel = true, seq = true, id = true, data = true }
 
 function _M.validate(conf)
-  for k in pairs(conf) do
-    if k ~= "type" and k ~= "fields" then return nil, "unknown key " .. tostring(k) end
-  end
+  local unknown = moonpush.unknown_key(conf, KNOWN_KEYS)
+  if unknown then return nil, unknown end
   if conf.type ~= nil and (type(conf.type) ~= "string" or conf.type == "") then
     return nil, "type must be a non-empty string"
   end

@@ -42,9 +42,8 @@ local KNOWN_KEYS = { tag = true, field = true, missing = true, ascii = true, lin
 local LINE_ENDS = { [""] = true, ["\n"] = true, ["\r\n"] = true }
 
 function _M.validate(conf)
-  for k in pairs(conf) do
-    if not KNOWN_KEYS[k] then return nil, "unknown key " .. tostring(k) end
-  end
+  local unknown = moonpush.unknown_key(conf, KNOWN_KEYS)
+  if unknown then return nil, unknown end
   if conf.tag ~= nil and (type(conf.tag) ~= "string" or not match(conf.tag, "^[%w_%-]+$")) then
     return nil, "tag must be letters, digits, _ and -"
   end

@@ -51,13 +51,13 @@ local PHASES = { connect = true, publish = true, message = true }
 local KNOWN_KEYS = { phases = true, scope = true }
 for _, k in ipairs(KINDS) do KNOWN_KEYS[k.conf] = true end
 
+local LIMIT_KEYS = { rate = true, burst = true }
 local MAX_KEY_BYTES = 256   -- MP_LIMITER_MAX_KEY_LEN
 
 local function check_limit(name, l)
   if type(l) ~= "table" then return nil, name .. " must be { rate = R, burst = B }" end
-  for k in pairs(l) do
-    if k ~= "rate" and k ~= "burst" then return nil, name .. ": unknown key " .. tostring(k) end
-  end
+  local unknown = moonpush.unknown_key(l, LIMIT_KEYS)
+  if unknown then return nil, name .. ": " .. unknown end
   if type(l.rate) ~= "number" or not (l.rate > 0) or l.rate == 1 / 0 then
     return nil, name .. ".rate must be a number of events per second > 0"
   end
@@ -68,9 +68,8 @@ local function check_limit(name, l)
 end
 
 function _M.validate(conf)
-  for k in pairs(conf) do
-    if not KNOWN_KEYS[k] then return nil, "unknown key " .. tostring(k) end
-  end
+  local unknown = moonpush.unknown_key(conf, KNOWN_KEYS)
+  if unknown then return nil, unknown end
   local any = false
   for _, k in ipairs(KINDS) do
     if conf[k.conf] ~= nil then

@@ -51,9 +51,8 @@ local function string_list(v)
 end
 
 function _M.validate(conf)
-  for k in pairs(conf) do
-    if not KNOWN_KEYS[k] then return nil, "unknown key " .. tostring(k) end
-  end
+  local unknown = moonpush.unknown_key(conf, KNOWN_KEYS)
+  if unknown then return nil, unknown end
   if conf.require_fields ~= nil and not string_list(conf.require_fields) then
     return nil, "require_fields must be a non-empty list of field names"
   end

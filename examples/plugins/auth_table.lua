@@ -45,6 +45,7 @@ if not has_jit then jit = nil end
 local _M = { name = "auth_table" }
 
 local DEFAULT_INTERVAL = 5
+local KNOWN_KEYS = { file = true, reload_interval = true }
 
 -- file path -> { tokens = {...}, stamp = ..., checked = ms }
 local tables = {}
@@ -119,9 +120,8 @@ local function load_entry(path)
 end
 
 function _M.validate(conf)
-  for k in pairs(conf) do
-    if k ~= "file" and k ~= "reload_interval" then return nil, "unknown key " .. tostring(k) end
-  end
+  local unknown = moonpush.unknown_key(conf, KNOWN_KEYS)
+  if unknown then return nil, unknown end
   if type(conf.file) ~= "string" or conf.file == "" then
     return nil, "file must be the path of a Lua file returning token = identity"
   end
