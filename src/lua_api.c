@@ -15,6 +15,7 @@
 #include <openssl/sha.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 
 #include "limiter.h"
@@ -169,6 +170,25 @@ static int l_limit(lua_State *L)
     return 2;
 }
 
+/* file_stamp(path) -> { mtime_sec, mtime_nsec, size, inode }, or nil if it
+ * cannot be stat'ed. The core takes it just before reading a plugin file, so
+ * the file watch, which starts later, compares against what was loaded
+ * rather than against the file as it is by then (lua_host.c). */
+static int l_file_stamp(lua_State *L)
+{
+    struct stat st;
+    if (stat(luaL_checkstring(L, 1), &st) != 0)
+        return 0;
+    const lua_Number parts[] = {(lua_Number)st.st_mtim.tv_sec, (lua_Number)st.st_mtim.tv_nsec,
+                                (lua_Number)st.st_size, (lua_Number)st.st_ino};
+    lua_createtable(L, 4, 0);
+    for (int i = 0; i < 4; i++) {
+        lua_pushnumber(L, parts[i]);
+        lua_rawseti(L, -2, i + 1);
+    }
+    return 1;
+}
+
 int luaopen_moonpush_host(lua_State *L)
 {
     static const luaL_Reg fns[] = {
@@ -183,6 +203,7 @@ int luaopen_moonpush_host(lua_State *L)
         {"base64url_encode", l_b64urlenc},
         {"base64url_decode", l_b64urldec},
         {"limit", l_limit},
+        {"file_stamp", l_file_stamp},
         {NULL, NULL},
     };
     lua_newtable(L);

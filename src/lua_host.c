@@ -1131,6 +1131,25 @@ static int remember_stat(watched *f)
     return changed;
 }
 
+/* Starts f from the stamp taken when its file was loaded (a table from
+ * moonpush.host.file_stamp at idx, or false). Returns 0 if there is none. */
+static int start_from_stamp(watched *f, int idx)
+{
+    if (!lua_istable(L, idx))
+        return 0;
+    lua_Number v[4];
+    for (int i = 0; i < 4; i++) {
+        lua_rawgeti(L, idx, i + 1);
+        v[i] = lua_tonumber(L, -1);
+        lua_pop(L, 1);
+    }
+    f->mtime.tv_sec = (time_t)v[0];
+    f->mtime.tv_nsec = (long)v[1];
+    f->size = (off_t)v[2];
+    f->ino = (ino_t)v[3];
+    return 1;
+}
+
 static void reload_plugin_file(struct ev_loop *loop, ev_timer *t, int revents)
 {
     (void)loop; (void)revents;
@@ -1192,13 +1211,15 @@ void mp_lua_watch_plugins(struct ev_loop *loop)
     unwatch_all(loop);
     int top = lua_gettop(L);
     push_core_fn("plugin_files");
-    if (lua_pcall(L, 0, 1, 0) != 0) {
+    if (lua_pcall(L, 0, 2, 0) != 0) {
         lua_settop(L, top);
         return;
     }
-    int n = (int)lua_objlen(L, -1);
+    int files = lua_gettop(L) - 1, stamps = files + 1;
+    int n = (int)lua_objlen(L, files);
     for (int i = 1; i <= n; i++) {
-        lua_rawgeti(L, -1, i);
+        lua_rawgeti(L, stamps, i);
+        lua_rawgeti(L, files, i);
         const char *path = lua_tostring(L, -1);
         watched *f = calloc(1, sizeof *f + strlen(path) + 1);
         if (f) {
@@ -1208,11 +1229,16 @@ void mp_lua_watch_plugins(struct ev_loop *loop)
             ev_init(&f->settle, reload_plugin_file);
             f->settle.data = f;
             f->size = -1;
-            remember_stat(f);
+            /* An edit between loading the file and this point (a config
+             * load, then listening, then here) differs from the stamp: it
+             * is reloaded like any later one. */
+            int stamped = start_from_stamp(f, -2);
+            if (remember_stat(f) && stamped)
+                schedule_reload(loop, f);
             f->next = watches;
             watches = f;
         }
-        lua_pop(L, 1);
+        lua_pop(L, 2);
     }
     lua_settop(L, top);
     ev_timer_init(&recheck, on_recheck, 1., 1.);

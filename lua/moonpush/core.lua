@@ -7,7 +7,7 @@
 --   reload_config()                SIGHUP / admin: all or nothing
 --   reload_file(file)              a watched plugin file changed
 --   routes_for_c()                 path, type, hook flags, budget per route
---   plugin_files()                 what to watch
+--   plugin_files()                 what to watch, and each file's stamp when loaded
 --   auth(i, raw)                   handshake / publish request
 --   route(i, path, publisher, remote, list, channel, data)  publish: rewrite / reject
 --   format(i, channel, seq, id, data_json)    delivery: one string per route and message
@@ -218,14 +218,18 @@ function _M.reload_file(file)
 end
 
 function _M.plugin_files()
-  local seen, files = {}, {}
+  local seen, files, stamps = {}, {}, {}
   for _, r in ipairs(_M.config.routes) do
     for _, link in ipairs(r.chain) do
       local f = link.plugin.file
-      if not seen[f] then seen[f] = true; files[#files + 1] = f end
+      if not seen[f] then
+        seen[f] = true
+        files[#files + 1] = f
+        stamps[#files] = link.plugin.stamp or false
+      end
     end
   end
-  return files
+  return files, stamps
 end
 
 function _M.routes_for_c()

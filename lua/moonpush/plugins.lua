@@ -7,6 +7,7 @@
 
 local type, pairs, ipairs, tostring, setmetatable = type, pairs, ipairs, tostring, setmetatable
 local format, match, concat = string.format, string.match, table.concat
+local file_stamp = require("moonpush.host").file_stamp
 
 local _M = {}
 
@@ -23,6 +24,7 @@ end
 -- Loads one plugin file into a fresh table. Returns plugin or nil, err
 -- (with file and line for syntax and load-time errors).
 function _M.load_path(file, name)
+  local stamp = file_stamp(file)   -- before reading: an edit after it shows as a change
   local chunk, err = loadfile(file)
   if not chunk then return nil, err end
   disable_jit(chunk)
@@ -44,6 +46,7 @@ function _M.load_path(file, name)
   end
   plugin.name = plugin.name or name
   plugin.file = file
+  plugin.stamp = stamp
   plugin.loaded_at = os.date("!%Y-%m-%dT%H:%M:%SZ")
   return plugin
 end
