@@ -14,6 +14,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "buf.h"
 #include "log.h"
 #include "lua_host.h"
 #include "server.h"
@@ -25,10 +26,9 @@ typedef struct admin_conn {
     ev_io rio, wio;
     unsigned long session;    /* names its Lua environment */
     struct admin_conn *next;
-    char *in;                 /* bytes of the current, unfinished line */
-    size_t in_len, in_cap;
-    char *out;                /* answers not yet written */
-    size_t out_len, out_off;
+    mp_buf in;                /* bytes of the current, unfinished line */
+    mp_buf out;               /* answers not yet written ... */
+    size_t out_off;           /* ... from here on */
     int tcp;                  /* must present the token first */
     int authed;
     int closing;              /* close once out is written */
@@ -50,15 +50,15 @@ static void admin_free(admin_conn *a)
     ev_io_stop(mp.loop, &a->wio);
     close(a->rio.fd);
     mp_lua_admin_end(a->session);
-    free(a->in);
-    free(a->out);
+    mp_buf_free(&a->in);
+    mp_buf_free(&a->out);
     free(a);
 }
 
 static void flush_out(admin_conn *a)
 {
-    while (a->out_off < a->out_len) {
-        ssize_t w = write(a->rio.fd, a->out + a->out_off, a->out_len - a->out_off);
+    while (a->out_off < a->out.len) {
+        ssize_t w = write(a->rio.fd, a->out.s + a->out_off, a->out.len - a->out_off);
         if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
             ev_io_start(mp.loop, &a->wio);
             return;
@@ -69,7 +69,8 @@ static void flush_out(admin_conn *a)
         }
         a->out_off += (size_t)w;
     }
-    a->out_len = a->out_off = 0;
+    mp_buf_reset(&a->out);
+    a->out_off = 0;
     ev_io_stop(mp.loop, &a->wio);
     if (a->closing)
         admin_free(a);
@@ -83,21 +84,10 @@ static void answer(admin_conn *a, json_t *obj)
     if (!text)
         text = strdup("{\"ok\":false,\"error\":\"could not encode the answer\"}");
     size_t n = strlen(text);
-    if (a->out_len + n + 1 > ADMIN_MAX_OUT) {
-        free(text);
-        a->closing = 1;       /* an admin not reading its answers: drop it */
-        return;
-    }
-    char *buf = realloc(a->out, a->out_len + n + 1);
-    if (!buf) {
-        free(text);
+    /* past the bound: an admin not reading its answers, dropped */
+    if (a->out.len + n + 1 > ADMIN_MAX_OUT || mp_buf_append(&a->out, text, n) < 0 ||
+        mp_buf_append(&a->out, "\n", 1) < 0)
         a->closing = 1;
-        return;
-    }
-    a->out = buf;
-    memcpy(a->out + a->out_len, text, n);
-    a->out[a->out_len + n] = '\n';
-    a->out_len += n + 1;
     free(text);
 }
 
@@ -174,29 +164,19 @@ static void take_bytes(admin_conn *a, const char *p, size_t n)
     while (n > 0 && !a->closing) {
         const char *nl = memchr(p, '\n', n);
         size_t part = nl ? (size_t)(nl - p) : n;
-        if (a->in_len + part > ADMIN_MAX_LINE) {
+        if (a->in.len + part > ADMIN_MAX_LINE) {
             answer(a, failure("line longer than 1 MiB"));
             a->closing = 1;
             return;
         }
-        if (a->in_len + part + 1 > a->in_cap) {
-            size_t cap = a->in_cap ? a->in_cap : 1024;
-            while (cap < a->in_len + part + 1)
-                cap *= 2;
-            char *b = realloc(a->in, cap);
-            if (!b) {
-                a->closing = 1;
-                return;
-            }
-            a->in = b;
-            a->in_cap = cap;
+        if (mp_buf_append(&a->in, p, part) < 0) {
+            a->closing = 1;
+            return;
         }
-        memcpy(a->in + a->in_len, p, part);
-        a->in_len += part;
         if (!nl)
             return;
-        handle_request(a, a->in, a->in_len);
-        a->in_len = 0;
+        handle_request(a, a->in.s, a->in.len);
+        mp_buf_reset(&a->in);
         p += part + 1;
         n -= part + 1;
     }
@@ -215,7 +195,7 @@ static void on_admin_read(struct ev_loop *loop, ev_io *w, int revents)
         return;
     }
     take_bytes(a, buf, (size_t)n);
-    if (a->out_len > a->out_off || a->closing)
+    if (a->out.len > a->out_off || a->closing)
         flush_out(a);
 }
 

@@ -14,6 +14,8 @@
  */
 #include "admin_client.h"
 
+#include "buf.h"
+
 #include <ctype.h>
 #include <errno.h>
 #include <histedit.h>
@@ -39,11 +41,6 @@ enum { EVAL_OK, EVAL_ERROR, EVAL_INCOMPLETE };
 
 /* ---- small things ------------------------------------------------------- */
 
-typedef struct mp_buf {
-    char *s;
-    size_t len, cap;
-} mp_buf;
-
 static int conn_fd = -1;
 static char *rbuf;                   /* answers: MAX_LINE + 1 bytes */
 static size_t rlen;                  /* bytes in rbuf */
@@ -67,30 +64,13 @@ static void usage(FILE *out)
             "Exit status: 0 ok, 1 a chunk raised an error, 2 no connection.\n");
 }
 
+/* The client has nothing sensible to do without memory: it says so and exits. */
 static void buf_append(mp_buf *b, const char *s, size_t n)
 {
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *p = realloc(b->s, cap);
-        if (!p) {
-            fprintf(stderr, "moonpush admin: out of memory\n");
-            exit(2);
-        }
-        b->s = p;
-        b->cap = cap;
+    if (mp_buf_append(b, s, n) < 0) {
+        fprintf(stderr, "moonpush admin: out of memory\n");
+        exit(2);
     }
-    memcpy(b->s + b->len, s, n);
-    b->len += n;
-    b->s[b->len] = '\0';
-}
-
-static void buf_reset(mp_buf *b)
-{
-    b->len = 0;
-    if (b->s)
-        b->s[0] = '\0';
 }
 
 static int is_blank(const char *s, size_t n)
@@ -394,7 +374,7 @@ static int run_script(FILE *in)
         lineno++;
         if (before == 0) {
             if (is_blank(chunk.s, chunk.len)) {
-                buf_reset(&chunk);
+                mp_buf_reset(&chunk);
                 continue;
             }
             first = lineno;
@@ -403,7 +383,7 @@ static int run_script(FILE *in)
         if (rc > 0 || chunk.len > MAX_LINE) {
             print_error(where, "chunk longer than 1 MiB, skipped");
             status = 1;
-            buf_reset(&chunk);
+            mp_buf_reset(&chunk);
             continue;
         }
         rc = eval_chunk(chunk.s, chunk.len, where);
@@ -413,14 +393,14 @@ static int run_script(FILE *in)
         }
         if (rc == EVAL_ERROR)
             status = 1;
-        buf_reset(&chunk);
+        mp_buf_reset(&chunk);
     }
     if (chunk.len > 0) {
         snprintf(where, sizeof where, "line %d: ", first);
         print_error(where, "input ended inside an unfinished chunk");
         status = 1;
     }
-    free(chunk.s);
+    mp_buf_free(&chunk);
     return status;
 }
 
@@ -629,7 +609,7 @@ static const char *next_line(size_t *len)
         const char *line = el_gets(el, &n);
         if (got_sigint) {
             got_sigint = 0;
-            buf_reset(&pending);
+            mp_buf_reset(&pending);
             fputc('\n', stdout);
             el_reset(el);
             continue;
@@ -663,14 +643,14 @@ static int run_interactive(const char *argv0)
         buf_append(&pending, line, len);
         if (pending.len > MAX_LINE) {
             print_error(NULL, "chunk longer than 1 MiB, dropped");
-            buf_reset(&pending);
+            mp_buf_reset(&pending);
             continue;
         }
         if (eval_chunk(pending.s, pending.len, NULL) != EVAL_INCOMPLETE)
-            buf_reset(&pending);
+            mp_buf_reset(&pending);
     }
     fputc('\n', stdout);
-    free(pending.s);
+    mp_buf_free(&pending);
     return 0;
 }
 

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "buf.h"
 #include "hub.h"
 #include "lua_host.h"
 #include "server.h"
@@ -81,69 +82,33 @@ void mp_metrics_ack_latency(double seconds)
 
 /* ---- exposition --------------------------------------------------------- */
 
-typedef struct text {
-    char *b;
-    size_t len, cap;
-    int failed;
-} text;
-
-static void put(text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static void put(text *t, const char *fmt, ...)
+static void head(mp_buf *t, const char *name, const char *type, const char *help)
 {
-    if (t->failed)
-        return;
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int n = vsnprintf(t->b + t->len, t->cap - t->len, fmt, ap);
-        va_end(ap);
-        if (n < 0) {
-            t->failed = 1;
-            return;
-        }
-        if ((size_t)n < t->cap - t->len) {
-            t->len += (size_t)n;
-            return;
-        }
-        size_t cap = t->cap * 2 + (size_t)n;
-        char *b = realloc(t->b, cap);
-        if (!b) {
-            t->failed = 1;
-            return;
-        }
-        t->b = b;
-        t->cap = cap;
-    }
+    mp_buf_printf(t, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
-static void head(text *t, const char *name, const char *type, const char *help)
-{
-    put(t, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
-}
-
-static void counter(text *t, const char *name, const char *help, uint64_t v)
+static void counter(mp_buf *t, const char *name, const char *help, uint64_t v)
 {
     head(t, name, "counter", help);
-    put(t, "%s %llu\n", name, (unsigned long long)v);
+    mp_buf_printf(t, "%s %llu\n", name, (unsigned long long)v);
 }
 
-static void gauge(text *t, const char *name, const char *help, double v)
+static void gauge(mp_buf *t, const char *name, const char *help, double v)
 {
     head(t, name, "gauge", help);
-    put(t, "%s %.17g\n", name, v);
+    mp_buf_printf(t, "%s %.17g\n", name, v);
 }
 
-static void histogram_text(text *t, const char *name, const char *help, const histogram *h)
+static void histogram_text(mp_buf *t, const char *name, const char *help, const histogram *h)
 {
     head(t, name, "histogram", help);
     uint64_t cum = 0;
     for (size_t i = 0; i < NBUCKETS; i++) {
         cum += h->counts[i];
-        put(t, "%s_bucket{le=\"%g\"} %llu\n", name, bucket_bounds[i], (unsigned long long)cum);
+        mp_buf_printf(t, "%s_bucket{le=\"%g\"} %llu\n", name, bucket_bounds[i], (unsigned long long)cum);
     }
     cum += h->counts[NBUCKETS];
-    put(t, "%s_bucket{le=\"+Inf\"} %llu\n%s_sum %.9g\n%s_count %llu\n", name, (unsigned long long)cum, name,
+    mp_buf_printf(t, "%s_bucket{le=\"+Inf\"} %llu\n%s_sum %.9g\n%s_count %llu\n", name, (unsigned long long)cum, name,
         h->sum, name, (unsigned long long)h->n);
 }
 
@@ -173,7 +138,7 @@ static void count_conn(mp_conn *c, void *arg)
     }
 }
 
-static void route_counters(text *t)
+static void route_counters(mp_buf *t)
 {
     static const struct { const char *name, *help; size_t off; } rows[] = {
         {"moonpush_handshakes_total", "WebSocket handshakes completed, by route", offsetof(mp_route_counters, handshakes)},
@@ -187,27 +152,27 @@ static void route_counters(text *t)
         for (int i = 0; i < n; i++) {
             int slot = i < nroutes ? i : MP_METRICS_MAX_ROUTES;
             uint64_t v = *(const uint64_t *)((const char *)&routes[slot].c + rows[r].off);
-            put(t, "%s{route=\"%s\"} %llu\n", rows[r].name, routes[slot].path, (unsigned long long)v);
+            mp_buf_printf(t, "%s{route=\"%s\"} %llu\n", rows[r].name, routes[slot].path, (unsigned long long)v);
         }
     }
 }
 
-static void plugin_counters(text *t)
+static void plugin_counters(mp_buf *t)
 {
     mp_plugin_stat stats[128];
     int n = mp_lua_plugin_stats(stats, 128);
     head(t, "moonpush_plugin_calls_total", "counter", "hook calls, by plugin");
     for (int i = 0; i < n; i++)
-        put(t, "moonpush_plugin_calls_total{plugin=\"%s\"} %llu\n", stats[i].name, (unsigned long long)stats[i].calls);
+        mp_buf_printf(t, "moonpush_plugin_calls_total{plugin=\"%s\"} %llu\n", stats[i].name, (unsigned long long)stats[i].calls);
     head(t, "moonpush_plugin_errors_total", "counter", "hook calls that raised or were denied by the budget, by plugin");
     for (int i = 0; i < n; i++)
-        put(t, "moonpush_plugin_errors_total{plugin=\"%s\"} %llu\n", stats[i].name, (unsigned long long)stats[i].errors);
+        mp_buf_printf(t, "moonpush_plugin_errors_total{plugin=\"%s\"} %llu\n", stats[i].name, (unsigned long long)stats[i].errors);
     head(t, "moonpush_plugin_seconds_total", "counter", "seconds spent in hooks (wall clock, on the single loop), by plugin");
     for (int i = 0; i < n; i++)
-        put(t, "moonpush_plugin_seconds_total{plugin=\"%s\"} %.9g\n", stats[i].name, stats[i].seconds);
+        mp_buf_printf(t, "moonpush_plugin_seconds_total{plugin=\"%s\"} %.9g\n", stats[i].name, stats[i].seconds);
 }
 
-static void render(text *t)
+static void render(mp_buf *t)
 {
     const mp_stats *s = &mp.stats;
     conn_census cc = {.nrows = 0};
@@ -215,7 +180,7 @@ static void render(text *t)
     head(t, "moonpush_connections", "gauge", "open WebSocket connections, by route and device kind");
     for (int i = 0; i < cc.nrows; i++) {
         int r = cc.rows[i].route;
-        put(t, "moonpush_connections{route=\"%s\",kind=\"%s\"} %llu\n",
+        mp_buf_printf(t, "moonpush_connections{route=\"%s\",kind=\"%s\"} %llu\n",
             r >= 0 && r < mp.cfg.nroutes ? mp.cfg.routes[r].path : "", cc.rows[i].kind,
             (unsigned long long)cc.rows[i].n);
     }
@@ -234,14 +199,14 @@ static void render(text *t)
     counter(t, "moonpush_messages_acked_total", "acks received", s->acks);
     counter(t, "moonpush_messages_resent_total", "message frames resent for want of an ack", s->resends);
     head(t, "moonpush_messages_dropped_total", "counter", "message frames not delivered, by reason");
-    put(t, "moonpush_messages_dropped_total{reason=\"slow_consumer\"} %llu\n", (unsigned long long)s->dropped_slow);
-    put(t, "moonpush_messages_dropped_total{reason=\"format_error\"} %llu\n", (unsigned long long)s->dropped_format);
+    mp_buf_printf(t, "moonpush_messages_dropped_total{reason=\"slow_consumer\"} %llu\n", (unsigned long long)s->dropped_slow);
+    mp_buf_printf(t, "moonpush_messages_dropped_total{reason=\"format_error\"} %llu\n", (unsigned long long)s->dropped_format);
     head(t, "moonpush_closes_total", "counter", "WebSocket connections closed by the server, by reason");
-    put(t, "moonpush_closes_total{reason=\"slow_consumer\"} %llu\n", (unsigned long long)s->slow_consumer_closes);
-    put(t, "moonpush_closes_total{reason=\"idle_timeout\"} %llu\n", (unsigned long long)s->idle_timeout_closes);
-    put(t, "moonpush_closes_total{reason=\"ack_timeout\"} %llu\n", (unsigned long long)s->ack_timeout_closes);
-    put(t, "moonpush_closes_total{reason=\"replaced\"} %llu\n", (unsigned long long)s->replaced_closes);
-    put(t, "moonpush_closes_total{reason=\"kicked\"} %llu\n", (unsigned long long)s->kicks);
+    mp_buf_printf(t, "moonpush_closes_total{reason=\"slow_consumer\"} %llu\n", (unsigned long long)s->slow_consumer_closes);
+    mp_buf_printf(t, "moonpush_closes_total{reason=\"idle_timeout\"} %llu\n", (unsigned long long)s->idle_timeout_closes);
+    mp_buf_printf(t, "moonpush_closes_total{reason=\"ack_timeout\"} %llu\n", (unsigned long long)s->ack_timeout_closes);
+    mp_buf_printf(t, "moonpush_closes_total{reason=\"replaced\"} %llu\n", (unsigned long long)s->replaced_closes);
+    mp_buf_printf(t, "moonpush_closes_total{reason=\"kicked\"} %llu\n", (unsigned long long)s->kicks);
     counter(t, "moonpush_writev_calls_total", "writev system calls", s->writev_calls);
     mp_store_stats ss;
     mp_store_get_stats(mp.store, &ss);
@@ -254,8 +219,8 @@ static void render(text *t)
     histogram_text(t, "moonpush_publish_to_ack_seconds", "from publish until the device acked it", &ack_latency);
     plugin_counters(t);
     head(t, "moonpush_reloads_total", "counter", "config and plugin reloads, by result");
-    put(t, "moonpush_reloads_total{result=\"ok\"} %llu\n", (unsigned long long)s->reloads);
-    put(t, "moonpush_reloads_total{result=\"refused\"} %llu\n", (unsigned long long)s->reload_failures);
+    mp_buf_printf(t, "moonpush_reloads_total{result=\"ok\"} %llu\n", (unsigned long long)s->reloads);
+    mp_buf_printf(t, "moonpush_reloads_total{result=\"refused\"} %llu\n", (unsigned long long)s->reload_failures);
 }
 
 void mp_metrics_handle(mp_http_req *req)
@@ -270,15 +235,11 @@ void mp_metrics_handle(mp_http_req *req)
         }
         free(id);
     }
-    text t = {malloc(16384), 0, 16384, 0};
-    if (!t.b) {
-        mp_http_error(req->conn, 503, "unavailable", "server out of memory");
-        return;
-    }
+    mp_buf t = {0};
     render(&t);
     if (t.failed)
         mp_http_error(req->conn, 503, "unavailable", "server out of memory");
     else
-        mp_http_respond_typed(req->conn, 200, "text/plain; version=0.0.4; charset=utf-8", "", t.b, t.len);
-    free(t.b);
+        mp_http_respond_typed(req->conn, 200, "text/plain; version=0.0.4; charset=utf-8", "", t.s, t.len);
+    mp_buf_free(&t);
 }

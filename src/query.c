@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "buf.h"
 #include "hub.h"
 #include "lua_host.h"
 #include "metrics.h"
@@ -63,53 +64,25 @@ static int int_param(mp_http_req *req, const char *name, long long min, long lon
     return 0;
 }
 
-typedef struct history_answer {
-    char *body;
-    size_t len, cap;
-    int failed;
-} history_answer;
-
-static void append(history_answer *a, const void *p, size_t n)
-{
-    if (a->failed)
-        return;
-    if (a->len + n + 1 > a->cap) {
-        size_t cap = a->cap ? a->cap : 4096;
-        while (cap < a->len + n + 1)
-            cap *= 2;
-        char *b = realloc(a->body, cap);
-        if (!b) {
-            a->failed = 1;
-            return;
-        }
-        a->body = b;
-        a->cap = cap;
-    }
-    memcpy(a->body + a->len, p, n);
-    a->len += n;
-}
-
 static void got_history(mp_store *st, int status, const mp_store_history *h, void *ud)
 {
     (void)st;
-    history_answer *a = ud;
+    mp_buf *a = ud;
     if (status < 0 || !h) {
         a->failed = 1;
         return;
     }
-    char head[256];
-    int n = snprintf(head, sizeof head, "\"epoch\":\"%s\",\"first_seq\":%llu,\"last_seq\":%llu,\"more\":%s,\"messages\":[",
-                     h->epoch, (unsigned long long)h->first_seq, (unsigned long long)h->last_seq,
-                     h->more ? "true" : "false");
-    append(a, head, (size_t)n);
+    mp_buf_printf(a, "\"epoch\":\"%s\",\"first_seq\":%llu,\"last_seq\":%llu,\"more\":%s,\"messages\":[",
+                  h->epoch, (unsigned long long)h->first_seq, (unsigned long long)h->last_seq,
+                  h->more ? "true" : "false");
     for (size_t i = 0; i < h->count; i++) {
         size_t plen;
         const uint8_t *p = mp_ws_frame_payload(h->items[i].frame, &plen);
         if (i)
-            append(a, ",", 1);
-        append(a, p, plen);
+            mp_buf_append(a, ",", 1);
+        mp_buf_append(a, p, plen);
     }
-    append(a, "]}", 2);
+    mp_buf_append(a, "]}", 2);
 }
 
 void mp_query_history(mp_http_req *req)
@@ -126,16 +99,14 @@ void mp_query_history(mp_http_req *req)
         return;
     if (authorize(req, channel) < 0)
         return;
-    history_answer a = {0};
-    char head[MP_NAME_MAX + 16];
-    int n = snprintf(head, sizeof head, "{\"channel\":\"%s\",", channel);
-    append(&a, head, (size_t)n);
+    mp_buf a = {0};
+    mp_buf_printf(&a, "{\"channel\":\"%s\",", channel);
     mp_store_read(mp.store, channel, NULL, (uint64_t)since, (size_t)limit, got_history, &a);
     if (a.failed)
         mp_http_error(req->conn, 503, "unavailable", "the history could not be read");
     else
-        mp_http_respond(req->conn, 200, "", a.body, a.len);
-    free(a.body);
+        mp_http_respond(req->conn, 200, "", a.s, a.len);
+    mp_buf_free(&a);
 }
 
 void mp_query_presence(mp_http_req *req)
