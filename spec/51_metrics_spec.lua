@@ -81,6 +81,7 @@ local DOCUMENTED = {
   moonpush_device_cursors = "gauge",
   moonpush_history_trimmed_total = "counter",
   moonpush_history_expired_total = "counter",
+  moonpush_publish_refused_total = "counter",
   moonpush_publish_to_deliver_seconds = "histogram",
   moonpush_publish_to_ack_seconds = "histogram",
   moonpush_plugin_calls_total = "counter",

@@ -222,15 +222,17 @@ static uint32_t fanout(mp_channel *ch, uint64_t seq, const char *id, const char 
     return recipients;
 }
 
-typedef struct seq_result {
+/* The memory store answers before returning; a networked store will make
+ * these steps asynchronous (see store.h). */
+typedef struct store_result {
     int status;
     uint64_t seq;
-} seq_result;
+} store_result;
 
 static void got_seq(mp_store *st, int status, uint64_t seq, const char *epoch, void *ud)
 {
     (void)st; (void)epoch;
-    seq_result *r = ud;
+    store_result *r = ud;
     r->status = status;
     r->seq = seq;
 }
@@ -238,11 +240,8 @@ static void got_seq(mp_store *st, int status, uint64_t seq, const char *epoch, v
 static void appended(mp_store *st, int status, void *ud)
 {
     (void)st;
-    const char *name = ud;
-    if (status < 0)
-        mp_warn("history append failed", "channel=%s error=\"%s\"", name, mp_store_strerror(status));
-    else
-        mp.stats.messages_stored++;
+    store_result *r = ud;
+    r->status = status;
 }
 
 int mp_hub_publish(const char *name, const char *data, size_t data_len, const mp_publish_opts *opts,
@@ -251,20 +250,29 @@ int mp_hub_publish(const char *name, const char *data, size_t data_len, const mp
     static const mp_publish_opts defaults = {NULL, 0, 0, 1};
     if (!opts)
         opts = &defaults;
-    /* The memory store answers before returning; a networked store will
-     * make this step asynchronous (see store.h). */
-    seq_result sr = {MP_STORE_EUNAVAIL, 0};
+    store_result sr = {MP_STORE_EUNAVAIL, 0};
     mp_store_next_seq(mp.store, name, got_seq, &sr);
-    if (sr.status < 0)
-        return -1;
+    if (sr.status < 0) {
+        mp.stats.publishes_refused++;
+        return sr.status;
+    }
     uint64_t seq = sr.seq;
     snprintf(out->id, sizeof out->id, "%s-%llx", mp.boot_id, (unsigned long long)next_message_id++);
     mp_frame *f = encode_message(name, seq, out->id, data, data_len);
     if (!f)
-        return -1;
+        return MP_STORE_ENOMEM;
     if (opts->store) {
+        /* Refused by the store: nobody gets it, so the publisher's error
+         * answer is the whole truth (the seq stays a hole, see store.h). */
         mp_store_put put = {seq, out->id, f, opts->ttl_ms};
-        mp_store_append(mp.store, name, &put, appended, (void *)name);
+        sr.status = MP_STORE_EUNAVAIL;
+        mp_store_append(mp.store, name, &put, appended, &sr);
+        if (sr.status < 0) {
+            mp.stats.publishes_refused++;
+            mp_frame_unref(f);
+            return sr.status;
+        }
+        mp.stats.messages_stored++;
     }
     out->seq = seq;
     out->recipients = 0;

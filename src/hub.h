@@ -89,8 +89,9 @@ void mp_hub_unsubscribe_all(mp_sub **subs);
  * subscriber. With opts->nkinds > 0 only connections whose device kind is
  * listed get it. Subscribers on a route with a format hook get that route's
  * frame instead, made once per route by calling the hook the first time
- * such a subscriber comes up. Returns 0, or -1 if the store refused or
- * memory ran out (nothing sent). */
+ * such a subscriber comes up. Returns 0, or the store's negative status
+ * (store.h: MP_STORE_ECHANNELS, MP_STORE_EFULL, MP_STORE_ENOMEM, ...) if it
+ * refused the message or memory ran out: then nothing was sent. */
 int mp_hub_publish(const char *name, const char *data, size_t data_len, const mp_publish_opts *opts,
                    mp_publish_result *out);
 

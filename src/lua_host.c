@@ -112,9 +112,10 @@ static int l_publish(lua_State *l)
     if (!mp_hub_valid_name(name, nlen))
         return luaL_error(l, "bad channel name '%s'", name);
     mp_publish_result r;
-    if (mp_hub_publish(name, data, dlen, NULL, &r) < 0) {
+    int status = mp_hub_publish(name, data, dlen, NULL, &r);
+    if (status < 0) {
         lua_pushnil(l);
-        lua_pushstring(l, "the store refused the message or memory ran out");
+        lua_pushstring(l, mp_store_strerror(status));
         return 2;
     }
     lua_createtable(l, 0, 4);

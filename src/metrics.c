@@ -213,7 +213,8 @@ static void render(mp_buf *t)
     gauge(t, "moonpush_history_messages", "messages retained in channel histories", (double)ss.messages);
     gauge(t, "moonpush_history_bytes", "bytes of retained message frames", (double)ss.bytes);
     gauge(t, "moonpush_device_cursors", "device cursors held", (double)ss.cursors);
-    counter(t, "moonpush_history_trimmed_total", "messages dropped from history for count or size", ss.trimmed);
+    counter(t, "moonpush_history_trimmed_total", "messages dropped from history for their channel's max_messages", ss.trimmed);
+    counter(t, "moonpush_publish_refused_total", "messages the store refused (history.max_channels, max_bytes, unreachable): answered 503, sent to nobody", s->publishes_refused);
     counter(t, "moonpush_history_expired_total", "messages aged out of history", ss.expired);
     histogram_text(t, "moonpush_publish_to_deliver_seconds", "from publish until the frame was written to a socket", &deliver_latency);
     histogram_text(t, "moonpush_publish_to_ack_seconds", "from publish until the device acked it", &ack_latency);

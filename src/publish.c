@@ -13,6 +13,7 @@
 #include "lua_host.h"
 #include "metrics.h"
 #include "server.h"
+#include "store.h"
 
 typedef struct item {
     char name[MP_NAME_MAX + 8];   /* target channel as the publisher named it */
@@ -92,28 +93,44 @@ static json_t *result_json(const char *channel, const mp_publish_result *r)
                      "id", r->id, "recipients", (json_int_t)r->recipients);
 }
 
-/* Publishes one item to its channel, or (after route hooks) to each of its
- * channels: the answer is then an array with one result per channel. */
-static json_t *publish_item(const item *it)
+/* The answer for a message the store refused: the error body's shape with
+ * the channel, so a batch's answer says which items to retry. */
+static json_t *refused_json(const char *channel, int status)
+{
+    const char *code = status == MP_STORE_ECHANNELS ? "too_many_channels"
+                     : status == MP_STORE_EFULL ? "store_full" : "unavailable";
+    mp_warn("publish refused", "channel=%s error=\"%s\"", channel, mp_store_strerror(status));
+    return json_pack("{s:s, s:s, s:s}", "error", code, "message", mp_store_strerror(status), "channel", channel);
+}
+
+static json_t *publish_one(const char *channel, const char *data, size_t len, const mp_publish_opts *opts,
+                           int *refused)
 {
     mp_publish_result r;
-    if (!it->routed) {
-        if (mp_hub_publish(it->name, it->data, strlen(it->data), &it->opts, &r) < 0)
-            return NULL;
-        return result_json(it->name, &r);
+    int status = mp_hub_publish(channel, data, len, opts, &r);
+    if (status < 0) {
+        *refused = 1;
+        return refused_json(channel, status);
     }
+    return result_json(channel, &r);
+}
+
+/* Publishes one item to its channel, or (after route hooks) to each of its
+ * channels: the answer is then an array with one result per channel. Sets
+ * *refused if the store refused any of them. */
+static json_t *publish_item(const item *it, int *refused)
+{
+    if (!it->routed)
+        return publish_one(it->name, it->data, strlen(it->data), &it->opts, refused);
     const mp_routed *m = it->routed;
     mp_publish_opts opts = it->opts;
     opts.kinds = m->kinds;
     opts.nkinds = m->nkinds;
-    json_t *all = m->nchannels == 1 ? NULL : json_array();
-    for (int i = 0; i < m->nchannels; i++) {
-        if (mp_hub_publish(m->channels[i], m->data, m->data_len, &opts, &r) < 0)
-            continue;
-        if (!all)
-            return result_json(m->channels[i], &r);
-        json_array_append_new(all, result_json(m->channels[i], &r));
-    }
+    if (m->nchannels == 1)
+        return publish_one(m->channels[0], m->data, m->data_len, &opts, refused);
+    json_t *all = json_array();
+    for (int i = 0; i < m->nchannels; i++)
+        json_array_append_new(all, publish_one(m->channels[i], m->data, m->data_len, &opts, refused));
     return all;
 }
 
@@ -181,33 +198,32 @@ static int content_type_ok(const mp_http_req *req)
     return media_type_is(ct, "application/json");
 }
 
-static void respond_json(mp_conn *c, json_t *answer)
+static void respond_json(mp_conn *c, int status, json_t *answer)
 {
     char *text = json_dumps(answer, JSON_COMPACT);
     if (!text) {
         mp_http_error(c, 500, "internal", "could not encode the answer");
         return;
     }
-    mp_http_respond(c, 200, "", text, strlen(text));
+    mp_http_respond(c, status, "", text, strlen(text));
     free(text);
 }
 
+/* 200 only if every message was stored and sent: any refusal makes it a
+ * 503 whose body still says, item by item, what was published. */
 static void publish_all(mp_conn *c, item *items, size_t count, int batch)
 {
     json_t *answer = batch ? json_array() : NULL;
+    int refused = 0;
     for (size_t i = 0; i < count; i++) {
-        json_t *r = publish_item(&items[i]);
-        if (!r) {
-            mp_error("publish failed", "channel=%s", items[i].name);
-            r = json_pack("{s:s, s:s}", "channel", items[i].name, "error", "unavailable");
-        }
+        json_t *r = publish_item(&items[i], &refused);
         if (batch)
             json_array_append_new(answer, r);
         else
             answer = r;
     }
     if (answer) {
-        respond_json(c, answer);
+        respond_json(c, refused ? 503 : 200, answer);
         json_decref(answer);
     } else {
         mp_http_error(c, 503, "unavailable", "server out of memory");

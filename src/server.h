@@ -102,6 +102,7 @@ typedef struct mp_stats {
     uint64_t idle_timeout_closes;
     uint64_t plugin_errors;
     uint64_t messages_stored;
+    uint64_t publishes_refused;      /* the store refused: answered 503, sent to nobody */
     uint64_t messages_replayed;      /* frames sent from history (resume, retry) */
     uint64_t acks;
     uint64_t resends;

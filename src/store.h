@@ -39,23 +39,27 @@
  * is retained. It changes when
  *   - the store is new (process restart: every epoch carries a random
  *     instance id drawn at mp_store_mem_new);
- *   - the channel's state was dropped: evicted (max_channels, max_bytes) or
- *     freed after it sat empty for channel_idle_ms. Its seq restarts at 1;
+ *   - the channel's state was dropped: a state retaining no message made
+ *     room for a new channel past max_channels, or it was freed after it
+ *     sat empty for channel_idle_ms. Its seq restarts at 1;
  *   - the channel was flushed. Its seq goes on from where it was.
  * It does NOT change when messages are trimmed for max_messages or age out
  * (policy max_age or the message's own ttl): that is routine, would change
  * the epoch on every publish of a full channel, and the caller sees it
  * exactly through first_seq (a `since` below first_seq - 1 is a gap).
  *
- * first_seq is 1 + the newest seq the history lost: trimmed (max_messages,
- * max_bytes) or aged out by max_age. A message whose own, shorter ttl ran
+ * first_seq is 1 + the newest seq the history lost: trimmed (max_messages)
+ * or aged out by max_age. A message whose own, shorter ttl ran
  * out is not a loss (the publisher said it was worthless by then) and never
  * moves it; nor do seqs that were never stored.
  *
  * Memory: the store allocates all of its state and frees it in
  * mp_store_free. It holds one reference to each retained frame (taken in
- * mp_store_append, dropped when the message is trimmed, expires, is evicted
- * or flushed). Strings passed in are copied; strings and frames passed to a
+ * mp_store_append, dropped when the message is trimmed, expires or is
+ * flushed). No limit ever drops a message another channel retains: past
+ * max_channels or max_bytes the operation that would need room is refused
+ * (MP_STORE_ECHANNELS, MP_STORE_EFULL), so a publisher naming many new
+ * channels cannot evict anyone's history. Strings passed in are copied; strings and frames passed to a
  * callback are valid until the callback returns: take mp_frame_ref (or push
  * to an mp_outq, which does) to keep a frame. Every structure is bounded:
  * messages per channel by the policy, channels by max_channels, stored bytes
@@ -89,6 +93,8 @@ enum {
     MP_STORE_EEPOCH = -5,     /* cursor advance for an epoch that is not the channel's */
     MP_STORE_ENOMEM = -6,
     MP_STORE_EUNAVAIL = -7,   /* backend unreachable (not the memory store) */
+    MP_STORE_ECHANNELS = -8,  /* a new channel state past max_channels, and none can be dropped */
+    MP_STORE_EFULL = -9,      /* append: the store holds max_bytes */
 };
 
 const char *mp_store_strerror(int status);
@@ -106,8 +112,9 @@ typedef struct mp_store_config {
     const mp_store_policy *policies;  /* first match wins; copied */
     size_t npolicies;
     mp_store_policy default_policy;   /* when none matches; pattern unused */
-    size_t max_channels;        /* channel states (seq + epoch + history); LRU evicted past it */
-    size_t max_bytes;           /* sum of retained frame sizes; 0 = no limit */
+    size_t max_channels;        /* channel states (seq + epoch + history): past it the LRU state
+                                   retaining no message goes, else MP_STORE_ECHANNELS */
+    size_t max_bytes;           /* sum of retained frame sizes (appends past it: MP_STORE_EFULL); 0 = no limit */
     uint64_t channel_idle_ms;   /* a channel with no message is freed this long after its last use */
     size_t max_cursors;         /* LRU evicted past it */
     uint64_t cursor_ttl_ms;     /* a cursor not read nor advanced for this long is dropped; 0 = never */
@@ -159,9 +166,9 @@ typedef struct mp_store_stats {
     uint64_t channels;          /* channel states (seq + epoch), with or without history */
     uint64_t channels_with_history;
     uint64_t cursors;
-    uint64_t trimmed;           /* messages dropped for max_messages (or max_bytes) */
+    uint64_t trimmed;           /* messages dropped for max_messages */
     uint64_t expired;           /* messages aged out (max_age or ttl) */
-    uint64_t evicted_channels;  /* channel states dropped for max_channels / max_bytes */
+    uint64_t evicted_channels;  /* states retaining no message dropped for max_channels */
     uint64_t idle_channels;     /* empty channel states freed after channel_idle_ms */
     uint64_t evicted_cursors;   /* dropped for max_cursors */
     uint64_t expired_cursors;   /* dropped after cursor_ttl_ms */
@@ -207,14 +214,16 @@ struct mp_store {
 /* The memory store. NULL if out of memory or a policy is invalid. */
 mp_store *mp_store_mem_new(const mp_store_config *cfg);
 
-/* Hands out the next seq of channel (creating its state, which may evict the
- * least recently used channel past max_channels) and passes it with the
+/* Hands out the next seq of channel (creating its state: past max_channels
+ * the least recently used state retaining no message goes, and if none does,
+ * MP_STORE_ECHANNELS and no seq) and passes it with the
  * channel's epoch. Counts as use of the channel. */
 static inline void mp_store_next_seq(mp_store *st, const char *channel, mp_store_seq_cb cb, void *ud)
 { st->ops->next_seq(st, channel, cb, ud); }
 
 /* Retains m in channel's history, trimming the oldest past the policy's
- * max_messages (and, past max_bytes, evicting least recently used channels).
+ * max_messages. MP_STORE_EFULL if the store would hold more than max_bytes
+ * after that trim (nothing is dropped to make room).
  * m->seq must have been handed out by mp_store_next_seq and be above every
  * seq appended before on this channel (else MP_STORE_ESEQ). Under a policy
  * with max_messages 0 nothing is retained and the status is MP_STORE_OK. */

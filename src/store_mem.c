@@ -28,8 +28,16 @@
  * Reads expire the channel first and also skip any entry past its expiry, so
  * they never depend on the sweep having run.
  *
- * LRU lists (intrusive, O(1) touch) order channels for max_channels /
- * max_bytes eviction and cursors for max_cursors / cursor_ttl_ms. Cursors
+ * Limits never drop a stored message. A channel state is one of two LRU
+ * lists (intrusive, O(1) touch): channels that retain messages, and channels
+ * that retain none (only a seq and an epoch). Past max_channels, a new
+ * channel replaces the least recently used of the second list — dropping a
+ * state that holds nothing costs a client at most a `reset` to an empty
+ * history — and when that list is empty the new channel is refused
+ * (MP_STORE_ECHANNELS): publishing to many new names can never evict another
+ * channel's history. Likewise past max_bytes an append is refused
+ * (MP_STORE_EFULL) rather than another channel's messages dropped. Another
+ * LRU list orders cursors for max_cursors / cursor_ttl_ms. Cursors
  * are in a uthash table by key and, for "delete all of a device", in a list
  * per device (a small table of devices by user + device).
  */
@@ -135,7 +143,7 @@ typedef struct mem_store {
     mp_store_policy def;
     unsigned policy_gen;
     chan *chans;
-    dlist chan_lru;
+    dlist chan_lru[2];         /* [0]: retains no message, [1]: retains some */
     size_t nchans;
     chan **due;
     size_t ndue, due_cap;
@@ -455,8 +463,11 @@ static void release(mem_store *st, chan *ch, entry *e)
     st->stats.messages--;
     mp_frame_unref(e->frame);
     e->frame = NULL;
-    if (--ch->live == 0)
+    if (--ch->live == 0) {
         st->stats.channels_with_history--;
+        list_remove(&st->chan_lru[1], &ch->lru);
+        list_push_tail(&st->chan_lru[0], &ch->lru);
+    }
 }
 
 enum { POP_TRIM, POP_EXPIRE };
@@ -568,10 +579,15 @@ static chan *find_chan(mem_store *st, const char *name, size_t len)
     return ch;
 }
 
+static dlist *lru_of(mem_store *st, const chan *ch)
+{
+    return &st->chan_lru[ch->live > 0];
+}
+
 static void touch_chan(mem_store *st, chan *ch, uint64_t now)
 {
     ch->last_used = now;
-    list_move_tail(&st->chan_lru, &ch->lru);
+    list_move_tail(lru_of(st, ch), &ch->lru);
 }
 
 static void free_chan(mem_store *st, chan *ch)
@@ -584,7 +600,7 @@ static void free_chan(mem_store *st, chan *ch)
     free(ch->ring);
     free(ch->ttl);
     HASH_DEL(st->chans, ch);
-    list_remove(&st->chan_lru, &ch->lru);
+    list_remove(lru_of(st, ch), &ch->lru);
     due_remove(st, ch);
     st->nchans--;
     free(ch);
@@ -596,13 +612,22 @@ static void evict_chan(mem_store *st, chan *ch)
     free_chan(st, ch);
 }
 
-static chan *get_or_create_chan(mem_store *st, const char *name, size_t len, uint64_t now)
+/* The channel's state, created if absent. Past max_channels the least
+ * recently used state that retains no message makes room; if every state
+ * retains messages the new one is refused: *status MP_STORE_ECHANNELS. */
+static chan *get_or_create_chan(mem_store *st, const char *name, size_t len, uint64_t now, int *status)
 {
     chan *ch = find_chan(st, name, len);
     if (ch)
         return ch;
-    while (st->nchans >= st->cfg.max_channels && st->chan_lru.head)
-        evict_chan(st, CONTAINER(st->chan_lru.head, chan, lru));
+    if (st->nchans >= st->cfg.max_channels) {
+        if (!st->chan_lru[0].head) {
+            *status = MP_STORE_ECHANNELS;
+            return NULL;
+        }
+        evict_chan(st, CONTAINER(st->chan_lru[0].head, chan, lru));
+    }
+    *status = MP_STORE_ENOMEM;
     ch = calloc(1, sizeof *ch + len + 1);
     if (!ch)
         return NULL;
@@ -617,31 +642,28 @@ static chan *get_or_create_chan(mem_store *st, const char *name, size_t len, uin
         return NULL;
     }
     HASH_ADD_KEYPTR(hh, st->chans, ch->name, len, ch);
-    list_push_tail(&st->chan_lru, &ch->lru);
+    list_push_tail(&st->chan_lru[0], &ch->lru);
     st->nchans++;
+    *status = MP_STORE_OK;
     return ch;
 }
 
-/* Past max_bytes: evicts least recently used channels that hold messages,
- * then, if cur alone is too big, trims cur's oldest messages. */
-static void enforce_max_bytes(mem_store *st, chan *cur)
+/* Bytes the routine trim before an append will release: holes and, while
+ * the channel is at max_messages, its oldest messages (see append_entry). */
+static size_t trim_releases(chan *ch)
 {
-    if (!st->cfg.max_bytes)
-        return;
-    dlink *l = st->chan_lru.head;
-    while (st->stats.bytes > st->cfg.max_bytes) {
-        while (l && (CONTAINER(l, chan, lru) == cur || CONTAINER(l, chan, lru)->live == 0))
-            l = l->next;
-        if (l) {
-            dlink *next = l->next;
-            evict_chan(st, CONTAINER(l, chan, lru));
-            l = next;
-        } else if (cur->count) {
-            pop_front(st, cur, POP_TRIM);
-        } else {
-            break;
+    size_t bytes = 0;
+    uint32_t live = ch->live;
+    for (uint32_t i = 0; i < ch->count; i++) {
+        entry *e = at(ch, i);
+        if (e->frame) {
+            if (live < ch->max_messages)
+                break;
+            bytes += mp_frame_size(e->frame);
+            live--;
         }
     }
+    return bytes;
 }
 
 /* ---- operations: channels ---------------------------------------------- */
@@ -655,9 +677,10 @@ static void mem_next_seq(mp_store *base, const char *channel, mp_store_seq_cb cb
         return;
     }
     uint64_t now = now_ms(st);
-    chan *ch = get_or_create_chan(st, channel, len, now);
+    int status;
+    chan *ch = get_or_create_chan(st, channel, len, now, &status);
     if (!ch) {
-        if (cb) cb(base, MP_STORE_ENOMEM, 0, NULL, ud);
+        if (cb) cb(base, status, 0, NULL, ud);
         return;
     }
     touch_chan(st, ch, now);
@@ -671,6 +694,9 @@ static int append_entry(mem_store *st, chan *ch, const mp_store_put *m, uint64_t
     int by_ttl = m->ttl_ms && m->ttl_ms < life;
     if (by_ttl)
         life = m->ttl_ms;
+    if (ch->max_messages && st->cfg.max_bytes &&
+        st->stats.bytes - trim_releases(ch) + mp_frame_size(m->frame) > st->cfg.max_bytes)
+        return MP_STORE_EFULL;
     while (ch->count && (ch->live >= ch->max_messages || !at(ch, 0)->frame))
         pop_front(st, ch, POP_TRIM);
     if (!ch->max_messages)
@@ -684,8 +710,11 @@ static int append_entry(mem_store *st, chan *ch, const mp_store_put *m, uint64_t
     e->frame = mp_frame_ref(m->frame);
     strcpy(e->id, m->id);
     e->by_ttl = (uint8_t)by_ttl;
-    if (ch->live++ == 0)
+    if (ch->live++ == 0) {
         st->stats.channels_with_history++;
+        list_remove(&st->chan_lru[0], &ch->lru);
+        list_push_tail(&st->chan_lru[1], &ch->lru);
+    }
     st->stats.messages++;
     st->stats.bytes += mp_frame_size(m->frame);
     classify_newest(ch, e);
@@ -709,10 +738,8 @@ static void mem_append(mp_store *base, const char *channel, const mp_store_put *
         refresh_policy(st, ch);
         expire_channel(st, ch, now);
         status = append_entry(st, ch, m, now);
-        if (status == MP_STORE_OK) {
+        if (status == MP_STORE_OK)
             ch->stored_seq = m->seq;
-            enforce_max_bytes(st, ch);
-        }
         reschedule(st, ch);
     }
     if (cb) cb(base, status, ud);
@@ -974,10 +1001,11 @@ static void mem_cursor_advance(mp_store *base, const char *user, const char *dev
     }
     /* seq 0 records a starting position (a device subscribing before
      * anything was published): the channel's state is created for it. */
+    int status = MP_STORE_OK;
     chan *ch = seq ? find_chan(st, channel, name_len(channel))
-                   : get_or_create_chan(st, channel, name_len(channel), now_ms(st));
+                   : get_or_create_chan(st, channel, name_len(channel), now_ms(st), &status);
     if (!ch && !seq) {
-        if (cb) cb(base, MP_STORE_ENOMEM, NULL, ud);
+        if (cb) cb(base, status, NULL, ud);
         return;
     }
     if (!ch || seq > ch->last_seq) {
@@ -990,7 +1018,6 @@ static void mem_cursor_advance(mp_store *base, const char *user, const char *dev
     }
     uint64_t now = now_ms(st);
     cursor *c = find_cursor(st, key, klen, now);
-    int status = MP_STORE_OK;
     if (c && seq <= c->seq && strcmp(c->epoch, ch->epoch) == 0) {
         status = MP_STORE_STALE;
     } else {
@@ -1152,6 +1179,8 @@ const char *mp_store_strerror(int status)
     case MP_STORE_EEPOCH: return "epoch is not the channel's";
     case MP_STORE_ENOMEM: return "out of memory";
     case MP_STORE_EUNAVAIL: return "store unavailable";
+    case MP_STORE_ECHANNELS: return "history.max_channels channels retain messages";
+    case MP_STORE_EFULL: return "history.max_bytes reached";
     default: return "unknown store error";
     }
 }

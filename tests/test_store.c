@@ -783,40 +783,62 @@ static void test_flush_changes_epoch_keeps_seq(void)
     mp_store_free(st);
 }
 
-static void test_eviction_changes_epoch_and_restarts_seq(void)
+/* Past max_channels only a state that retains nothing makes room: the
+ * least recently used one, with a new epoch and seq from 1 if it returns. */
+static void test_max_channels_drops_only_states_without_history(void)
 {
     mp_store_config cfg = config();
-    cfg.max_channels = 2;
+    cfg.max_channels = 3;
     mp_store *st = mp_store_mem_new(&cfg);
     mp_frame *fa;
     publish(st, "a", 0, &fa);
-    char ea[MP_STORE_EPOCH_MAX];
-    strcpy(ea, seq_out.epoch);
+    CHECK(next_seq(st, "e1") == 1);                       /* no history: droppable */
+    char e1[MP_STORE_EPOCH_MAX];
+    strcpy(e1, seq_out.epoch);
     publish(st, "b", 0, NULL);
-    publish(st, "a", 0, NULL);                            /* a is now the most recent */
-    publish(st, "c", 0, NULL);                            /* evicts b, the least recent */
-    CHECK(stats(st).evicted_channels == 1 && stats(st).channels == 2);
-    read_since(st, "b", NULL, 0, 10);
-    CHECK(strcmp(got.epoch, "") == 0 && got.last == 0);
-    read_since(st, "a", ea, 2, 10);                       /* a read is a use, too */
-    CHECK(got.state == MP_STORE_SINCE_OK && got.last == 2);
-    publish(st, "b", 0, NULL);                            /* so c goes, not a */
-    read_since(st, "c", NULL, 0, 10);
-    CHECK(got.last == 0 && stats(st).evicted_channels == 2);
-    CHECK(fa->refs == 2);
-    next_seq(st, "d");                                    /* evicts a */
-    CHECK(fa->refs == 1);
-    CHECK(next_seq(st, "a") == 1 && strcmp(seq_out.epoch, ea) != 0);   /* new epoch, seq from 1 */
-    read_since(st, "a", ea, 2, 10);
+    CHECK(next_seq(st, "c") == 1);                        /* drops e1, not a (older) */
+    CHECK(stats(st).evicted_channels == 1 && stats(st).channels == 3);
+    read_since(st, "a", NULL, 0, 10);
+    CHECK(got.last == 1 && got.count == 1 && fa->refs == 2);
+    CHECK(next_seq(st, "e1") == 1 && strcmp(seq_out.epoch, e1) != 0);   /* drops c */
+    read_since(st, "e1", e1, 1, 10);
     CHECK(got.state == MP_STORE_SINCE_EPOCH);
-    CHECK(stats(st).evicted_channels == 4);
+    CHECK(stats(st).evicted_channels == 2);
     mp_frame_unref(fa);
     mp_store_free(st);
 }
 
-static void test_max_bytes_evicts_least_recent_channel(void)
+/* When every state retains messages, a new channel is refused and nothing
+ * anyone stored is touched: many new names cannot evict `news`. */
+static void test_max_channels_refuses_new_channel_when_all_hold_history(void)
 {
     mp_store_config cfg = config();
+    cfg.max_channels = 2;
+    mp_store *st = mp_store_mem_new(&cfg);
+    publish(st, "news", 0, NULL);
+    publish(st, "news", 0, NULL);
+    char epoch[MP_STORE_EPOCH_MAX];
+    strcpy(epoch, seq_out.epoch);
+    publish(st, "b", 0, NULL);
+    for (int i = 0; i < 50; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "random-%d", i);
+        CHECK(next_seq(st, name) == 0 && seq_out.status == MP_STORE_ECHANNELS);
+    }
+    CHECK(cursor_advance(st, "u", "d", "random-x", 0, NULL) == MP_STORE_ECHANNELS);
+    read_since(st, "news", epoch, 0, 10);
+    CHECK(got.state == MP_STORE_SINCE_OK && got.count == 2 && got.last == 2);
+    CHECK(stats(st).evicted_channels == 0 && stats(st).channels == 2);
+    CHECK(next_seq(st, "news") == 3);                     /* existing channels go on */
+    mp_store_free(st);
+}
+
+/* Past max_bytes an append is refused; other channels keep every message,
+ * and a channel at max_messages still replaces its oldest. */
+static void test_max_bytes_refuses_appends(void)
+{
+    mp_store_config cfg = config();
+    cfg.default_policy.max_messages = 2;
     mp_frame *probe = make_frame(1);
     size_t fs = mp_frame_size(probe);
     mp_frame_unref(probe);
@@ -824,21 +846,20 @@ static void test_max_bytes_evicts_least_recent_channel(void)
     mp_store *st = mp_store_mem_new(&cfg);
     publish(st, "a", 0, NULL);
     publish(st, "a", 0, NULL);
-    next_seq(st, "empty");                                /* a channel with no history: spared */
     publish(st, "b", 0, NULL);
     publish(st, "b", 0, NULL);
-    CHECK(stats(st).bytes == 4 * fs && stats(st).evicted_channels == 0);
-    publish(st, "b", 0, NULL);                            /* over: a goes */
+    CHECK(stats(st).bytes == 4 * fs);
+    uint64_t seq = next_seq(st, "c");
+    mp_frame *f = make_frame(seq);
+    CHECK(append(st, "c", seq, f, 0) == MP_STORE_EFULL);  /* full: refused */
+    mp_frame_unref(f);
     mp_store_stats s = stats(st);
-    CHECK(s.bytes == 3 * fs && s.evicted_channels == 1 && s.channels == 2);
-    read_since(st, "empty", NULL, 0, 1);
-    CHECK(got.last == 1);
-    publish(st, "b", 0, NULL);
-    publish(st, "b", 0, NULL);                            /* b alone past max: trims itself */
+    CHECK(s.bytes == 4 * fs && s.messages == 4 && s.evicted_channels == 0 && s.trimmed == 0);
+    read_since(st, "a", NULL, 0, 10);
+    CHECK(got.count == 2 && got.first == 1);
+    CHECK(publish(st, "b", 0, NULL) == 3);                /* replaces b's oldest: fits */
     s = stats(st);
-    CHECK(s.bytes == 4 * fs && s.messages == 4 && s.trimmed == 1);
-    read_since(st, "b", NULL, 0, 10);
-    CHECK(got.first == 2 && got.count == 4);
+    CHECK(s.bytes == 4 * fs && s.trimmed == 1);
     mp_store_free(st);
 }
 
@@ -1113,14 +1134,13 @@ static void test_stats(void)
     CHECK(s.trimmed == 1 && s.evicted_channels == 0);
     mp_frame *fb = make_frame(1);
     CHECK(s.bytes == mp_frame_size(f[1]) + mp_frame_size(f[2]) + mp_frame_size(fb));
-    next_seq(st, "d");                                     /* evicts a */
+    next_seq(st, "d");                                     /* replaces c, which retains nothing */
     s = stats(st);
-    CHECK(s.evicted_channels == 1 && s.messages == 1 && s.bytes == mp_frame_size(fb));
-    CHECK(s.channels == 3 && s.channels_with_history == 1);
-    for (int i = 0; i < 3; i++) {
-        CHECK(f[i]->refs == 1);
+    CHECK(s.evicted_channels == 1 && s.messages == 3);
+    CHECK(s.channels == 3 && s.channels_with_history == 2);
+    CHECK(f[0]->refs == 1 && f[1]->refs == 2 && f[2]->refs == 2);
+    for (int i = 0; i < 3; i++)
         mp_frame_unref(f[i]);
-    }
     mp_frame_unref(fb);
     mp_store_free(st);
 }
@@ -1170,8 +1190,9 @@ int main(void)
     RUN(test_epoch_differs_between_instances);
     RUN(test_trim_and_expiry_keep_epoch);
     RUN(test_flush_changes_epoch_keeps_seq);
-    RUN(test_eviction_changes_epoch_and_restarts_seq);
-    RUN(test_max_bytes_evicts_least_recent_channel);
+    RUN(test_max_channels_drops_only_states_without_history);
+    RUN(test_max_channels_refuses_new_channel_when_all_hold_history);
+    RUN(test_max_bytes_refuses_appends);
     RUN(test_idle_empty_channel_freed_by_sweep);
     RUN(test_policy_matching);
     RUN(test_policy_without_history);
