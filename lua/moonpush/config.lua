@@ -216,6 +216,7 @@ end
 function _M.load(path)
   local chunk, err = loadfile(path)
   if not chunk then return nil, err end
+  plugins.disable_jit(chunk)   -- the load's instruction budget must see every loop
   local ok, cfg = pcall(chunk)
   if not ok then return nil, path .. ": " .. tostring(cfg) end
   if type(cfg) ~= "table" then return nil, path .. ": the config file must return a table" end
