@@ -6,6 +6,9 @@
 #                 ends with "N passed, N failed"
 #   make bench    benchmark scenarios, appended to docs/benchmarks.md
 #   make asan     rebuild with address+undefined sanitizers and run every test
+#   make check-asan   the same into build-asan/ (the normal build stays), and
+#                 fail on any sanitizer report, the servers' leaks included
+#   make fuzz     run each libFuzzer harness for FUZZ_SECONDS (docs/fuzzing.md)
 
 CC      ?= cc
 PKGS    := libev-dev libwslay-dev libluajit-5.1-dev luajit libhiredis-dev \
@@ -22,6 +25,10 @@ SRC     := $(wildcard src/*.c)
 OBJ     := $(SRC:src/%.c=build/%.o)
 CORE_OBJ := $(filter-out build/main.o,$(OBJ))
 CTESTS  := $(patsubst tests/%.c,build/tests/%,$(wildcard tests/test_*.c))
+# Fuzz harnesses (fuzz/, docs/fuzzing.md): `make test` replays each one over
+# its corpus and regressions as the C test build/tests/fuzz_<name>.
+FUZZ_HARNESSES := http ws publish frames config
+CTESTS  += $(FUZZ_HARNESSES:%=build/tests/fuzz_%)
 
 .PHONY: all deps run test bench quick asan clean
 
@@ -81,4 +88,81 @@ quick: all
 	@sh bench/quick
 
 clean:
-	rm -rf build moonpush
+	rm -rf build moonpush build-asan build-fuzz
+
+# ---- sanitizers and fuzzing (docs/fuzzing.md) ----------------------------
+
+.PHONY: check-asan fuzz fuzz-build fuzz-deps fuzz-merge
+
+FUZZ_SRC := fuzz/fuzz.c fuzz/fuzz.h tests/fuzz_replay.c
+
+# A harness linked with tests/fuzz_replay.c's main() instead of libFuzzer:
+# $(call replay_link,CFLAGS,OBJECTS) for target build*/tests/fuzz_<name>.
+replay_link = $(CC) $(1) -Ifuzz -DFUZZ_NAME='"$*"' -o $@ $< fuzz/fuzz.c tests/fuzz_replay.c $(2) $(LDLIBS)
+
+build/tests/fuzz_%: fuzz/%.c $(FUZZ_SRC) $(CORE_OBJ) | build
+	@mkdir -p build/tests
+	$(call replay_link,$(MP_CFLAGS),$(CORE_OBJ))
+
+# The same objects, tests and server with ASan+UBSan in build-asan/, so a
+# sanitized run never replaces the objects `make test` links. gcc's
+# -fsanitize=undefined leaves out float-cast-overflow (a double too big for
+# its integer): asked for here.
+ASAN_DIR      := build-asan
+ASAN_CFLAGS    = $(SAN_CFLAGS) -fsanitize=float-cast-overflow $(filter-out $(CFLAGS),$(MP_CFLAGS))
+ASAN_CORE_OBJ := $(CORE_OBJ:build/%=$(ASAN_DIR)/%)
+ASAN_TESTS    := $(CTESTS:build/%=$(ASAN_DIR)/%)
+
+$(ASAN_DIR)/%.o: src/%.c $(wildcard src/*.h)
+	@mkdir -p $(@D)
+	$(CC) $(ASAN_CFLAGS) -c -o $@ $<
+
+$(ASAN_DIR)/moonpush: $(ASAN_CORE_OBJ) $(ASAN_DIR)/main.o
+	$(CC) $(ASAN_CFLAGS) -o $@ $^ $(LDLIBS)
+
+$(ASAN_DIR)/tests/test_%: tests/test_%.c $(ASAN_CORE_OBJ)
+	@mkdir -p $(@D)
+	$(CC) $(ASAN_CFLAGS) -o $@ $< $(ASAN_CORE_OBJ) $(LDLIBS)
+
+$(ASAN_DIR)/tests/fuzz_%: fuzz/%.c $(FUZZ_SRC) $(ASAN_CORE_OBJ)
+	@mkdir -p $(@D)
+	$(call replay_link,$(ASAN_CFLAGS),$(ASAN_CORE_OBJ))
+
+# The C tests, the fuzz replays and every spec (against build-asan/moonpush),
+# failing on any sanitizer report; ends with "N passed, N failed".
+check-asan: all $(ASAN_DIR)/moonpush $(ASAN_TESTS)
+	@sh tests/sanitized.sh $(ASAN_DIR) $(ASAN_TESTS)
+
+# libFuzzer builds in build-fuzz/ (clang: Debian's gcc has no libFuzzer).
+FUZZ_PKGS     := clang libclang-rt-14-dev
+FUZZ_CC       ?= clang
+FUZZ_DIR      := build-fuzz
+FUZZ_CFLAGS    = $(ASAN_CFLAGS) -fno-sanitize-recover=undefined
+FUZZ_CORE_OBJ := $(CORE_OBJ:build/%=$(FUZZ_DIR)/%)
+FUZZ_SECONDS  ?= 60
+FUZZ          ?= $(FUZZ_HARNESSES)
+
+fuzz-deps:
+	@$(MAKE) --no-print-directory deps PKGS="$(FUZZ_PKGS)"
+
+$(FUZZ_DIR)/%.o: src/%.c $(wildcard src/*.h)
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
+
+$(FUZZ_DIR)/fuzz_%: fuzz/%.c fuzz/fuzz.c fuzz/fuzz.h $(FUZZ_CORE_OBJ)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -Ifuzz -o $@ $< fuzz/fuzz.c $(FUZZ_CORE_OBJ) $(LDLIBS)
+
+fuzz-build: fuzz-deps
+	@$(MAKE) --no-print-directory $(FUZZ_HARNESSES:%=$(FUZZ_DIR)/fuzz_%)
+
+# Each harness of FUZZ for FUZZ_SECONDS; new inputs go to fuzz/found/ and
+# crashes to fuzz/crashes/ (neither in git; see docs/fuzzing.md).
+fuzz: fuzz-build
+	@sh fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ)
+
+# Adds to fuzz/corpus/ the inputs of fuzz/found/ that reach new coverage.
+fuzz-merge: fuzz-build
+	@for h in $(FUZZ); do \
+	  [ -d fuzz/found/$$h ] || continue; \
+	  $(FUZZ_DIR)/fuzz_$$h -merge=1 fuzz/corpus/$$h fuzz/found/$$h 2>&1 | grep -E 'MERGE-OUTER: [0-9]+ new files'; \
+	done

@@ -101,23 +101,6 @@ static void on_stop_signal(struct ev_loop *loop, ev_signal *w, int revents)
         ev_break(loop, EVBREAK_ALL);
 }
 
-static mp_store *open_store(void)
-{
-    const mp_history_config *h = &mp.cfg.history;
-    mp_store_policy policies[h->npolicies > 0 ? h->npolicies : 1];
-    mp_store_config sc;
-    mp_store_config_defaults(&sc);
-    mp_reload_store_policies(policies, &sc.default_policy);
-    sc.policies = policies;
-    sc.npolicies = (size_t)h->npolicies;
-    sc.max_channels = h->max_channels;
-    sc.max_bytes = h->max_bytes;
-    sc.channel_idle_ms = h->channel_idle_ms;
-    sc.max_cursors = h->max_cursors;
-    sc.cursor_ttl_ms = h->cursor_ttl_ms;
-    return mp_store_mem_new(&sc);
-}
-
 static ev_timer sweep_timer;
 
 /* Expired history and cursors go once a second: work is what is due. */
@@ -188,7 +171,7 @@ int main(int argc, char **argv)
     srandom((unsigned)strtoul(mp.boot_id, NULL, 16));
     mp.loop = ev_default_loop(EVFLAG_AUTO);
     mp.started = ev_now(mp.loop);
-    mp.store = open_store();
+    mp.store = mp_reload_open_store();
     if (!mp.store) {
         mp_error("cannot create the store (invalid history policy?)", NULL);
         return 1;

@@ -29,6 +29,23 @@ void mp_reload_store_policies(mp_store_policy *out, mp_store_policy *def)
     def->max_age_ms = h->max_age_ms;
 }
 
+mp_store *mp_reload_open_store(void)
+{
+    const mp_history_config *h = &mp.cfg.history;
+    mp_store_policy policies[h->npolicies > 0 ? h->npolicies : 1];
+    mp_store_config sc;
+    mp_store_config_defaults(&sc);
+    mp_reload_store_policies(policies, &sc.default_policy);
+    sc.policies = policies;
+    sc.npolicies = (size_t)h->npolicies;
+    sc.max_channels = h->max_channels;
+    sc.max_bytes = h->max_bytes;
+    sc.channel_idle_ms = h->channel_idle_ms;
+    sc.max_cursors = h->max_cursors;
+    sc.cursor_ttl_ms = h->cursor_ttl_ms;
+    return mp_store_mem_new(&sc);
+}
+
 /* Connections keep their route across a reload when its path survives. */
 static void remap_routes(char **old_paths, int nold)
 {

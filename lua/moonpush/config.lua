@@ -57,9 +57,18 @@ local function dirname(path)
   return match(path, "^(.*)/[^/]*$") or "."
 end
 
+-- The C side keeps counts, budgets, sizes and timeouts in an int (or wider)
+-- and history sizes and ages in 64 bits: a number past these bounds would
+-- not convert (C leaves it undefined; on x86 max_connections = 1e10 became
+-- INT_MIN, and every connection was refused), so it is refused here.
+local INT_MAX = 2147483647
+local EXACT_MAX = 2 ^ 53        -- the largest integer a Lua number holds exactly
+local MESSAGES_MAX = 1000000    -- per channel: store.h MP_STORE_MESSAGES_LIMIT
+
 local function positive_int(v)
-  return type(v) == "number" and v >= 1 and v == math.floor(v)
+  return type(v) == "number" and v >= 1 and v == math.floor(v) and v <= INT_MAX
 end
+local POSITIVE_INT = "an integer from 1 to " .. INT_MAX
 
 local function check_section(cfg, name)
   local given = cfg[name]
@@ -72,7 +81,7 @@ local function check_section(cfg, name)
     if v == nil then
       v = default
     elseif not positive_int(v) then
-      return nil, format("%s.%s must be a positive integer, got %s", name, key, tostring(v))
+      return nil, format("%s.%s must be %s, got %s", name, key, POSITIVE_INT, tostring(v))
     end
     out[key] = v
   end
@@ -107,7 +116,7 @@ local function check_route(i, r, plugin_dirs)
     return nil, format("%s.type must be websocket, publish, history, presence, metrics or health, got %s", where, tostring(r.type))
   end
   if r.budget ~= nil and not positive_int(r.budget) then
-    return nil, where .. ".budget must be a positive integer (Lua instructions per hook call)"
+    return nil, where .. ".budget must be " .. POSITIVE_INT .. " (Lua instructions per hook call)"
   end
   local chain, err = plugins.load_chain(r.plugins or {}, plugin_dirs, where)
   if not chain then return nil, err end
@@ -124,7 +133,7 @@ local function check_route(i, r, plugin_dirs)
       local v = given[k]
       if v == nil then v = default end
       if type(v) ~= "number" or v < 0 or (k ~= "jitter" and v <= 0) or (k == "jitter" and v >= 1)
-         or (k == "factor" and v < 1) or (k == "max_tries" and v ~= math.floor(v)) then
+         or (k == "factor" and v < 1) or (k == "max_tries" and not positive_int(v)) then
         return nil, format("%s.acks.%s is out of range: %s", where, k, tostring(v))
       end
       acks[k] = v
@@ -148,8 +157,9 @@ function _M.check_history(h)
   for k, default in pairs(HISTORY_DEFAULTS) do
     local v = h[k]
     if v == nil then v = default end
-    if type(v) ~= "number" or v < 0 or v ~= math.floor(v) then
-      return nil, format("history.%s must be a non-negative integer, got %s", k, tostring(v))
+    local max = k == "max_messages" and MESSAGES_MAX or EXACT_MAX
+    if type(v) ~= "number" or v < 0 or v ~= math.floor(v) or v > max then
+      return nil, format("history.%s must be an integer from 0 to %.0f, got %s", k, max, tostring(v))
     end
     out[k] = v
   end
@@ -162,8 +172,8 @@ function _M.check_history(h)
       return nil, where .. " needs a pattern (exact name, prefix*, or *)"
     end
     local mm, ma = p.max_messages or out.max_messages, p.max_age_ms or out.max_age_ms
-    if type(mm) ~= "number" or mm < 0 or mm > 1000000 or type(ma) ~= "number" or ma < 0 then
-      return nil, where .. ": max_messages 0..1000000 and max_age_ms >= 0"
+    if type(mm) ~= "number" or mm < 0 or mm > MESSAGES_MAX or type(ma) ~= "number" or ma < 0 or ma > EXACT_MAX then
+      return nil, format("%s: max_messages 0..%d and max_age_ms 0..%.0f", where, MESSAGES_MAX, EXACT_MAX)
     end
     out.channels[i] = { pattern = p.pattern, max_messages = mm, max_age_ms = ma }
   end
@@ -216,6 +226,7 @@ end
 function _M.load(path)
   local chunk, err = loadfile(path)
   if not chunk then return nil, err end
+  plugins.disable_jit(chunk)   -- the load's instruction budget must see every loop
   local ok, cfg = pcall(chunk)
   if not ok then return nil, path .. ": " .. tostring(cfg) end
   if type(cfg) ~= "table" then return nil, path .. ": the config file must return a table" end
@@ -228,9 +239,9 @@ function _M.load(path)
   out.listen_host, out.listen_port = host, port
 
   out.max_connections = cfg.max_connections or DEFAULTS.max_connections
-  if not positive_int(out.max_connections) then return nil, "max_connections must be a positive integer" end
+  if not positive_int(out.max_connections) then return nil, "max_connections must be " .. POSITIVE_INT end
   out.plugin_budget = cfg.plugin_budget or DEFAULTS.plugin_budget
-  if not positive_int(out.plugin_budget) then return nil, "plugin_budget must be a positive integer" end
+  if not positive_int(out.plugin_budget) then return nil, "plugin_budget must be " .. POSITIVE_INT end
 
   out.limits, err = check_section(cfg, "limits")
   if not out.limits then return nil, err end

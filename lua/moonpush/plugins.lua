@@ -14,12 +14,13 @@ local _M = {}
 _M.HOOKS = { auth = true, ratelimit = true, route = true, format = true,
              on_connect = true, on_close = true, on_message = true, on_ack = true }
 
-local function disable_jit(fn)
-  -- Count hooks (the instruction budget) only fire in the interpreter:
-  -- JIT-compiled plugin code could loop forever unseen.
+-- Count hooks (the instruction budget) only fire in the interpreter:
+-- JIT-compiled plugin (or config) code could loop forever unseen.
+function _M.disable_jit(fn)
   local ok, jit = pcall(require, "jit")
   if ok and jit and jit.off then jit.off(fn, true) end
 end
+local disable_jit = _M.disable_jit
 
 -- Loads one plugin file into a fresh table. Returns plugin or nil, err
 -- (with file and line for syntax and load-time errors).
