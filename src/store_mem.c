@@ -138,9 +138,7 @@ typedef struct cursor {
 typedef struct mem_store {
     mp_store base;
     mp_store_config cfg;       /* cfg.policies unused: see policies below */
-    mp_store_policy *policies; /* own copies, patterns strdup'd */
-    size_t npolicies;
-    mp_store_policy def;
+    mp_store_policies policies;
     unsigned policy_gen;
     chan *chans;
     dlist chan_lru[2];         /* [0]: retains no message, [1]: retains some */
@@ -185,75 +183,20 @@ static int given(const char *epoch) { return epoch && *epoch; }
 
 /* ---- policies --------------------------------------------------------- */
 
-const mp_store_policy *mp_store_policy_match(const mp_store_policy *p, size_t n,
-                                             const mp_store_policy *def, const char *channel)
-{
-    for (size_t i = 0; i < n; i++) {
-        const char *pat = p[i].pattern;
-        size_t len = strlen(pat);
-        if (len && pat[len - 1] == '*') {
-            if (strncmp(channel, pat, len - 1) == 0)
-                return &p[i];
-        } else if (strcmp(channel, pat) == 0) {
-            return &p[i];
-        }
-    }
-    return def;
-}
-
-static int policy_valid(const mp_store_policy *p, int needs_pattern)
-{
-    if (p->max_messages > MP_STORE_MESSAGES_LIMIT)
-        return 0;
-    if (!needs_pattern)
-        return 1;
-    if (!p->pattern || !*p->pattern)
-        return 0;
-    const char *star = strchr(p->pattern, '*');
-    return !star || star[1] == '\0';
-}
-
-static void free_policies(mp_store_policy *p, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        free((char *)p[i].pattern);
-    free(p);
-}
-
 static int mem_set_policies(mp_store *base, const mp_store_policy *p, size_t n, const mp_store_policy *def)
 {
     mem_store *st = (mem_store *)base;
-    for (size_t i = 0; i < n; i++)
-        if (!policy_valid(&p[i], 1))
-            return MP_STORE_EINVAL;
-    if (def && !policy_valid(def, 0))
-        return MP_STORE_EINVAL;
-    mp_store_policy *copy = n ? calloc(n, sizeof *copy) : NULL;
-    if (n && !copy)
-        return MP_STORE_ENOMEM;
-    for (size_t i = 0; i < n; i++) {
-        copy[i] = p[i];
-        if (!(copy[i].pattern = strdup(p[i].pattern))) {
-            free_policies(copy, i);
-            return MP_STORE_ENOMEM;
-        }
-    }
-    free_policies(st->policies, st->npolicies);
-    st->policies = copy;
-    st->npolicies = n;
-    if (def) {
-        st->def = *def;
-        st->def.pattern = NULL;
-    }
-    st->policy_gen++;
-    return MP_STORE_OK;
+    int status = mp_store_policies_set(&st->policies, p, n, def);
+    if (status == MP_STORE_OK)
+        st->policy_gen++;
+    return status;
 }
 
 static void refresh_policy(mem_store *st, chan *ch)
 {
     if (ch->policy_gen == st->policy_gen)
         return;
-    const mp_store_policy *p = mp_store_policy_match(st->policies, st->npolicies, &st->def, ch->name);
+    const mp_store_policy *p = mp_store_policies_match(&st->policies, ch->name);
     ch->max_messages = p->max_messages;
     ch->max_age_ms = p->max_age_ms;
     ch->policy_gen = st->policy_gen;
@@ -745,22 +688,6 @@ static void mem_append(mp_store *base, const char *channel, const mp_store_put *
     if (cb) cb(base, status, ud);
 }
 
-/* Where since stands against ch (NULL: unknown), with since_eff set to the
- * seq to read after. */
-static int since_state(const mp_store_history *h, const char *reader_epoch, uint64_t since, uint64_t *since_eff)
-{
-    *since_eff = since;
-    if (given(reader_epoch) && strcmp(reader_epoch, h->epoch) != 0) {
-        *since_eff = 0;
-        return MP_STORE_SINCE_EPOCH;
-    }
-    if (since > h->last_seq)
-        return MP_STORE_SINCE_AHEAD;
-    if (since + 1 < h->first_seq)
-        return MP_STORE_SINCE_GAP;
-    return MP_STORE_SINCE_OK;
-}
-
 static void mem_read(mp_store *base, const char *channel, const char *epoch, uint64_t since, size_t max,
                      mp_store_read_cb cb, void *ud)
 {
@@ -774,7 +701,7 @@ static void mem_read(mp_store *base, const char *channel, const char *epoch, uin
     uint64_t after;
     chan *ch = find_chan(st, channel, len);
     if (!ch) {
-        h.since_state = since_state(&h, epoch, since, &after);
+        h.since_state = mp_store_since_state(&h, epoch, since, &after);
         if (cb) cb(base, MP_STORE_OK, &h, ud);
         return;
     }
@@ -785,7 +712,7 @@ static void mem_read(mp_store *base, const char *channel, const char *epoch, uin
     h.epoch = ch->epoch;
     h.first_seq = ch->floor_seq + 1;
     h.last_seq = ch->last_seq;
-    h.since_state = since_state(&h, epoch, since, &after);
+    h.since_state = mp_store_since_state(&h, epoch, since, &after);
 
     size_t want = max < ch->live ? max : ch->live;
     mp_store_item *items = NULL;
@@ -1101,7 +1028,7 @@ static void mem_free(mp_store *base)
         free_chan(st, st->chans);
     while (st->cursors)
         free_cursor(st, st->cursors);
-    free_policies(st->policies, st->npolicies);
+    mp_store_policies_free(&st->policies);
     free(st->due);
     free(st->scratch);
     free(st);
@@ -1165,22 +1092,4 @@ mp_store *mp_store_mem_new(const mp_store_config *cfg)
     }
     draw_instance(st);
     return &st->base;
-}
-
-const char *mp_store_strerror(int status)
-{
-    switch (status) {
-    case MP_STORE_OK: return "ok";
-    case MP_STORE_STALE: return "cursor already at or past that seq";
-    case MP_STORE_ENOENT: return "no such channel or cursor";
-    case MP_STORE_EINVAL: return "invalid name, id or seq";
-    case MP_STORE_ESEQ: return "seq not handed out, or not after the last stored";
-    case MP_STORE_ERANGE: return "seq beyond the last published";
-    case MP_STORE_EEPOCH: return "epoch is not the channel's";
-    case MP_STORE_ENOMEM: return "out of memory";
-    case MP_STORE_EUNAVAIL: return "store unavailable";
-    case MP_STORE_ECHANNELS: return "history.max_channels channels retain messages";
-    case MP_STORE_EFULL: return "history.max_bytes reached";
-    default: return "unknown store error";
-    }
 }
