@@ -1,9 +1,12 @@
 /* store.c — what every store backend shares (see store.h): the status
- * texts, policy matching and where a reader's since stands. */
+ * texts, the policy table, publish's checks and where a reader's since
+ * stands, so the memory and Redis stores answer alike. */
 #include "store.h"
 
 #include <stdlib.h>
 #include <string.h>
+
+#include "envelope.h"
 
 const mp_store_policy *mp_store_policy_match(const mp_store_policy *p, size_t n,
                                              const mp_store_policy *def, const char *channel)
@@ -72,6 +75,26 @@ void mp_store_policies_free(mp_store_policies *t)
     free_table(t->p, t->n);
     t->p = NULL;
     t->n = 0;
+}
+
+static int kinds_valid(const char *kinds)
+{
+    if (!kinds)
+        return 1;
+    size_t n = strnlen(kinds, MP_STORE_KINDS_MAX);
+    if (n >= MP_STORE_KINDS_MAX)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)kinds[i] <= ' ')
+            return 0;
+    return 1;
+}
+
+int mp_store_msg_valid(const char *channel, const mp_store_msg *m)
+{
+    return channel && mp_envelope_safe(channel, strnlen(channel, MP_STORE_NAME_MAX + 1)) && m && m->id &&
+           strnlen(m->id, MP_STORE_ID_MAX) < MP_STORE_ID_MAX && mp_envelope_safe(m->id, strlen(m->id)) &&
+           m->data && m->data_len > 0 && kinds_valid(m->kinds);
 }
 
 int mp_store_since_state(const mp_store_history *h, const char *reader_epoch, uint64_t since,

@@ -424,6 +424,9 @@ static inline void mp_store_watch(mp_store *st, const char *channel, mp_store_wa
  * channel not watched. */
 static inline void mp_store_unwatch(mp_store *st, const char *channel) { st->ops->unwatch(st, channel); }
 
+/* 1 if channel and m pass publish's checks (EINVAL otherwise). */
+int mp_store_msg_valid(const char *channel, const mp_store_msg *m);
+
 /* Where a reader at (epoch, since) stands against h's epoch, first_seq and
  * last_seq (MP_STORE_SINCE_*); *since_eff is since, or 0 when the epoch
  * differs (read from the start). Every backend reads through it. */
