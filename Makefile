@@ -85,6 +85,11 @@ asan:
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	    $(MAKE) test CFLAGS="$(SAN_CFLAGS)"
 
+# The Redis store alone, two nodes in one process (bench/redis_store.c);
+# not part of make test or make bench: run it by hand.
+bench/redis_store: bench/redis_store.c $(CORE_OBJ)
+	$(CC) $(MP_CFLAGS) -o $@ $< $(CORE_OBJ) $(LDLIBS)
+
 bench: all
 	@$(MAKE) -C bench
 	@sh bench/run.sh

@@ -32,6 +32,16 @@ local function fields(entry)
   return t
 end
 
+-- An entry's expiry, and whether it comes from max_age (no table built:
+-- this runs on every publish of a full channel).
+local function field_x(entry)
+  local kv, x, aged = entry[2], 0, false
+  for i = 1, #kv, 2 do
+    if kv[i] == 'x' then x = tonumber(kv[i + 1]) elseif kv[i] == 'a' then aged = true end
+  end
+  return x, aged
+end
+
 -- The channel's state, or nil if it has none and create is false. A state
 -- made in another generation (Redis lost data since) is replaced by a new
 -- epoch with seq from 0 and no history, as a missing one is.
@@ -46,22 +56,20 @@ local function load(create)
   return { e = CANDIDATE, s = 0, f = 0, l = 0 }
 end
 
--- Drops the expired entries at the head of the history. One that aged out
--- by max_age moves the floor; so does a history that expired as a whole
--- (its key gets PEXPIRE max_age at each append: all of it aged out).
+-- Drops the expired entries at the head of the history (reads do this);
+-- one that aged out by max_age moves the floor. So does a history gone
+-- while an age-limited message was stored: it expired as a whole (its key
+-- gets PEXPIRE max_age at each append).
 local function prune(st)
-  if st.l > st.f and redis.call('EXISTS', HIST) == 0 then st.f = st.l end
   while true do
-    local head = redis.call('XRANGE', HIST, '-', '+', 'COUNT', 16)
-    if #head == 0 then return end
-    for _, entry in ipairs(head) do
-      local fl = fields(entry)
-      local x = tonumber(fl.x)
-      if x == 0 or x > NOW then return end
-      if fl.a == '1' then st.f = math.max(st.f, seq_of(entry[1])) end
-      redis.call('XDEL', HIST, entry[1])
-    end
+    local head = redis.call('XRANGE', HIST, '-', '+', 'COUNT', 1)[1]
+    if not head then break end
+    local x, aged = field_x(head)
+    if x == 0 or x > NOW then break end
+    if aged then st.f = math.max(st.f, seq_of(head[1])) end
+    redis.call('XDEL', HIST, head[1])
   end
+  if st.l > st.f and redis.call('XLEN', HIST) == 0 then st.f = st.l end
 end
 
 -- The meta outlives its history: max(max_age, idle, the history's own

@@ -25,16 +25,7 @@ static uint64_t next_message_id = 1;
 
 int mp_hub_valid_name(const char *name, size_t len)
 {
-    if (len == 0 || len > MP_NAME_MAX)
-        return 0;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char ch = (unsigned char)name[i];
-        int ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-                 ch == '_' || ch == '-' || ch == '.' || ch == ':' || ch == '@';
-        if (!ok)
-            return 0;
-    }
-    return 1;
+    return mp_envelope_safe(name, len);   /* names go into envelopes unescaped */
 }
 
 mp_channel *mp_hub_channel(const char *name, int create)

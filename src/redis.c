@@ -338,6 +338,7 @@ mp_redis_script *mp_redis_script_add(mp_redis *r, const char *name, const char *
 
 static void conn_lost(conn *c, const char *why);
 static void flush_queue(shard *sh);
+static void on_reply(redisAsyncContext *ac, void *reply, void *privdata);
 static void user_reply(req *rq, redisReply *reply);
 
 static req *req_new(shard *sh, req_fn fn, int argc, const char **argv, const size_t *lens)
@@ -392,6 +393,42 @@ static void on_failed_timer(struct ev_loop *loop, ev_timer *w, int revents)
     drain_failed(w->data);
 }
 
+/* Rebuilds an EVALSHA as EVAL and writes it again: "*N\r\n" stays,
+ * "$7\r\nEVALSHA\r\n" (13 bytes) and "$40\r\n<sha>\r\n" (47) become
+ * "$4\r\nEVAL\r\n$<len>\r\n<source>\r\n", the arguments stay. */
+static int resend_as_eval(shard *sh, req *rq, redisAsyncContext *ac)
+{
+    const mp_redis_script *s = rq->script;
+    size_t head = 0;
+    while (rq->cmd[head] != '\n')
+        head++;
+    const char *tail = rq->cmd + head + 1 + 13 + 47;
+    size_t tail_len = rq->len - (size_t)(tail - rq->cmd);
+    char pre[96];
+    int n = snprintf(pre, sizeof pre, "%.*s$4\r\nEVAL\r\n$%zu\r\n", (int)(head + 1), rq->cmd, s->len);
+    size_t len = (size_t)n + s->len + 2 + tail_len;
+    char *cmd = malloc(len);
+    if (!cmd)
+        return -1;
+    memcpy(cmd, pre, (size_t)n);
+    memcpy(cmd + n, s->source, s->len);
+    memcpy(cmd + n + s->len, "\r\n", 2);
+    memcpy(cmd + n + s->len + 2, tail, tail_len);
+    if (redisAsyncFormattedCommand(ac, on_reply, rq, cmd, len) != REDIS_OK) {
+        free(cmd);
+        return -1;
+    }
+    redisFreeCommand(rq->cmd);
+    rq->cmd = cmd;
+    rq->len = len;
+    rq->script = NULL;
+    rq->sent = ev_now(sh->r->loop);
+    list_push(&sh->inflight, rq);
+    sh->r->stats.commands++;
+    sh->r->stats.noscript++;
+    return 0;
+}
+
 /* Answer from hiredis (NULL: the connection is going away). */
 static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
 {
@@ -408,40 +445,16 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
             r->stats.failed++;
     } else if (rq->script && rep->type == REDIS_REPLY_ERROR && strncmp(rep->str, "NOSCRIPT", 8) == 0 &&
                sh->cmd.ac == ac) {
-        /* Sent again as EVAL, in its place among those already retried:
-         * "*N\r\n" stays, "$7\r\nEVALSHA\r\n" (13 bytes) and "$40\r\n<sha>\r\n"
-         * (47) become "$4\r\nEVAL\r\n$<len>\r\n<source>\r\n", the rest stays. */
-        const mp_redis_script *s = rq->script;
-        size_t head = 0;
-        while (rq->cmd[head] != '\n')
-            head++;
-        const char *tail = rq->cmd + head + 1 + 13 + 47;
-        size_t tail_len = rq->len - (size_t)(tail - rq->cmd);
-        char pre[96];
-        int n = snprintf(pre, sizeof pre, "%.*s$4\r\nEVAL\r\n$%zu\r\n", (int)(head + 1), rq->cmd, s->len);
-        char *cmd = malloc((size_t)n + s->len + 2 + tail_len);
-        if (cmd) {
-            memcpy(cmd, pre, (size_t)n);
-            memcpy(cmd + n, s->source, s->len);
-            memcpy(cmd + n + s->len, "\r\n", 2);
-            memcpy(cmd + n + s->len + 2, tail, tail_len);
-            redisFreeCommand(rq->cmd);
-            rq->cmd = cmd;
-            rq->len = (size_t)n + s->len + 2 + tail_len;
-            rq->script = NULL;
-            r->stats.noscript++;
-            if (!barrier_done && !sh->barrier && sh->inflight.tail)
-                sh->barrier = sh->inflight.tail;
-            if (barrier_done)
+        /* Everything written before this retry may come back NOSCRIPT too
+         * and be sent again: new requests wait until it has all answered. */
+        if (!barrier_done && !sh->barrier && sh->inflight.tail)
+            sh->barrier = sh->inflight.tail;
+        if (resend_as_eval(sh, rq, ac) == 0) {
+            if (barrier_done) {
                 sh->barrier = NULL;
-            if (redisAsyncFormattedCommand(ac, on_reply, rq, rq->cmd, rq->len) == REDIS_OK) {
-                rq->sent = ev_now(r->loop);
-                list_push(&sh->inflight, rq);
-                r->stats.commands++;
-                if (barrier_done)
-                    flush_queue(sh);
-                return;
+                flush_queue(sh);
             }
+            return;
         }
         r->stats.failed++;
         rep = NULL;
@@ -449,8 +462,9 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
         r->stats.error_replies++;
     }
     rq->fn(rq, rep);
+    int lift = barrier_done && sh->barrier == rq;   /* still this barrier (not dropped meanwhile) */
     req_free(rq);
-    if (barrier_done && sh->barrier == rq) {
+    if (lift) {
         sh->barrier = NULL;
         flush_queue(sh);
     }

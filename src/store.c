@@ -5,6 +5,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "envelope.h"
 
@@ -95,6 +96,15 @@ int mp_store_msg_valid(const char *channel, const mp_store_msg *m)
     return channel && mp_envelope_safe(channel, strnlen(channel, MP_STORE_NAME_MAX + 1)) && m && m->id &&
            strnlen(m->id, MP_STORE_ID_MAX) < MP_STORE_ID_MAX && mp_envelope_safe(m->id, strlen(m->id)) &&
            m->data && m->data_len > 0 && kinds_valid(m->kinds);
+}
+
+uint64_t mp_store_clock_ms(uint64_t (*clock_ms)(void *), void *clock_ud)
+{
+    if (clock_ms)
+        return clock_ms(clock_ud);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
 int mp_store_since_state(const mp_store_history *h, const char *reader_epoch, uint64_t since,

@@ -424,6 +424,9 @@ static inline void mp_store_watch(mp_store *st, const char *channel, mp_store_wa
  * channel not watched. */
 static inline void mp_store_unwatch(mp_store *st, const char *channel) { st->ops->unwatch(st, channel); }
 
+/* Now in ms by the config's clock (mp_store_config.clock_ms; NULL: CLOCK_REALTIME). */
+uint64_t mp_store_clock_ms(uint64_t (*clock_ms)(void *), void *clock_ud);
+
 /* 1 if channel and m pass publish's checks (EINVAL otherwise). */
 int mp_store_msg_valid(const char *channel, const mp_store_msg *m);
 

@@ -166,14 +166,7 @@ static const mp_store_ops mem_ops;
 
 /* ---- small helpers ---------------------------------------------------- */
 
-static uint64_t now_ms(mem_store *st)
-{
-    if (st->cfg.clock_ms)
-        return st->cfg.clock_ms(st->cfg.clock_ud);
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
+static uint64_t now_ms(mem_store *st) { return mp_store_clock_ms(st->cfg.clock_ms, st->cfg.clock_ud); }
 
 static uint64_t add_sat(uint64_t a, uint64_t b) { return a > UINT64_MAX - b ? UINT64_MAX : a + b; }
 

@@ -13,9 +13,10 @@
  *   bytes the names hold; the tag keeps a user's devices together)
  * Per shard: mp:gen and mp:run (redis/generation.lua, redis.c).
  *
- * Scripts (the files under redis/, embedded at build time; see redis_scripts.h): the
- * channel scripts publish, read, position and flush each start with
- * redis/lib.lua (sent in front of them), which loads the channel's state
+ * Scripts: the files under redis/, embedded at build time (see
+ * redis_scripts.h). The channel scripts publish, read, position and flush
+ * each start with redis/lib.lua (sent in front of them), which loads the
+ * channel's state
  * and gives it a new epoch when its meta is missing or was made under
  * another generation: Redis lost data since, so positions in the old epoch
  * mean nothing. Every read and write of a channel or cursor is one script,
@@ -51,11 +52,37 @@
  * been stored (store.h). A watch made while the shard is down fails; an
  * active watch outlives any outage (it recovers when the shard is back).
  *
+ * Expiry. Entries carry their expiry; reads skip expired ones and drop
+ * those at the head (an age-limited one moves the floor). Publishes do not
+ * look for expired entries (less work per message): those go with the
+ * count trim, whose floor rule treats them alike, and the whole history
+ * key expires max_age after its last append. Meta lives max(max_age,
+ * channel_idle_ms) after its last use (no expiry while a history without
+ * an age limit exists); cursors cursor_ttl_ms after theirs, per device
+ * (the memory store's is per cursor).
+ *
+ * Shards. Channels and users map to shards by jump consistent hash
+ * (redis.h). Adding a shard: append it to the list on every node at once
+ * (stop all nodes, change the config, start them: a node with the old list
+ * would publish a moved channel on the old shard). About 1/n of the
+ * channels then live on the new shard: they start a new epoch there
+ * (their clients get a reset; the old keys expire, or delete mp:{C}:* on
+ * the old shard), and 1/n
+ * of the devices start without cursors (at least once: they get what is
+ * retained again). Never reorder or remove shards.
+ *
  * Limits. Reads of a page hold its messages in one reply; recovery reads
- * 256 at a time. The Redis memory is bounded by the policies (count and
- * age per channel, meta and cursor expiry) and by maxmemory. The memory
- * store's max_channels / max_bytes / max_cursors do not apply; stats are
- * this node's (mp_store_redis_get_stats), not Redis's content.
+ * 256 at a time, and holds at most buffer_max bus messages per channel
+ * meanwhile (then reads again). A failover to a replica that missed
+ * acknowledged writes is only detected when the shard is not durable (a
+ * run_id change then means a new generation); with AOF always on a replica
+ * that lagged, those writes are lost silently (Redis replication is
+ * asynchronous). The Redis memory is bounded by the policies (count and
+ * age per channel, meta and cursor expiry) and by maxmemory (use
+ * noeviction); the memory store's max_channels / max_bytes / max_cursors
+ * do not apply. Stats are this node's (mp_store_redis_get_stats), not
+ * Redis's content. A live handler may call the store; mp_store_free may
+ * not be called from a callback.
  */
 #include "store_redis.h"
 
@@ -141,14 +168,7 @@ static const mp_store_ops redis_ops;
 
 /* ---- small helpers ------------------------------------------------------ */
 
-static uint64_t now_ms(rstore *st)
-{
-    if (st->clock_ms)
-        return st->clock_ms(st->clock_ud);
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
+static uint64_t now_ms(rstore *st) { return mp_store_clock_ms(st->clock_ms, st->clock_ud); }
 
 static size_t name_len(const char *s)
 {
@@ -365,16 +385,21 @@ typedef struct op {
     int pending, status;
 } op;
 
-static op *op_new(rstore *st, void *cb, void *ud)
+/* The context of an operation whose arguments passed (valid), or NULL
+ * with *status: EUNAVAIL while the store closes, EINVAL, ENOMEM. */
+static op *op_start(rstore *st, int valid, void *cb, void *ud, int *status)
 {
-    op *o = calloc(1, sizeof *o);
-    if (o) {
+    op *o = NULL;
+    *status = st->closing ? MP_STORE_EUNAVAIL : !valid ? MP_STORE_EINVAL : MP_STORE_ENOMEM;
+    if (!st->closing && valid && (o = calloc(1, sizeof *o))) {
         o->st = st;
         o->cb = cb;
         o->ud = ud;
     }
     return o;
 }
+
+static int epoch_ok(const char *epoch) { return !epoch || strnlen(epoch, MP_STORE_EPOCH_MAX) < MP_STORE_EPOCH_MAX; }
 
 static void published(mp_redis *r, const redisReply *rep, void *ud)
 {
@@ -396,17 +421,10 @@ static void published(mp_redis *r, const redisReply *rep, void *ud)
 static void rs_publish(mp_store *base, const char *channel, const mp_store_msg *m, mp_store_seq_cb cb, void *ud)
 {
     rstore *st = (rstore *)base;
-    if (st->closing) {
-        if (cb) cb(base, MP_STORE_EUNAVAIL, 0, NULL, ud);
-        return;
-    }
-    if (!mp_store_msg_valid(channel, m)) {
-        if (cb) cb(base, MP_STORE_EINVAL, 0, NULL, ud);
-        return;
-    }
-    op *o = op_new(st, (void *)cb, ud);
+    int status;
+    op *o = op_start(st, mp_store_msg_valid(channel, m), (void *)cb, ud, &status);
     if (!o) {
-        if (cb) cb(base, MP_STORE_ENOMEM, 0, NULL, ud);
+        if (cb) cb(base, status, 0, NULL, ud);
         return;
     }
     args a;
@@ -477,13 +495,10 @@ static void rs_read(mp_store *base, const char *channel, const char *epoch, uint
                     mp_store_read_cb cb, void *ud)
 {
     rstore *st = (rstore *)base;
-    if (st->closing || !channel_ok(channel) || (epoch && strnlen(epoch, MP_STORE_EPOCH_MAX) >= MP_STORE_EPOCH_MAX)) {
-        if (cb) cb(base, st->closing ? MP_STORE_EUNAVAIL : MP_STORE_EINVAL, NULL, ud);
-        return;
-    }
-    op *o = op_new(st, (void *)cb, ud);
+    int status;
+    op *o = op_start(st, channel_ok(channel) && epoch_ok(epoch), (void *)cb, ud, &status);
     if (!o) {
-        if (cb) cb(base, MP_STORE_ENOMEM, NULL, ud);
+        if (cb) cb(base, status, NULL, ud);
         return;
     }
     snprintf(o->channel, sizeof o->channel, "%s", channel);
@@ -604,13 +619,10 @@ static void flushed_one(mp_redis *r, const redisReply *rep, void *ud)
 static void rs_flush(mp_store *base, const char *channel, mp_store_done_cb cb, void *ud)
 {
     rstore *st = (rstore *)base;
-    if (st->closing || (channel && !channel_ok(channel))) {
-        if (cb) cb(base, st->closing ? MP_STORE_EUNAVAIL : MP_STORE_EINVAL, ud);
-        return;
-    }
-    op *o = op_new(st, (void *)cb, ud);
+    int status;
+    op *o = op_start(st, !channel || channel_ok(channel), (void *)cb, ud, &status);
     if (!o) {
-        if (cb) cb(base, MP_STORE_ENOMEM, ud);
+        if (cb) cb(base, status, ud);
         return;
     }
     if (channel) {
@@ -665,13 +677,10 @@ static void rs_cursor_get(mp_store *base, const char *user, const char *device, 
     rstore *st = (rstore *)base;
     char key[KEY_MAX];
     size_t klen = cursor_key(key, user, device);
-    if (st->closing || !klen || !channel_ok(channel)) {
-        if (cb) cb(base, st->closing ? MP_STORE_EUNAVAIL : MP_STORE_EINVAL, NULL, ud);
-        return;
-    }
-    op *o = op_new(st, (void *)cb, ud);
+    int status;
+    op *o = op_start(st, klen && channel_ok(channel), (void *)cb, ud, &status);
     if (!o) {
-        if (cb) cb(base, MP_STORE_ENOMEM, NULL, ud);
+        if (cb) cb(base, status, NULL, ud);
         return;
     }
     char ttl[24];
@@ -731,14 +740,11 @@ static void rs_cursor_advance(mp_store *base, const char *user, const char *devi
 {
     rstore *st = (rstore *)base;
     char key[KEY_MAX];
-    if (st->closing || !cursor_key(key, user, device) || !channel_ok(channel) ||
-        (epoch && strnlen(epoch, MP_STORE_EPOCH_MAX) >= MP_STORE_EPOCH_MAX)) {
-        if (cb) cb(base, st->closing ? MP_STORE_EUNAVAIL : MP_STORE_EINVAL, NULL, ud);
-        return;
-    }
-    op *o = op_new(st, (void *)cb, ud);
+    int status;
+    op *o = op_start(st, cursor_key(key, user, device) && channel_ok(channel) && epoch_ok(epoch), (void *)cb, ud,
+                     &status);
     if (!o) {
-        if (cb) cb(base, MP_STORE_ENOMEM, NULL, ud);
+        if (cb) cb(base, status, NULL, ud);
         return;
     }
     snprintf(o->user, sizeof o->user, "%s", user);
@@ -772,13 +778,10 @@ static void rs_cursor_delete_device(mp_store *base, const char *user, const char
     rstore *st = (rstore *)base;
     char key[KEY_MAX];
     size_t klen = cursor_key(key, user, device);
-    if (st->closing || !klen) {
-        if (cb) cb(base, st->closing ? MP_STORE_EUNAVAIL : MP_STORE_EINVAL, ud);
-        return;
-    }
-    op *o = op_new(st, (void *)cb, ud);
+    int status;
+    op *o = op_start(st, klen != 0, (void *)cb, ud, &status);
     if (!o) {
-        if (cb) cb(base, MP_STORE_ENOMEM, ud);
+        if (cb) cb(base, status, ud);
         return;
     }
     const char *a[1] = { key };
@@ -987,6 +990,40 @@ static wop *wop_new(rstore *st, wch *w)
     return o;
 }
 
+/* The watch an answer is for, if it still waits for it (same incarnation,
+ * same round, in state); o is freed either way. */
+static wch *answer_for(wop *o, int state)
+{
+    wch *w = still(o->st, o->name, o->id);
+    if (w && (w->round != o->round || w->state != state))
+        w = NULL;
+    free(o);
+    if (w)
+        w->reading = 0;
+    return w;
+}
+
+/* Goes through what was held while w caught up, as if it came now. */
+static void replay_held(rstore *st, wch *w)
+{
+    char name[MP_STORE_NAME_MAX + 1];
+    uint64_t wid = w->id;
+    snprintf(name, sizeof name, "%s", w->name);
+    bmsg *queue = w->bhead;
+    w->bhead = w->btail = NULL;
+    w->nbuf = 0;
+    while (queue) {
+        bmsg *m = queue;
+        queue = m->next;
+        if (!(w = still(st, name, wid)))
+            free(m);
+        else if (w->state == W_LIVE)
+            take_live(st, w, m, 1);
+        else
+            hold(st, w, m, 1);
+    }
+}
+
 static void recovered(mp_redis *r, const redisReply *rep, void *ud);
 
 static void read_from_last(rstore *st, wch *w)
@@ -1051,13 +1088,9 @@ static void recovered(mp_redis *r, const redisReply *rep, void *ud)
     (void)r;
     wop *o = ud;
     rstore *st = o->st;
-    wch *w = still(st, o->name, o->id);
-    if (!w || w->round != o->round || w->state != W_RECOVERING) {
-        free(o);
+    wch *w = answer_for(o, W_RECOVERING);
+    if (!w)
         return;
-    }
-    free(o);
-    w->reading = 0;
     raw_history h;
     if (parse_history(st, rep, &h) < 0) {
         if (rep)
@@ -1124,21 +1157,7 @@ static void recovered(mp_redis *r, const redisReply *rep, void *ud)
     char name[MP_STORE_NAME_MAX + 1];
     uint64_t wid = w->id;
     snprintf(name, sizeof name, "%s", w->name);
-    bmsg *queue = w->bhead;
-    w->bhead = w->btail = NULL;
-    w->nbuf = 0;
-    while (queue) {
-        bmsg *m = queue;
-        queue = m->next;
-        if (!(w = still(st, name, wid))) {
-            free(m);
-            continue;
-        }
-        if (w->state == W_LIVE)
-            take_live(st, w, m, 1);
-        else
-            hold(st, w, m, 1);
-    }
+    replay_held(st, w);
     if ((w = still(st, name, wid)) && w->state == W_LIVE && w->overflow) {
         w->overflow = 0;
         start_recovery(st, w);
@@ -1150,13 +1169,9 @@ static void synced(mp_redis *r, const redisReply *rep, void *ud)
     (void)r;
     wop *o = ud;
     rstore *st = o->st;
-    wch *w = still(st, o->name, o->id);
-    if (!w || w->round != o->round || w->state != W_SYNCING) {
-        free(o);
+    wch *w = answer_for(o, W_SYNCING);
+    if (!w)
         return;
-    }
-    free(o);
-    w->reading = 0;
     char epoch[MP_STORE_EPOCH_MAX];
     uint64_t last;
     if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements != 2 || str_of(rep->element[0], epoch, sizeof epoch) < 0 ||
@@ -1174,20 +1189,9 @@ static void synced(mp_redis *r, const redisReply *rep, void *ud)
     snprintf(name, sizeof name, "%s", w->name);
     waiter *list = w->waiters;
     w->waiters = w->waiters_tail = NULL;
-    bmsg *queue = w->bhead;
-    w->bhead = w->btail = NULL;
-    w->nbuf = 0;
     answer_waiters(st, list, MP_STORE_OK, epoch, last);
-    while (queue) {
-        bmsg *m = queue;
-        queue = m->next;
-        if (!(w = still(st, name, wid)))
-            free(m);
-        else if (w->state == W_LIVE)
-            take_live(st, w, m, 1);
-        else
-            hold(st, w, m, 1);
-    }
+    if ((w = still(st, name, wid)))
+        replay_held(st, w);
 }
 
 static void sync_position(rstore *st, wch *w)

@@ -405,6 +405,37 @@ static void node_close(node *nd)
     nd->st = NULL;
 }
 
+/* A server (aof: appendonly yes + appendfsync always) and one or two
+ * nodes on it (b NULL: one). On failure it records one, stops what it
+ * started and returns -1. */
+static int setup(rserver *s, int aof, node *a, node *b)
+{
+    if (server_start(s, aof, NULL) < 0) {
+        CHECK(0);
+        return -1;
+    }
+    if (node_open(a, s) < 0) {
+        CHECK(0);
+        server_stop(s, SIGKILL);
+        return -1;
+    }
+    if (b && node_open(b, s) < 0) {
+        CHECK(0);
+        node_close(a);
+        server_stop(s, SIGKILL);
+        return -1;
+    }
+    return 0;
+}
+
+static void teardown(rserver *s, node *a, node *b)
+{
+    node_close(a);
+    if (b)
+        node_close(b);
+    server_stop(s, SIGKILL);
+}
+
 static int count_kind(const node *nd, char kind, const char *channel)
 {
     int n = 0;
@@ -642,11 +673,8 @@ static void test_publish_read_seq_epoch(void)
 {
     rserver s;
     node a;
-    if (server_start(&s, 0, NULL) < 0 || node_open(&a, &s) < 0) {
-        CHECK(0);
-        server_stop(&s, SIGKILL);
+    if (setup(&s, 0, &a, NULL) < 0)
         return;
-    }
     result r1, r2, r3;
     CHECK(publish(&a, "news", "{\"a\":1}", 1, &r1) == MP_STORE_OK && r1.seq == 1 && r1.epoch[0]);
     CHECK(publish(&a, "news", "[2,\"two\"]", 1, &r2) == MP_STORE_OK && r2.seq == 2);
@@ -683,8 +711,7 @@ static void test_publish_read_seq_epoch(void)
     CHECK(bad.done == 1 && bad.status == MP_STORE_ENOTSUP);
     CHECK(read_since(&a, "{x}", NULL, 0, 1) == MP_STORE_EINVAL);
 
-    node_close(&a);
-    server_stop(&s, SIGKILL);
+    teardown(&s, &a, NULL);
 }
 
 static void test_channels_spread_over_two_shards(void)
@@ -735,11 +762,8 @@ static void test_cursors(void)
 {
     rserver s;
     node a;
-    if (server_start(&s, 0, NULL) < 0 || node_open(&a, &s) < 0) {
-        CHECK(0);
-        server_stop(&s, SIGKILL);
+    if (setup(&s, 0, &a, NULL) < 0)
         return;
-    }
     CHECK(cursor_get(&a, "u", "d", "news") == MP_STORE_ENOENT);
     CHECK(cursor_advance(&a, "u", "d", "news", 1, NULL) == MP_STORE_ERANGE);   /* unknown channel */
     /* seq 0 records a starting position: the channel gets an epoch */
@@ -773,19 +797,15 @@ static void test_cursors(void)
     redisReply *rep = admin(&s, "PTTL mp:cur:3:{u:x}:d");
     CHECK(rep && rep->type == REDIS_REPLY_INTEGER && rep->integer > 0);   /* cursor_ttl_ms */
     freeReplyObject(rep);
-    node_close(&a);
-    server_stop(&s, SIGKILL);
+    teardown(&s, &a, NULL);
 }
 
 static void test_watch_and_live_order(void)
 {
     rserver s;
     node a;
-    if (server_start(&s, 0, NULL) < 0 || node_open(&a, &s) < 0) {
-        CHECK(0);
-        server_stop(&s, SIGKILL);
+    if (setup(&s, 0, &a, NULL) < 0)
         return;
-    }
     CHECK(watch(&a, "news") == MP_STORE_OK && strcmp(wres.epoch, "") == 0 && wres.last == 0);
     result r[60];
     for (int i = 0; i < 60; i++) {
@@ -814,25 +834,15 @@ static void test_watch_and_live_order(void)
     publish(&a, "news", "1", 1, NULL);
     run_for(0.2);
     CHECK(a.n == 61);
-    node_close(&a);
-    server_stop(&s, SIGKILL);
+    teardown(&s, &a, NULL);
 }
 
 static void test_two_nodes_share_channels(void)
 {
     rserver s;
     node a, b;
-    if (server_start(&s, 0, NULL) < 0 || node_open(&a, &s) < 0) {
-        CHECK(0);
-        server_stop(&s, SIGKILL);
+    if (setup(&s, 0, &a, &b) < 0)
         return;
-    }
-    if (node_open(&b, &s) < 0) {
-        CHECK(0);
-        node_close(&a);
-        server_stop(&s, SIGKILL);
-        return;
-    }
     CHECK(watch(&b, "room") == MP_STORE_OK);
     CHECK(watch(&a, "room") == MP_STORE_OK);
     static result r[400];
@@ -855,9 +865,7 @@ static void test_two_nodes_share_channels(void)
     CHECK(messages_are(&a, "room", 1, 400) && messages_are(&b, "room", 1, 400));
     /* both nodes agree on the epoch */
     CHECK(strcmp(a.ev[0].epoch, b.ev[399].epoch) == 0);
-    node_close(&a);
-    node_close(&b);
-    server_stop(&s, SIGKILL);
+    teardown(&s, &a, &b);
 }
 
 /* Publishes count messages on channel from a, a few per loop turn, while
@@ -894,17 +902,8 @@ static void test_pubsub_killed_loses_nothing(void)
 {
     rserver s;
     node a, b;
-    if (server_start(&s, 0, NULL) < 0 || node_open(&a, &s) < 0) {
-        CHECK(0);
-        server_stop(&s, SIGKILL);
+    if (setup(&s, 0, &a, &b) < 0)
         return;
-    }
-    if (node_open(&b, &s) < 0) {
-        CHECK(0);
-        node_close(&a);
-        server_stop(&s, SIGKILL);
-        return;
-    }
     CHECK(watch(&b, "feed") == MP_STORE_OK);
     int kills[3] = { 60, 150, 240 };
     publish_stream(&a, &s, "feed", 300, kills, 3);
@@ -913,9 +912,7 @@ static void test_pubsub_killed_loses_nothing(void)
     CHECK(count_kind(&b, 'r', NULL) == 0);
     mp_store_redis_stats st = redis_stats(&b);
     CHECK(st.redis.reconnects >= 1 && st.recoveries >= 1);
-    node_close(&a);
-    node_close(&b);
-    server_stop(&s, SIGKILL);
+    teardown(&s, &a, &b);
 }
 
 static void test_pubsub_killed_then_a_last_message(void)
@@ -954,26 +951,15 @@ static void test_pubsub_killed_then_a_last_message(void)
     freeReplyObject(rep);
     CHECK(wait_count(&b.n, 2, 5.0) && messages_are(&b, "last", 1, 2));
     CHECK(redis_stats(&b).recovered == 1);
-    node_close(&a);
-    node_close(&b);
-    server_stop(&s, SIGKILL);
+    teardown(&s, &a, &b);
 }
 
 static void test_quiet_check_finds_a_lost_last_message(void)
 {
     rserver s;
     node a, b;
-    if (server_start(&s, 0, NULL) < 0 || node_open(&a, &s) < 0) {
-        CHECK(0);
-        server_stop(&s, SIGKILL);
+    if (setup(&s, 0, &a, &b) < 0)
         return;
-    }
-    if (node_open(&b, &s) < 0) {
-        CHECK(0);
-        node_close(&a);
-        server_stop(&s, SIGKILL);
-        return;
-    }
     CHECK(watch(&b, "quiet") == MP_STORE_OK);
     result r;
     publish(&a, "quiet", "1", 1, &r);
@@ -993,26 +979,15 @@ static void test_quiet_check_finds_a_lost_last_message(void)
     CHECK(wait_count(&b.n, 3, 5.0) && messages_are(&b, "quiet", 1, 3));
     CHECK(redis_stats(&b).quiet_checks > checks);
     CHECK(strcmp(b.ev[2].data, "\"3\"") == 0);
-    node_close(&a);
-    node_close(&b);
-    server_stop(&s, SIGKILL);
+    teardown(&s, &a, &b);
 }
 
 static void test_redis_down_then_back_without_persistence(void)
 {
     rserver s;
     node a, b;
-    if (server_start(&s, 0, NULL) < 0 || node_open(&a, &s) < 0) {
-        CHECK(0);
-        server_stop(&s, SIGKILL);
+    if (setup(&s, 0, &a, &b) < 0)
         return;
-    }
-    if (node_open(&b, &s) < 0) {
-        CHECK(0);
-        node_close(&a);
-        server_stop(&s, SIGKILL);
-        return;
-    }
     CHECK(watch(&b, "news") == MP_STORE_OK);
     result r1;
     publish(&a, "news", "1", 1, &r1);
@@ -1042,26 +1017,15 @@ static void test_redis_down_then_back_without_persistence(void)
     int resets = count_kind(&b, 'r', "news");
     CHECK(resets >= 1 && resets <= 2 && b.n == 3 + resets);
     CHECK(redis_stats(&a).redis.reconnects >= 1);
-    node_close(&a);
-    node_close(&b);
-    server_stop(&s, SIGKILL);
+    teardown(&s, &a, &b);
 }
 
 static void test_redis_restarted_with_aof_keeps_the_epoch(void)
 {
     rserver s;
     node a, b;
-    if (server_start(&s, 1, NULL) < 0 || node_open(&a, &s) < 0) {
-        CHECK(0);
-        server_stop(&s, SIGKILL);
+    if (setup(&s, 1, &a, &b) < 0)
         return;
-    }
-    if (node_open(&b, &s) < 0) {
-        CHECK(0);
-        node_close(&a);
-        server_stop(&s, SIGKILL);
-        return;
-    }
     CHECK(watch(&b, "ledger") == MP_STORE_OK);
     result r1, r;
     for (int i = 0; i < 10; i++)
@@ -1076,20 +1040,15 @@ static void test_redis_restarted_with_aof_keeps_the_epoch(void)
     CHECK(wait_count(&b.n, 15, 5.0) && messages_are(&b, "ledger", 1, 15) && count_kind(&b, 'r', NULL) == 0);
     CHECK(read_since(&b, "ledger", r1.epoch, 0, 100) == MP_STORE_OK && hist.count == 15 && hist.last == 15 &&
           hist.state == MP_STORE_SINCE_OK);
-    node_close(&a);
-    node_close(&b);
-    server_stop(&s, SIGKILL);
+    teardown(&s, &a, &b);
 }
 
 static void test_redis_hung_then_back(void)
 {
     rserver s;
     node a;
-    if (server_start(&s, 0, NULL) < 0 || node_open(&a, &s) < 0) {
-        CHECK(0);
-        server_stop(&s, SIGKILL);
+    if (setup(&s, 0, &a, NULL) < 0)
         return;
-    }
     CHECK(watch(&a, "h") == MP_STORE_OK);
     publish(&a, "h", "1", 1, NULL);
     kill(s.pid, SIGSTOP);
@@ -1106,8 +1065,7 @@ static void test_redis_hung_then_back(void)
      * whatever was stored reaches the watcher, in order, nothing twice. */
     CHECK(wait_count(&a.n, (int)r.seq, 5.0) && messages_are(&a, "h", 1, r.seq));
     CHECK(redis_stats(&a).redis.timeouts >= 1);
-    node_close(&a);
-    server_stop(&s, SIGKILL);
+    teardown(&s, &a, NULL);
 }
 
 static void test_history_trimmed_by_count_and_age(void)
@@ -1156,25 +1114,15 @@ static void test_history_trimmed_by_count_and_age(void)
     run_for(0.3);
     CHECK(read_since(&a, "ttl", NULL, 0, 100) == MP_STORE_OK && hist.count == 1 && hist.seqs[0] == 2 &&
           hist.first == 1 && hist.state == MP_STORE_SINCE_OK);
-    node_close(&a);
-    server_stop(&s, SIGKILL);
+    teardown(&s, &a, NULL);
 }
 
 static void test_flush_resets_watchers(void)
 {
     rserver s;
     node a, b;
-    if (server_start(&s, 0, NULL) < 0 || node_open(&a, &s) < 0) {
-        CHECK(0);
-        server_stop(&s, SIGKILL);
+    if (setup(&s, 0, &a, &b) < 0)
         return;
-    }
-    if (node_open(&b, &s) < 0) {
-        CHECK(0);
-        node_close(&a);
-        server_stop(&s, SIGKILL);
-        return;
-    }
     CHECK(watch(&b, "f1") == MP_STORE_OK && watch(&b, "f2") == MP_STORE_OK);
     result r1;
     publish(&a, "f1", "1", 1, &r1);
@@ -1202,20 +1150,15 @@ static void test_flush_resets_watchers(void)
     mp_store_flush(a.st, NULL, on_done, NULL);
     CHECK(wait_done(before) && done_status == MP_STORE_OK);
     CHECK(wait_count(&b.n, 8, 5.0) && count_kind(&b, 'r', "f1") == 2 && count_kind(&b, 'r', "f2") == 1);
-    node_close(&a);
-    node_close(&b);
-    server_stop(&s, SIGKILL);
+    teardown(&s, &a, &b);
 }
 
 static void test_script_flush_falls_back_to_eval_in_order(void)
 {
     rserver s;
     node a;
-    if (server_start(&s, 0, NULL) < 0 || node_open(&a, &s) < 0) {
-        CHECK(0);
-        server_stop(&s, SIGKILL);
+    if (setup(&s, 0, &a, NULL) < 0)
         return;
-    }
     publish(&a, "s", "1", 1, NULL);
     redisReply *rep = admin(&s, "SCRIPT FLUSH");
     CHECK(rep && rep->type == REDIS_REPLY_STATUS);
@@ -1231,8 +1174,7 @@ static void test_script_flush_falls_back_to_eval_in_order(void)
     }
     CHECK(ok);
     CHECK(redis_stats(&a).redis.noscript >= 1);
-    node_close(&a);
-    server_stop(&s, SIGKILL);
+    teardown(&s, &a, NULL);
 }
 
 static void test_unix_socket_password_and_db(void)
@@ -1264,8 +1206,7 @@ static void test_unix_socket_password_and_db(void)
     rep = admin(&s, "EVAL %s 0", "redis.call('SELECT', 3) return redis.call('EXISTS', 'mp:{u}:m')");
     CHECK(rep && rep->integer == 1);
     freeReplyObject(rep);
-    node_close(&a);
-    server_stop(&s, SIGKILL);
+    teardown(&s, &a, NULL);
 }
 
 static void test_unreachable_at_start_names_the_address(void)
@@ -1303,11 +1244,8 @@ static void test_free_answers_everything_pending(void)
 {
     rserver s;
     node a;
-    if (server_start(&s, 0, NULL) < 0 || node_open(&a, &s) < 0) {
-        CHECK(0);
-        server_stop(&s, SIGKILL);
+    if (setup(&s, 0, &a, NULL) < 0)
         return;
-    }
     int counts[3] = { 0, 0, 0 };
     mp_store_msg m = { .id = "x", .data = "1", .data_len = 1, .store = 1 };
     for (int i = 0; i < 50; i++)
@@ -1350,19 +1288,15 @@ static void test_max_pending_refuses_the_rest(void)
     }
     CHECK(counts[0] == 10 && counts[1] == 20);
     CHECK(redis_stats(&a).redis.refused == 20);
-    node_close(&a);
-    server_stop(&s, SIGKILL);
+    teardown(&s, &a, NULL);
 }
 
 static void test_unwatch_before_confirmation_and_rewatch(void)
 {
     rserver s;
     node a;
-    if (server_start(&s, 0, NULL) < 0 || node_open(&a, &s) < 0) {
-        CHECK(0);
-        server_stop(&s, SIGKILL);
+    if (setup(&s, 0, &a, NULL) < 0)
         return;
-    }
     struct watched w1 = { 0 }, w2 = { 0 };
     mp_store_watch(a.st, "x", on_watch, &w1);
     mp_store_unwatch(a.st, "x");
@@ -1381,25 +1315,15 @@ static void test_unwatch_before_confirmation_and_rewatch(void)
     rep = admin(&s, "PUBSUB NUMSUB mp:{x}:p");
     CHECK(rep && rep->elements == 2 && rep->element[1]->integer == 0);
     freeReplyObject(rep);
-    node_close(&a);
-    server_stop(&s, SIGKILL);
+    teardown(&s, &a, NULL);
 }
 
 static void test_generation_is_shared_after_a_restart(void)
 {
     rserver s;
     node a, b;
-    if (server_start(&s, 0, NULL) < 0 || node_open(&a, &s) < 0) {
-        CHECK(0);
-        server_stop(&s, SIGKILL);
+    if (setup(&s, 0, &a, &b) < 0)
         return;
-    }
-    if (node_open(&b, &s) < 0) {
-        CHECK(0);
-        node_close(&a);
-        server_stop(&s, SIGKILL);
-        return;
-    }
     result ra, rb;
     publish(&a, "g", "1", 1, &ra);
     server_stop(&s, SIGTERM);
@@ -1407,9 +1331,7 @@ static void test_generation_is_shared_after_a_restart(void)
     CHECK(run_until(redis_up, &a, 5.0) && run_until(redis_up, &b, 5.0));
     CHECK(publish_until_ok(&b, "g", "1", &rb, 5.0) == MP_STORE_OK && rb.seq == 1);
     CHECK(publish(&a, "g", "2", 1, &ra) == MP_STORE_OK && ra.seq == 2 && strcmp(ra.epoch, rb.epoch) == 0);
-    node_close(&a);
-    node_close(&b);
-    server_stop(&s, SIGKILL);
+    teardown(&s, &a, &b);
 }
 
 /* redis.c alone: after SCRIPT FLUSH, scripts in flight come back NOSCRIPT
