@@ -685,7 +685,8 @@ static void rs_cursor_get(mp_store *base, const char *user, const char *device, 
     }
     char ttl[24];
     const char *a[3] = { key, channel, ttl };
-    size_t l[3] = { klen, strlen(channel), (size_t)snprintf(ttl, sizeof ttl, "%llu", (unsigned long long)st->cursor_ttl_ms) };
+    size_t l[3] = { klen, strlen(channel),
+                    (size_t)snprintf(ttl, sizeof ttl, "%llu", (unsigned long long)st->cursor_ttl_ms) };
     mp_redis_eval(st->r, user_shard(st, user), st->s_cget, got_cursor, o, 1, 3, a, l);
 }
 
@@ -1174,8 +1175,8 @@ static void synced(mp_redis *r, const redisReply *rep, void *ud)
         return;
     char epoch[MP_STORE_EPOCH_MAX];
     uint64_t last;
-    if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements != 2 || str_of(rep->element[0], epoch, sizeof epoch) < 0 ||
-        u64_of(rep->element[1], &last) < 0) {
+    if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements != 2 ||
+        str_of(rep->element[0], epoch, sizeof epoch) < 0 || u64_of(rep->element[1], &last) < 0) {
         fail_watch(st, w, script_failed(st, "position", rep));
         return;
     }
@@ -1427,7 +1428,8 @@ static void rs_watch(mp_store *base, const char *channel, mp_store_watch_cb cb, 
     int status = MP_STORE_OK;
     if (!mp_redis_sub_up(st->r, shard) || !mp_redis_cmd_up(st->r, shard))
         status = MP_STORE_EUNAVAIL;
-    else if (!(w = calloc(1, sizeof *w + len + 1)) || mp_redis_subscribe(st->r, shard, bus, chan_key(bus, channel, 'p')) < 0)
+    else if (!(w = calloc(1, sizeof *w + len + 1)) ||
+             mp_redis_subscribe(st->r, shard, bus, chan_key(bus, channel, 'p')) < 0)
         status = MP_STORE_ENOMEM;
     if (status != MP_STORE_OK) {
         free(w);
