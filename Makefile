@@ -18,11 +18,12 @@ PKGS    := libev-dev libwslay-dev libluajit-5.1-dev luajit libhiredis-dev \
 CFLAGS  ?= -O2 -g
 MP_CFLAGS := $(CFLAGS) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Isrc \
            $(shell pkg-config --cflags luajit 2>/dev/null)
-LDLIBS  := -lev -lwslay -lhttp_parser -ljansson -lnettle -lcrypto -ledit -lm \
+LDLIBS  := -lev -lwslay -lhttp_parser -ljansson -lnettle -lcrypto -ledit -lhiredis -lm \
            $(shell pkg-config --libs luajit 2>/dev/null)
 
 SRC     := $(wildcard src/*.c)
-OBJ     := $(SRC:src/%.c=build/%.o)
+REDIS_LUA := $(sort $(wildcard redis/*.lua))
+OBJ     := $(SRC:src/%.c=build/%.o) build/redis_scripts.o
 CORE_OBJ := $(filter-out build/main.o,$(OBJ))
 CTESTS  := $(patsubst tests/%.c,build/tests/%,$(wildcard tests/test_*.c))
 # Fuzz harnesses (fuzz/, docs/fuzzing.md): `make test` replays each one over
@@ -58,6 +59,18 @@ build/moonpush/host.so: src/lua_api.c src/limiter.c src/log.c $(wildcard src/*.h
 build/%.o: src/%.c $(wildcard src/*.h) | build
 	$(CC) $(MP_CFLAGS) -c -o $@ $<
 
+# The Redis scripts (redis/*.lua), each embedded as a NUL-terminated char
+# array named mp_redis_lua_<file> (declared in src/redis_scripts.h).
+build/redis_scripts.c: $(REDIS_LUA) | build
+	@for f in $(REDIS_LUA); do \
+	  echo "const char mp_redis_lua_$$(basename $$f .lua)[] = {"; \
+	  od -An -v -tx1 $$f | sed -e 's/  */ /g' -e 's/ \([0-9a-f][0-9a-f]\)/0x\1,/g'; \
+	  echo "0x00 };"; \
+	done > $@
+
+build/redis_scripts.o: build/redis_scripts.c
+	$(CC) $(MP_CFLAGS) -c -o $@ $<
+
 build/tests/%: tests/%.c $(CORE_OBJ) | build
 	@mkdir -p build/tests
 	$(CC) $(MP_CFLAGS) -o $@ $< $(CORE_OBJ) $(LDLIBS)
@@ -78,6 +91,11 @@ asan:
 	$(MAKE) clean
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	    $(MAKE) test CFLAGS="$(SAN_CFLAGS)"
+
+# The Redis store alone, two nodes in one process (bench/redis_store.c);
+# not part of make test or make bench: run it by hand.
+bench/redis_store: bench/redis_store.c $(CORE_OBJ)
+	$(CC) $(MP_CFLAGS) -o $@ $< $(CORE_OBJ) $(LDLIBS)
 
 bench: all
 	@$(MAKE) -C bench

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <uthash.h>
 
+#include "envelope.h"
 #include "log.h"
 #include "lua_host.h"
 #include "server.h"
@@ -24,16 +25,7 @@ static uint64_t next_message_id = 1;
 
 int mp_hub_valid_name(const char *name, size_t len)
 {
-    if (len == 0 || len > MP_NAME_MAX)
-        return 0;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char ch = (unsigned char)name[i];
-        int ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-                 ch == '_' || ch == '-' || ch == '.' || ch == ':' || ch == '@';
-        if (!ok)
-            return 0;
-    }
-    return 1;
+    return mp_envelope_safe(name, len);   /* names go into envelopes unescaped */
 }
 
 mp_channel *mp_hub_channel(const char *name, int create)
@@ -127,29 +119,6 @@ void mp_hub_unsubscribe_all(mp_sub **subs)
         s = next;
     }
     *subs = NULL;
-}
-
-/* The envelope around data; the channel name needs no escaping (hub names
- * are restricted to a safe alphabet). */
-static mp_frame *encode_message(const char *name, uint64_t seq, const char *id,
-                                const char *data, size_t data_len)
-{
-    char prefix[MP_NAME_MAX + 128];
-    int n = snprintf(prefix, sizeof prefix, "{\"type\":\"message\",\"channel\":\"%s\",\"seq\":%llu,\"id\":\"%s\",\"data\":",
-                     name, (unsigned long long)seq, id);
-    if (n < 0 || (size_t)n >= sizeof prefix)
-        return NULL;
-    size_t payload = (size_t)n + data_len + 1;
-    mp_frame *f = mp_frame_new(MP_WS_HEADER_MAX + payload);
-    if (!f)
-        return NULL;
-    uint8_t *p = f->data + MP_WS_HEADER_MAX;
-    memcpy(p, prefix, (size_t)n);
-    memcpy(p + n, data, data_len);
-    p[n + data_len] = '}';
-    mp_ws_frame_seal(f, MP_WS_TEXT, payload);
-    f->published = ev_now(mp.loop);
-    return f;
 }
 
 /* The frame a route's format hook makes of a message; NULL if the hook
@@ -258,9 +227,10 @@ int mp_hub_publish(const char *name, const char *data, size_t data_len, const mp
     }
     uint64_t seq = sr.seq;
     snprintf(out->id, sizeof out->id, "%s-%llx", mp.boot_id, (unsigned long long)next_message_id++);
-    mp_frame *f = encode_message(name, seq, out->id, data, data_len);
+    mp_frame *f = mp_envelope_frame(name, seq, out->id, data, data_len, 0);
     if (!f)
         return MP_STORE_ENOMEM;
+    f->published = ev_now(mp.loop);
     if (opts->store) {
         /* Refused by the store: nobody gets it, so the publisher's error
          * answer is the whole truth (the seq stays a hole, see store.h). */

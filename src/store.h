@@ -11,7 +11,8 @@
  *   - the limits and a sweep that frees what expired.
  *
  * It is an interface with one implementation per backend: the memory store
- * (store_mem.c, the embedded default) and later a Redis store for clusters.
+ * (store_mem.c, the embedded default) and the Redis store for clusters
+ * (store_redis.c; its header store_redis.h adds its config and stats).
  * Every operation that a backend may have to ask someone else about takes a
  * callback: the callback is called exactly once with the outcome. The memory
  * store always calls it before the operation returns; a Redis store calls it
@@ -26,12 +27,22 @@
  * channel overtakes an earlier one. A callback may call the store again
  * (even a read from inside a read callback).
  *
- * Seq: the store, not the hub, hands out seqs (mp_store_next_seq), because
- * in a cluster several nodes publish on one channel and the seq must come
- * from the shared store. Publishing is: next_seq -> encode the frame with
- * that seq -> mp_store_append (unless store=false) -> fan out -> answer.
- * A seq taken and never appended (store=false, or the publish failed) is a
- * hole in the history, not a loss: it was never stored.
+ * Seq: the store, not the hub, hands out seqs, because in a cluster several
+ * nodes publish on one channel and the seq must come from the shared store.
+ * Publishing is one operation, mp_store_publish: the store takes the next
+ * seq, encodes the standard envelope (envelope.h), retains it (unless
+ * store=false) and makes it live; the node delivers only what reaches its
+ * live handler (mp_store_live_handler), for the channels it watches
+ * (mp_store_watch) — in a cluster every node, the one that took the publish
+ * included, gets it from the bus, so each channel has one ordered path:
+ *
+ *     publish --cb(seq, epoch)--> answer the publisher
+ *        `--> on_message on every node watching the channel --> fan out
+ *
+ * The older pair next_seq -> encode -> append is kept by the memory store
+ * until the hub has moved to publish (NULL in the Redis store). A seq taken
+ * and never stored (store=false, or the append failed) is a hole in the
+ * history, not a loss: it was never stored.
  *
  * Epoch: a short string that changes whenever the channel's history before
  * some seq may have been lost, so a client's `since` or a device cursor from
@@ -95,6 +106,8 @@ enum {
     MP_STORE_EUNAVAIL = -7,   /* backend unreachable (not the memory store) */
     MP_STORE_ECHANNELS = -8,  /* a new channel state past max_channels, and none can be dropped */
     MP_STORE_EFULL = -9,      /* append: the store holds max_bytes */
+    MP_STORE_ECANCELED = -10, /* watch: unwatched before the watch was active */
+    MP_STORE_ENOTSUP = -11,   /* the backend has no such operation (next_seq, append on Redis) */
 };
 
 const char *mp_store_strerror(int status);
@@ -188,6 +201,64 @@ typedef struct mp_store_put {
     uint64_t ttl_ms;            /* 0: the policy's max_age; else min(ttl_ms, max_age) */
 } mp_store_put;
 
+/* ---- v2: publish and live delivery -------------------------------------- */
+
+/* A message to publish. Every string is copied (or used) before
+ * mp_store_publish returns. */
+typedef struct mp_store_msg {
+    const char *id;             /* 1..31 bytes of [A-Za-z0-9_.:@-] (envelope.h) */
+    const char *data;           /* the message's data as compact JSON text, not empty */
+    size_t data_len;
+    uint64_t ttl_ms;            /* 0: the policy's max_age; else min(ttl_ms, max_age) */
+    int store;                  /* 0: fire and forget: a seq is taken, nothing retained, still live */
+    const char *kinds;          /* NULL or "": every device kind; else "pos,web" (no spaces, < 256 bytes) */
+    uint64_t published_ms;      /* wall clock ms (latency metrics); 0: the store's clock */
+} mp_store_msg;
+
+#define MP_STORE_KINDS_MAX 256  /* kinds: at most 255 bytes + NUL */
+
+/* One live message as the node receives it. Everything is borrowed for the
+ * duration of on_message: take mp_frame_ref(frame) to keep the frame. */
+typedef struct mp_store_live {
+    const char *channel;
+    uint64_t seq;
+    const char *epoch;
+    const char *id;
+    const char *kinds;          /* "" = every kind; else a comma list */
+    uint64_t published_ms;
+    mp_frame *frame;            /* the standard envelope as one WebSocket text frame;
+                                   frame->published = published_ms / 1000 (ev_now's clock) */
+    const char *data;           /* the data JSON inside frame's payload (format hooks read it) */
+    size_t data_len;
+} mp_store_live;
+
+/* Live events for the node. For each watched channel the store calls
+ * on_message in strictly increasing seq order, at most once per seq, and
+ * never silently skips a stored message: when the messages after the last
+ * one it delivered can no longer all be delivered it calls on_reset
+ * instead, with
+ *   reason MP_STORE_SINCE_EPOCH: the channel's epoch changed (flushed,
+ *          its state expired, Redis lost it), or
+ *          MP_STORE_SINCE_GAP: history no longer reaches back (trimmed or
+ *          aged out while this node could not hear the bus),
+ * and epoch, first_seq, last_seq the channel's position now (as in
+ * mp_store_history; epoch "" if the channel is gone). After on_reset,
+ * on_message goes on with what history retains from first_seq on, then
+ * with live messages: a caller forwards the reset to clients and fans out
+ * what follows ("reset first, then whatever is retained", protocol.md).
+ * A message published with store=false is live only: a node that could not
+ * hear the bus when it went by does not get it, and that is not a gap (it
+ * was never stored). The handler may call the store (also publish). */
+typedef struct mp_store_live_handler {
+    void (*on_message)(mp_store *st, const mp_store_live *m, void *ud);
+    void (*on_reset)(mp_store *st, const char *channel, const char *epoch, uint64_t first_seq,
+                     uint64_t last_seq, int reason, void *ud);
+    void *ud;
+} mp_store_live_handler;
+
+/* epoch "" and last_seq 0 for a channel the store does not know yet. */
+typedef void (*mp_store_watch_cb)(mp_store *st, int status, const char *epoch, uint64_t last_seq, void *ud);
+
 /* The backend's operations; callers use the mp_store_* wrappers below. */
 typedef struct mp_store_ops {
     void (*next_seq)(mp_store *st, const char *channel, mp_store_seq_cb cb, void *ud);
@@ -205,6 +276,11 @@ typedef struct mp_store_ops {
     void (*stats)(mp_store *st, mp_store_stats *out);
     int (*set_policies)(mp_store *st, const mp_store_policy *p, size_t n, const mp_store_policy *def);
     void (*free)(mp_store *st);
+    /* v2 */
+    void (*set_live_handler)(mp_store *st, const mp_store_live_handler *h);
+    void (*publish)(mp_store *st, const char *channel, const mp_store_msg *m, mp_store_seq_cb cb, void *ud);
+    void (*watch)(mp_store *st, const char *channel, mp_store_watch_cb cb, void *ud);
+    void (*unwatch)(mp_store *st, const char *channel);
 } mp_store_ops;
 
 struct mp_store {
@@ -219,7 +295,10 @@ mp_store *mp_store_mem_new(const mp_store_config *cfg);
  * MP_STORE_ECHANNELS and no seq) and passes it with the
  * channel's epoch. Counts as use of the channel. */
 static inline void mp_store_next_seq(mp_store *st, const char *channel, mp_store_seq_cb cb, void *ud)
-{ st->ops->next_seq(st, channel, cb, ud); }
+{
+    if (st->ops->next_seq) st->ops->next_seq(st, channel, cb, ud);
+    else if (cb) cb(st, MP_STORE_ENOTSUP, 0, NULL, ud);
+}
 
 /* Retains m in channel's history, trimming the oldest past the policy's
  * max_messages. MP_STORE_EFULL if the store would hold more than max_bytes
@@ -229,7 +308,10 @@ static inline void mp_store_next_seq(mp_store *st, const char *channel, mp_store
  * with max_messages 0 nothing is retained and the status is MP_STORE_OK. */
 static inline void mp_store_append(mp_store *st, const char *channel, const mp_store_put *m,
                                    mp_store_done_cb cb, void *ud)
-{ st->ops->append(st, channel, m, cb, ud); }
+{
+    if (st->ops->append) st->ops->append(st, channel, m, cb, ud);
+    else if (cb) cb(st, MP_STORE_ENOTSUP, ud);
+}
 
 /* Up to max retained messages with seq > since, oldest first, with first_seq,
  * last_seq and since_state. epoch is the reader's (NULL or "": none): if it is
@@ -290,11 +372,87 @@ static inline int mp_store_set_policies(mp_store *st, const mp_store_policy *p, 
                                         const mp_store_policy *def)
 { return st->ops->set_policies(st, p, n, def); }
 
-/* Frees the store, dropping its frame references. NULL is a no-op. */
+/* Frees the store, dropping its frame references. Every operation still
+ * waiting (Redis) is called back first, once, with MP_STORE_EUNAVAIL (a
+ * pending watch too), so callers can free their contexts; callbacks may
+ * not call the store any more then (it answers MP_STORE_EUNAVAIL). Not to
+ * be called from inside one of the store's callbacks. NULL is a no-op. */
 static inline void mp_store_free(mp_store *st) { if (st) st->ops->free(st); }
+
+/* Sets who receives live messages and resets (copied; NULL: nobody). Set it
+ * before the first watch. */
+static inline void mp_store_set_live_handler(mp_store *st, const mp_store_live_handler *h)
+{ st->ops->set_live_handler(st, h); }
+
+/* Publishes one message on channel: assigns the next seq, encodes the
+ * standard envelope, retains it (unless m->store is 0; trimmed and aged as
+ * mp_store_append does) and makes it live: the live handler of every node
+ * watching the channel gets it. cb gets (status, seq, epoch).
+ *   memory store: synchronously, and on_message (if this node watches the
+ *     channel) runs BEFORE cb; a publish from inside on_message is
+ *     delivered after the outer on_message returns, so order holds;
+ *   Redis: one script does it all on the channel's shard; cb comes when
+ *     Redis answered, on_message when the bus brings it (either first).
+ * Errors (nothing was stored and nobody gets the message):
+ *   MP_STORE_EINVAL     bad channel (1..128 bytes of [A-Za-z0-9_.:@-]), id, kinds, empty data;
+ *   MP_STORE_ECHANNELS, MP_STORE_EFULL, MP_STORE_ENOMEM   memory store limits;
+ *   MP_STORE_EUNAVAIL   Redis: the shard is down, did not answer in time,
+ *                       or too many operations wait for it. After a timeout
+ *                       the message MAY have been stored (the answer was
+ *                       lost): "never 200 for a message not stored" holds,
+ *                       a 503 for one that was is possible. */
+static inline void mp_store_publish(mp_store *st, const char *channel, const mp_store_msg *m,
+                                    mp_store_seq_cb cb, void *ud)
+{ st->ops->publish(st, channel, m, cb, ud); }
+
+/* Starts live delivery of channel to this node. cb(status, epoch, last_seq)
+ * comes once the subscription is active: every message with seq > last_seq
+ * in that epoch will reach on_message (or be covered by an on_reset).
+ * Idempotent per channel (a second watch gets the current position); the
+ * caller watches a channel while it has local subscribers. Statuses: OK;
+ * EINVAL, ENOMEM; EUNAVAIL (Redis: the shard is down or went down before
+ * the watch was active: nothing is watched, watch again later);
+ * ECANCELED (unwatched before it was active). Once active, a watch
+ * outlives connection losses: the store resubscribes and recovers what
+ * the bus missed from history (or calls on_reset). Memory store: cb
+ * before returning. */
+static inline void mp_store_watch(mp_store *st, const char *channel, mp_store_watch_cb cb, void *ud)
+{ st->ops->watch(st, channel, cb, ud); }
+
+/* Stops live delivery of channel (one unwatch ends any number of watches).
+ * A pending watch cb is called with MP_STORE_ECANCELED. A no-op for a
+ * channel not watched. */
+static inline void mp_store_unwatch(mp_store *st, const char *channel) { st->ops->unwatch(st, channel); }
+
+/* Now in ms by the config's clock (mp_store_config.clock_ms; NULL: CLOCK_REALTIME). */
+uint64_t mp_store_clock_ms(uint64_t (*clock_ms)(void *), void *clock_ud);
+
+/* 1 if channel and m pass publish's checks (EINVAL otherwise). */
+int mp_store_msg_valid(const char *channel, const mp_store_msg *m);
+
+/* Where a reader at (epoch, since) stands against h's epoch, first_seq and
+ * last_seq (MP_STORE_SINCE_*); *since_eff is since, or 0 when the epoch
+ * differs (read from the start). Every backend reads through it. */
+int mp_store_since_state(const mp_store_history *h, const char *reader_epoch, uint64_t since,
+                         uint64_t *since_eff);
 
 /* The first policy in p[0..n) whose pattern matches channel, or def. */
 const mp_store_policy *mp_store_policy_match(const mp_store_policy *p, size_t n,
                                              const mp_store_policy *def, const char *channel);
+
+/* A backend's own copy of the policy table (patterns strdup'd). A zeroed
+ * one is empty with a zero default. */
+typedef struct mp_store_policies {
+    mp_store_policy *p;
+    size_t n;
+    mp_store_policy def;        /* pattern NULL */
+} mp_store_policies;
+
+/* Replaces t's table as mp_store_set_policies describes (validated first;
+ * on error t is unchanged). */
+int mp_store_policies_set(mp_store_policies *t, const mp_store_policy *p, size_t n, const mp_store_policy *def);
+static inline const mp_store_policy *mp_store_policies_match(const mp_store_policies *t, const char *channel)
+{ return mp_store_policy_match(t->p, t->n, &t->def, channel); }
+void mp_store_policies_free(mp_store_policies *t);
 
 #endif

@@ -51,6 +51,8 @@
 #include <unistd.h>
 #include <uthash.h>
 
+#include "envelope.h"
+
 /* ---- intrusive doubly linked lists ---------------------------------- */
 
 typedef struct dlink { struct dlink *prev, *next; } dlink;
@@ -138,9 +140,7 @@ typedef struct cursor {
 typedef struct mem_store {
     mp_store base;
     mp_store_config cfg;       /* cfg.policies unused: see policies below */
-    mp_store_policy *policies; /* own copies, patterns strdup'd */
-    size_t npolicies;
-    mp_store_policy def;
+    mp_store_policies policies;
     unsigned policy_gen;
     chan *chans;
     dlist chan_lru[2];         /* [0]: retains no message, [1]: retains some */
@@ -156,20 +156,17 @@ typedef struct mem_store {
     size_t scratch_cap;
     int reading;
     mp_store_stats stats;
+    mp_store_live_handler live;
+    struct watch *watches;     /* channels this node watches, by name */
+    struct live_event *queue_head, *queue_tail;   /* live events waiting their turn */
+    int delivering;            /* inside a live handler call */
 } mem_store;
 
 static const mp_store_ops mem_ops;
 
 /* ---- small helpers ---------------------------------------------------- */
 
-static uint64_t now_ms(mem_store *st)
-{
-    if (st->cfg.clock_ms)
-        return st->cfg.clock_ms(st->cfg.clock_ud);
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
+static uint64_t now_ms(mem_store *st) { return mp_store_clock_ms(st->cfg.clock_ms, st->cfg.clock_ud); }
 
 static uint64_t add_sat(uint64_t a, uint64_t b) { return a > UINT64_MAX - b ? UINT64_MAX : a + b; }
 
@@ -185,75 +182,20 @@ static int given(const char *epoch) { return epoch && *epoch; }
 
 /* ---- policies --------------------------------------------------------- */
 
-const mp_store_policy *mp_store_policy_match(const mp_store_policy *p, size_t n,
-                                             const mp_store_policy *def, const char *channel)
-{
-    for (size_t i = 0; i < n; i++) {
-        const char *pat = p[i].pattern;
-        size_t len = strlen(pat);
-        if (len && pat[len - 1] == '*') {
-            if (strncmp(channel, pat, len - 1) == 0)
-                return &p[i];
-        } else if (strcmp(channel, pat) == 0) {
-            return &p[i];
-        }
-    }
-    return def;
-}
-
-static int policy_valid(const mp_store_policy *p, int needs_pattern)
-{
-    if (p->max_messages > MP_STORE_MESSAGES_LIMIT)
-        return 0;
-    if (!needs_pattern)
-        return 1;
-    if (!p->pattern || !*p->pattern)
-        return 0;
-    const char *star = strchr(p->pattern, '*');
-    return !star || star[1] == '\0';
-}
-
-static void free_policies(mp_store_policy *p, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        free((char *)p[i].pattern);
-    free(p);
-}
-
 static int mem_set_policies(mp_store *base, const mp_store_policy *p, size_t n, const mp_store_policy *def)
 {
     mem_store *st = (mem_store *)base;
-    for (size_t i = 0; i < n; i++)
-        if (!policy_valid(&p[i], 1))
-            return MP_STORE_EINVAL;
-    if (def && !policy_valid(def, 0))
-        return MP_STORE_EINVAL;
-    mp_store_policy *copy = n ? calloc(n, sizeof *copy) : NULL;
-    if (n && !copy)
-        return MP_STORE_ENOMEM;
-    for (size_t i = 0; i < n; i++) {
-        copy[i] = p[i];
-        if (!(copy[i].pattern = strdup(p[i].pattern))) {
-            free_policies(copy, i);
-            return MP_STORE_ENOMEM;
-        }
-    }
-    free_policies(st->policies, st->npolicies);
-    st->policies = copy;
-    st->npolicies = n;
-    if (def) {
-        st->def = *def;
-        st->def.pattern = NULL;
-    }
-    st->policy_gen++;
-    return MP_STORE_OK;
+    int status = mp_store_policies_set(&st->policies, p, n, def);
+    if (status == MP_STORE_OK)
+        st->policy_gen++;
+    return status;
 }
 
 static void refresh_policy(mem_store *st, chan *ch)
 {
     if (ch->policy_gen == st->policy_gen)
         return;
-    const mp_store_policy *p = mp_store_policy_match(st->policies, st->npolicies, &st->def, ch->name);
+    const mp_store_policy *p = mp_store_policies_match(&st->policies, ch->name);
     ch->max_messages = p->max_messages;
     ch->max_age_ms = p->max_age_ms;
     ch->policy_gen = st->policy_gen;
@@ -666,6 +608,163 @@ static size_t trim_releases(chan *ch)
     return bytes;
 }
 
+/* ---- live delivery (v2) ------------------------------------------------
+ *
+ * A watch remembers the position this node was last told for its channel
+ * (epoch, seq), so a message from another epoch (the channel was flushed,
+ * or its state was dropped and made again) is preceded by on_reset. Events
+ * are delivered at once when no handler is running; one raised from inside
+ * a handler (a publish from on_message, a flush) waits in a FIFO that the
+ * outermost delivery drains, so every watcher sees one order. */
+
+typedef struct watch {
+    UT_hash_handle hh;
+    uint64_t last;             /* last seq delivered (or the position at watch) */
+    char epoch[MP_STORE_EPOCH_MAX];   /* "": the channel had no state yet */
+    char name[];
+} watch;
+
+enum { EV_MESSAGE, EV_RESET };
+
+typedef struct live_event {
+    struct live_event *next;
+    int kind;
+    uint64_t seq;              /* EV_MESSAGE: its seq; EV_RESET: the channel's last seq */
+    uint64_t first_seq;        /* 1 + the channel's floor when it was raised */
+    uint64_t published_ms;
+    mp_frame *frame;           /* EV_MESSAGE: one reference */
+    char epoch[MP_STORE_EPOCH_MAX];
+    char id[MP_STORE_ID_MAX];
+    char kinds[MP_STORE_KINDS_MAX];
+    char channel[MP_STORE_NAME_MAX + 1];
+} live_event;
+
+static watch *find_watch(mem_store *st, const char *name)
+{
+    watch *w = NULL;
+    HASH_FIND_STR(st->watches, name, w);
+    return w;
+}
+
+/* Calls the handler for one event; w's position moves before the call, so
+ * the handler may unwatch (freeing w) or publish again. */
+static void deliver(mem_store *st, watch *w, const live_event *ev)
+{
+    mp_store *base = &st->base;
+    st->delivering++;
+    if (ev->kind == EV_RESET) {
+        snprintf(w->epoch, sizeof w->epoch, "%s", ev->epoch);
+        w->last = ev->seq;
+        if (st->live.on_reset)
+            st->live.on_reset(base, ev->channel, ev->epoch, ev->first_seq, ev->seq,
+                              MP_STORE_SINCE_EPOCH, st->live.ud);
+    } else if (!w->epoch[0] || strcmp(w->epoch, ev->epoch) == 0) {
+        if (ev->seq > w->last) {
+            snprintf(w->epoch, sizeof w->epoch, "%s", ev->epoch);
+            w->last = ev->seq;
+            size_t plen;
+            const char *payload = (const char *)mp_ws_frame_payload(ev->frame, &plen);
+            mp_store_live m = { ev->channel, ev->seq, ev->epoch, ev->id, ev->kinds, ev->published_ms,
+                                ev->frame, NULL, 0 };
+            mp_envelope_split(payload, plen, ev->channel, ev->seq, ev->id, &m.data, &m.data_len);
+            if (st->live.on_message)
+                st->live.on_message(base, &m, st->live.ud);
+        }
+    } else {
+        /* Another epoch: the state this node knew is gone. Reset to the
+         * position just before this message, then deliver it. */
+        live_event reset = *ev;
+        reset.kind = EV_RESET;
+        reset.seq = ev->seq - 1;
+        deliver(st, w, &reset);
+        if ((w = find_watch(st, ev->channel)))
+            deliver(st, w, ev);
+    }
+    st->delivering--;
+}
+
+static void free_event(live_event *ev)
+{
+    if (ev->frame)
+        mp_frame_unref(ev->frame);
+    free(ev);
+}
+
+/* Delivers what waits, unless a handler further up the stack is running
+ * (it drains when it returns). */
+static void drain_live(mem_store *st)
+{
+    while (!st->delivering && st->queue_head) {
+        live_event *ev = st->queue_head;
+        st->queue_head = ev->next;
+        if (!st->queue_head)
+            st->queue_tail = NULL;
+        watch *w = find_watch(st, ev->channel);
+        if (w)
+            deliver(st, w, ev);
+        free_event(ev);
+    }
+}
+
+static void enqueue(mem_store *st, live_event *ev)
+{
+    ev->next = NULL;
+    if (st->queue_tail) st->queue_tail->next = ev; else st->queue_head = ev;
+    st->queue_tail = ev;
+}
+
+static void fill_event(live_event *ev, int kind, const chan *ch, uint64_t seq)
+{
+    ev->kind = kind;
+    ev->seq = seq;
+    ev->first_seq = ch->floor_seq + 1;
+    memcpy(ev->epoch, ch->epoch, sizeof ev->epoch);
+    snprintf(ev->channel, sizeof ev->channel, "%s", ch->name);
+}
+
+/* A flushed watched channel: its watchers are told after the flush. A
+ * reset that cannot be queued for want of memory is found at the next
+ * message instead (another epoch: deliver() resets then). */
+static void queue_flush_reset(mem_store *st, const chan *ch)
+{
+    if (!find_watch(st, ch->name))
+        return;
+    live_event *ev = calloc(1, sizeof *ev);
+    if (!ev)
+        return;
+    fill_event(ev, EV_RESET, ch, ch->last_seq);
+    enqueue(st, ev);
+}
+
+/* Makes a just published message live on this node. When nothing is
+ * delivering it goes out at once from the stack; else it takes its turn.
+ * A message that cannot be queued for want of memory is dropped for live
+ * delivery only (it is in history when stored). */
+static void publish_live(mem_store *st, const chan *ch, uint64_t seq, const char *id, const char *kinds,
+                         uint64_t published_ms, mp_frame *f)
+{
+    watch *w = find_watch(st, ch->name);
+    if (!w || (!st->live.on_message && !st->live.on_reset))
+        return;
+    live_event local, *ev = &local;
+    if (st->delivering || st->queue_head) {
+        if (!(ev = malloc(sizeof *ev)))
+            return;
+    }
+    fill_event(ev, EV_MESSAGE, ch, seq);
+    ev->published_ms = published_ms;
+    ev->frame = mp_frame_ref(f);
+    snprintf(ev->id, sizeof ev->id, "%s", id);
+    snprintf(ev->kinds, sizeof ev->kinds, "%s", kinds ? kinds : "");
+    if (ev != &local) {
+        enqueue(st, ev);
+        return;
+    }
+    deliver(st, w, ev);
+    mp_frame_unref(local.frame);
+    drain_live(st);
+}
+
 /* ---- operations: channels ---------------------------------------------- */
 
 static void mem_next_seq(mp_store *base, const char *channel, mp_store_seq_cb cb, void *ud)
@@ -688,7 +787,7 @@ static void mem_next_seq(mp_store *base, const char *channel, mp_store_seq_cb cb
     if (cb) cb(base, MP_STORE_OK, ch->last_seq, ch->epoch, ud);
 }
 
-static int append_entry(mem_store *st, chan *ch, const mp_store_put *m, uint64_t now)
+static int append_entry(mem_store *st, chan *ch, const mp_store_put *m, uint64_t now, uint64_t published_ms)
 {
     uint64_t life = ch->max_age_ms ? ch->max_age_ms : UINT64_MAX;
     int by_ttl = m->ttl_ms && m->ttl_ms < life;
@@ -705,7 +804,7 @@ static int append_entry(mem_store *st, chan *ch, const mp_store_put *m, uint64_t
         return MP_STORE_ENOMEM;
     entry *e = at(ch, ch->count++);
     e->seq = m->seq;
-    e->published_ms = now;
+    e->published_ms = published_ms;
     e->expires_ms = add_sat(now, life);
     e->frame = mp_frame_ref(m->frame);
     strcpy(e->id, m->id);
@@ -737,28 +836,12 @@ static void mem_append(mp_store *base, const char *channel, const mp_store_put *
         touch_chan(st, ch, now);
         refresh_policy(st, ch);
         expire_channel(st, ch, now);
-        status = append_entry(st, ch, m, now);
+        status = append_entry(st, ch, m, now, now);
         if (status == MP_STORE_OK)
             ch->stored_seq = m->seq;
         reschedule(st, ch);
     }
     if (cb) cb(base, status, ud);
-}
-
-/* Where since stands against ch (NULL: unknown), with since_eff set to the
- * seq to read after. */
-static int since_state(const mp_store_history *h, const char *reader_epoch, uint64_t since, uint64_t *since_eff)
-{
-    *since_eff = since;
-    if (given(reader_epoch) && strcmp(reader_epoch, h->epoch) != 0) {
-        *since_eff = 0;
-        return MP_STORE_SINCE_EPOCH;
-    }
-    if (since > h->last_seq)
-        return MP_STORE_SINCE_AHEAD;
-    if (since + 1 < h->first_seq)
-        return MP_STORE_SINCE_GAP;
-    return MP_STORE_SINCE_OK;
 }
 
 static void mem_read(mp_store *base, const char *channel, const char *epoch, uint64_t since, size_t max,
@@ -774,7 +857,7 @@ static void mem_read(mp_store *base, const char *channel, const char *epoch, uin
     uint64_t after;
     chan *ch = find_chan(st, channel, len);
     if (!ch) {
-        h.since_state = since_state(&h, epoch, since, &after);
+        h.since_state = mp_store_since_state(&h, epoch, since, &after);
         if (cb) cb(base, MP_STORE_OK, &h, ud);
         return;
     }
@@ -785,7 +868,7 @@ static void mem_read(mp_store *base, const char *channel, const char *epoch, uin
     h.epoch = ch->epoch;
     h.first_seq = ch->floor_seq + 1;
     h.last_seq = ch->last_seq;
-    h.since_state = since_state(&h, epoch, since, &after);
+    h.since_state = mp_store_since_state(&h, epoch, since, &after);
 
     size_t want = max < ch->live ? max : ch->live;
     mp_store_item *items = NULL;
@@ -848,6 +931,7 @@ static void flush_chan(mem_store *st, chan *ch)
     ch->floor_seq = ch->last_seq;
     new_epoch(st, ch);
     reschedule(st, ch);
+    queue_flush_reset(st, ch);
 }
 
 static void mem_flush(mp_store *base, const char *channel, mp_store_done_cb cb, void *ud)
@@ -868,7 +952,101 @@ static void mem_flush(mp_store *base, const char *channel, mp_store_done_cb cb, 
         else
             flush_chan(st, ch);
     }
+    drain_live(st);
     if (cb) cb(base, status, ud);
+}
+
+/* ---- operations: publish and watch (v2) -------------------------------- */
+
+static void mem_publish(mp_store *base, const char *channel, const mp_store_msg *m, mp_store_seq_cb cb, void *ud)
+{
+    mem_store *st = (mem_store *)base;
+    if (!mp_store_msg_valid(channel, m)) {
+        if (cb) cb(base, MP_STORE_EINVAL, 0, NULL, ud);
+        return;
+    }
+    uint64_t now = now_ms(st);
+    uint64_t published = m->published_ms ? m->published_ms : now;
+    int status;
+    chan *ch = get_or_create_chan(st, channel, strlen(channel), now, &status);
+    if (!ch) {
+        if (cb) cb(base, status, 0, NULL, ud);
+        return;
+    }
+    touch_chan(st, ch, now);
+    uint64_t seq = ch->last_seq + 1;
+    mp_frame *f = mp_envelope_frame(channel, seq, m->id, m->data, m->data_len, published);
+    if (!f) {
+        if (cb) cb(base, MP_STORE_ENOMEM, 0, NULL, ud);
+        return;
+    }
+    if (m->store) {
+        /* Refused (max_bytes, memory): the seq is not taken, nobody gets it. */
+        refresh_policy(st, ch);
+        expire_channel(st, ch, now);
+        mp_store_put put = { seq, m->id, f, m->ttl_ms };
+        status = append_entry(st, ch, &put, now, published);
+        reschedule(st, ch);
+        if (status != MP_STORE_OK) {
+            mp_frame_unref(f);
+            if (cb) cb(base, status, 0, NULL, ud);
+            return;
+        }
+        ch->stored_seq = seq;
+    }
+    ch->last_seq = seq;
+    char epoch[MP_STORE_EPOCH_MAX];
+    memcpy(epoch, ch->epoch, sizeof epoch);   /* the handler may drop ch */
+    publish_live(st, ch, seq, m->id, m->kinds, published, f);
+    mp_frame_unref(f);
+    if (cb) cb(base, MP_STORE_OK, seq, epoch, ud);
+}
+
+static void mem_watch(mp_store *base, const char *channel, mp_store_watch_cb cb, void *ud)
+{
+    mem_store *st = (mem_store *)base;
+    size_t len = name_len(channel);
+    if (!len || !mp_envelope_safe(channel, len)) {
+        if (cb) cb(base, MP_STORE_EINVAL, NULL, 0, ud);
+        return;
+    }
+    watch *w = find_watch(st, channel);
+    if (!w) {
+        if (!(w = calloc(1, sizeof *w + len + 1))) {
+            if (cb) cb(base, MP_STORE_ENOMEM, NULL, 0, ud);
+            return;
+        }
+        memcpy(w->name, channel, len + 1);
+        chan *ch = find_chan(st, channel, len);
+        if (ch) {
+            memcpy(w->epoch, ch->epoch, sizeof w->epoch);
+            w->last = ch->last_seq;
+        }
+        HASH_ADD(hh, st->watches, name[0], len, w);
+    }
+    /* Synchronous: what was delivered is what was published. */
+    char epoch[MP_STORE_EPOCH_MAX];
+    memcpy(epoch, w->epoch, sizeof epoch);
+    if (cb) cb(base, MP_STORE_OK, epoch, w->last, ud);
+}
+
+static void mem_unwatch(mp_store *base, const char *channel)
+{
+    mem_store *st = (mem_store *)base;
+    watch *w = channel ? find_watch(st, channel) : NULL;
+    if (w) {
+        HASH_DEL(st->watches, w);
+        free(w);
+    }
+}
+
+static void mem_set_live_handler(mp_store *base, const mp_store_live_handler *h)
+{
+    mem_store *st = (mem_store *)base;
+    if (h)
+        st->live = *h;
+    else
+        memset(&st->live, 0, sizeof st->live);
 }
 
 /* ---- cursors ------------------------------------------------------------ */
@@ -1101,9 +1279,19 @@ static void mem_free(mp_store *base)
         free_chan(st, st->chans);
     while (st->cursors)
         free_cursor(st, st->cursors);
-    free_policies(st->policies, st->npolicies);
+    mp_store_policies_free(&st->policies);
     free(st->due);
     free(st->scratch);
+    while (st->queue_head) {
+        live_event *ev = st->queue_head;
+        st->queue_head = ev->next;
+        free_event(ev);
+    }
+    watch *w, *wtmp;
+    HASH_ITER(hh, st->watches, w, wtmp) {
+        HASH_DEL(st->watches, w);
+        free(w);
+    }
     free(st);
 }
 
@@ -1119,6 +1307,10 @@ static const mp_store_ops mem_ops = {
     .stats = mem_stats,
     .set_policies = mem_set_policies,
     .free = mem_free,
+    .set_live_handler = mem_set_live_handler,
+    .publish = mem_publish,
+    .watch = mem_watch,
+    .unwatch = mem_unwatch,
 };
 
 /* 48 random bits (mixed with the time and pid should getrandom fail), so
@@ -1165,22 +1357,4 @@ mp_store *mp_store_mem_new(const mp_store_config *cfg)
     }
     draw_instance(st);
     return &st->base;
-}
-
-const char *mp_store_strerror(int status)
-{
-    switch (status) {
-    case MP_STORE_OK: return "ok";
-    case MP_STORE_STALE: return "cursor already at or past that seq";
-    case MP_STORE_ENOENT: return "no such channel or cursor";
-    case MP_STORE_EINVAL: return "invalid name, id or seq";
-    case MP_STORE_ESEQ: return "seq not handed out, or not after the last stored";
-    case MP_STORE_ERANGE: return "seq beyond the last published";
-    case MP_STORE_EEPOCH: return "epoch is not the channel's";
-    case MP_STORE_ENOMEM: return "out of memory";
-    case MP_STORE_EUNAVAIL: return "store unavailable";
-    case MP_STORE_ECHANNELS: return "history.max_channels channels retain messages";
-    case MP_STORE_EFULL: return "history.max_bytes reached";
-    default: return "unknown store error";
-    }
 }

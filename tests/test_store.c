@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "envelope.h"
 #include "frame.h"
 #include "server.h"
 #include "store.h"
@@ -1166,6 +1167,345 @@ static void test_null_callbacks_and_strerror(void)
     mp_store_free(NULL);
 }
 
+/* ---- v2: publish, watch, live delivery ----------------------------------- */
+
+#define MAXLIVE 64
+
+/* Every live event in order: 'm' message, 'r' reset, 'c' publish callback. */
+static struct {
+    int n;
+    char kind[MAXLIVE];
+    uint64_t seq[MAXLIVE];          /* message seq; reset: last_seq; callback: seq */
+    uint64_t first[MAXLIVE];        /* reset: first_seq */
+    int reason[MAXLIVE];
+    int status[MAXLIVE];            /* callback status */
+    char epoch[MAXLIVE][MP_STORE_EPOCH_MAX];
+    char data[MAXLIVE][64];         /* message: the data pointer's text */
+    char kinds[MAXLIVE][32];
+    int payload_ok[MAXLIVE];        /* message: frame == the standard envelope */
+} live;
+
+static void live_clear(void) { memset(&live, 0, sizeof live); }
+
+static int live_slot(char kind)
+{
+    int i = live.n < MAXLIVE ? live.n++ : MAXLIVE - 1;
+    live.kind[i] = kind;
+    return i;
+}
+
+static void on_live_message(mp_store *st, const mp_store_live *m, void *ud)
+{
+    (void)st; (void)ud;
+    int i = live_slot('m');
+    live.seq[i] = m->seq;
+    snprintf(live.epoch[i], sizeof live.epoch[i], "%s", m->epoch);
+    snprintf(live.data[i], sizeof live.data[i], "%.*s", (int)m->data_len, m->data);
+    snprintf(live.kinds[i], sizeof live.kinds[i], "%s", m->kinds);
+    mp_frame *want = mp_envelope_frame(m->channel, m->seq, m->id, m->data, m->data_len, m->published_ms);
+    live.payload_ok[i] = want && mp_frame_size(want) == mp_frame_size(m->frame) &&
+                         memcmp(mp_frame_bytes(want), mp_frame_bytes(m->frame), mp_frame_size(want)) == 0 &&
+                         m->frame->published == (double)m->published_ms / 1000.0;
+    mp_frame_unref(want);
+}
+
+static void on_live_reset(mp_store *st, const char *channel, const char *epoch, uint64_t first_seq,
+                          uint64_t last_seq, int reason, void *ud)
+{
+    (void)st; (void)channel; (void)ud;
+    int i = live_slot('r');
+    live.seq[i] = last_seq;
+    live.first[i] = first_seq;
+    live.reason[i] = reason;
+    snprintf(live.epoch[i], sizeof live.epoch[i], "%s", epoch);
+}
+
+static void on_published(mp_store *st, int status, uint64_t seq, const char *epoch, void *ud)
+{
+    (void)st; (void)ud;
+    called++;
+    int i = live_slot('c');
+    live.status[i] = status;
+    live.seq[i] = seq;
+    snprintf(live.epoch[i], sizeof live.epoch[i], "%s", epoch ? epoch : "");
+}
+
+static const mp_store_live_handler live_handler = { on_live_message, on_live_reset, NULL };
+
+static int publish_msg(mp_store *st, const char *ch, const char *data, int store)
+{
+    mp_store_msg m = { .id = "m-1", .data = data, .data_len = strlen(data), .store = store, .kinds = "pos,web" };
+    int before = called;
+    mp_store_publish(st, ch, &m, on_published, NULL);
+    CHECK(called > before);   /* more when a handler published too */
+    return live.status[live.n - 1];
+}
+
+static struct {
+    int status;
+    char epoch[MP_STORE_EPOCH_MAX];
+    uint64_t last;
+} watched;
+
+static void on_watch(mp_store *st, int status, const char *epoch, uint64_t last_seq, void *ud)
+{
+    (void)st; (void)ud;
+    called++;
+    watched.status = status;
+    snprintf(watched.epoch, sizeof watched.epoch, "%s", epoch ? epoch : "");
+    watched.last = last_seq;
+}
+
+static int watch(mp_store *st, const char *ch)
+{
+    int before = called;
+    mp_store_watch(st, ch, on_watch, NULL);
+    CHECK(called == before + 1);
+    return watched.status;
+}
+
+static void test_publish_retains_the_standard_envelope(void)
+{
+    mp_store *st = new_store(10, 0);
+    live_clear();
+    CHECK(publish_msg(st, "news", "{\"a\":1}", 1) == MP_STORE_OK && live.seq[0] == 1);
+    CHECK(publish_msg(st, "news", "[2]", 1) == MP_STORE_OK && live.seq[1] == 2);
+    CHECK(strcmp(live.epoch[0], live.epoch[1]) == 0 && live.epoch[0][0]);
+    CHECK(read_since(st, "news", NULL, 0, 10) == MP_STORE_OK && got.count == 2);
+    mp_frame *want = mp_envelope_frame("news", 2, "m-1", "[2]", 3, 0);
+    const char *text = "{\"type\":\"message\",\"channel\":\"news\",\"seq\":2,\"id\":\"m-1\",\"data\":[2]}";
+    size_t plen;
+    const uint8_t *payload = mp_ws_frame_payload(got.frames[1], &plen);
+    CHECK(plen == strlen(text) && memcmp(payload, text, plen) == 0);
+    CHECK(mp_frame_size(want) == mp_frame_size(got.frames[1]) &&
+          memcmp(mp_frame_bytes(want), mp_frame_bytes(got.frames[1]), mp_frame_size(want)) == 0);
+    CHECK(strcmp(got.ids[1], "m-1") == 0 && strcmp(got.epoch, live.epoch[0]) == 0);
+    mp_frame_unref(want);
+    CHECK(live.n == 2);   /* nobody watches: callbacks only */
+    mp_store_free(st);
+}
+
+static void test_on_message_comes_before_the_callback_in_order(void)
+{
+    mp_store *st = new_store(10, 0);
+    mp_store_set_live_handler(st, &live_handler);
+    live_clear();
+    CHECK(watch(st, "news") == MP_STORE_OK && strcmp(watched.epoch, "") == 0 && watched.last == 0);
+    for (int i = 0; i < 3; i++)
+        publish_msg(st, "news", "{\"n\":1}", 1);
+    CHECK(live.n == 6);
+    for (int i = 0; i < 3; i++) {
+        CHECK(live.kind[2 * i] == 'm' && live.seq[2 * i] == (uint64_t)i + 1);
+        CHECK(live.kind[2 * i + 1] == 'c' && live.seq[2 * i + 1] == (uint64_t)i + 1);
+        CHECK(live.payload_ok[2 * i] && strcmp(live.data[2 * i], "{\"n\":1}") == 0);
+        CHECK(strcmp(live.kinds[2 * i], "pos,web") == 0);
+        CHECK(strcmp(live.epoch[2 * i], live.epoch[2 * i + 1]) == 0);
+    }
+    /* Only the watched channel is live. */
+    publish_msg(st, "other", "1", 1);
+    CHECK(live.n == 7 && live.kind[6] == 'c');
+    mp_store_free(st);
+}
+
+static void test_store_false_is_still_live(void)
+{
+    mp_store *st = new_store(10, 0);
+    mp_store_set_live_handler(st, &live_handler);
+    live_clear();
+    watch(st, "news");
+    publish_msg(st, "news", "1", 1);
+    publish_msg(st, "news", "2", 0);
+    publish_msg(st, "news", "3", 1);
+    CHECK(live.n == 6 && live.kind[2] == 'm' && live.seq[2] == 2 && strcmp(live.data[2], "2") == 0);
+    CHECK(read_since(st, "news", NULL, 0, 10) == MP_STORE_OK && got.count == 2 && got.seqs[0] == 1 &&
+          got.seqs[1] == 3 && got.last == 3 && got.first == 1);
+    mp_store_free(st);
+}
+
+static void test_refused_publish_delivers_nothing(void)
+{
+    mp_store_config cfg = config();
+    cfg.max_channels = 1;
+    cfg.max_bytes = 200;
+    mp_store *st = mp_store_mem_new(&cfg);
+    mp_store_set_live_handler(st, &live_handler);
+    live_clear();
+    watch(st, "a");
+    watch(st, "b");
+    CHECK(publish_msg(st, "a", "1", 1) == MP_STORE_OK);
+    /* "a" retains a message: no room for "b"'s state. */
+    CHECK(publish_msg(st, "b", "1", 1) == MP_STORE_ECHANNELS && live.seq[live.n - 1] == 0);
+    /* Past max_bytes: refused, and the seq is not taken. */
+    char big[200];
+    memset(big, '7', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    CHECK(publish_msg(st, "a", big, 1) == MP_STORE_EFULL);
+    CHECK(live.n == 4 && live.kind[0] == 'm' && live.kind[1] == 'c' && live.kind[2] == 'c' && live.kind[3] == 'c');
+    CHECK(publish_msg(st, "a", "2", 1) == MP_STORE_OK && live.seq[live.n - 1] == 2 && live.kind[4] == 'm');
+    mp_store_free(st);
+}
+
+static void test_publish_checks_its_input(void)
+{
+    mp_store *st = new_store(10, 0);
+    live_clear();
+    mp_store_msg ok = { .id = "x", .data = "1", .data_len = 1, .store = 1 };
+    mp_store_msg m = ok;
+    mp_store_publish(st, "has space", &m, on_published, NULL);
+    CHECK(live.status[live.n - 1] == MP_STORE_EINVAL);
+    mp_store_publish(st, "", &m, on_published, NULL);
+    CHECK(live.status[live.n - 1] == MP_STORE_EINVAL);
+    m.id = "a\"b";
+    mp_store_publish(st, "c", &m, on_published, NULL);
+    CHECK(live.status[live.n - 1] == MP_STORE_EINVAL);
+    m = ok;
+    m.id = "0123456789012345678901234567890123";
+    mp_store_publish(st, "c", &m, on_published, NULL);
+    CHECK(live.status[live.n - 1] == MP_STORE_EINVAL);
+    m = ok;
+    m.data_len = 0;
+    mp_store_publish(st, "c", &m, on_published, NULL);
+    CHECK(live.status[live.n - 1] == MP_STORE_EINVAL);
+    m = ok;
+    m.kinds = "pos, web";
+    mp_store_publish(st, "c", &m, on_published, NULL);
+    CHECK(live.status[live.n - 1] == MP_STORE_EINVAL);
+    mp_store_publish(st, "c", NULL, on_published, NULL);
+    CHECK(live.status[live.n - 1] == MP_STORE_EINVAL);
+    CHECK(stats(st).channels == 0);
+    mp_store_publish(st, "c", &ok, NULL, NULL);   /* NULL callback */
+    CHECK(stats(st).messages == 1);
+    mp_store_free(st);
+}
+
+/* A handler that publishes again on the channel it was called for. */
+static int nested_left;
+
+static void on_message_publishing(mp_store *st, const mp_store_live *m, void *ud)
+{
+    on_live_message(st, m, ud);
+    if (nested_left-- > 0)
+        publish_msg(st, m->channel, "\"again\"", 1);
+    int i = live_slot('e');   /* end of this on_message */
+    live.seq[i] = m->seq;
+}
+
+static void test_publish_from_a_handler_keeps_order(void)
+{
+    mp_store *st = new_store(10, 0);
+    mp_store_live_handler h = { on_message_publishing, on_live_reset, NULL };
+    mp_store_set_live_handler(st, &h);
+    live_clear();
+    nested_left = 2;
+    watch(st, "news");
+    publish_msg(st, "news", "1", 1);
+    /* m1, (nested publish: its callback), e1, m2, (callback of 3), e2, m3, e3, c1 */
+    const char *want = "mcemcemec";
+    CHECK(live.n == (int)strlen(want));
+    uint64_t last = 0;
+    for (int i = 0; i < live.n; i++) {
+        CHECK(live.kind[i] == want[i]);
+        if (live.kind[i] == 'm') {
+            CHECK(live.seq[i] == last + 1);
+            last = live.seq[i];
+        }
+    }
+    mp_store_free(st);
+}
+
+static void test_watch_position_and_unwatch(void)
+{
+    mp_store *st = new_store(10, 0);
+    mp_store_set_live_handler(st, &live_handler);
+    live_clear();
+    publish_msg(st, "news", "1", 1);
+    char epoch[MP_STORE_EPOCH_MAX];
+    strcpy(epoch, live.epoch[0]);
+    CHECK(watch(st, "news") == MP_STORE_OK && strcmp(watched.epoch, epoch) == 0 && watched.last == 1);
+    publish_msg(st, "news", "2", 1);
+    CHECK(watch(st, "news") == MP_STORE_OK && watched.last == 2);   /* idempotent */
+    CHECK(watch(st, "bad name") == MP_STORE_EINVAL);
+    mp_store_unwatch(st, "news");
+    mp_store_unwatch(st, "news");
+    mp_store_unwatch(st, "never");
+    int n = live.n;
+    publish_msg(st, "news", "3", 1);
+    CHECK(live.n == n + 1 && live.kind[n] == 'c');
+    /* A watch of a channel with no state yet adopts its first epoch quietly. */
+    watch(st, "fresh");
+    publish_msg(st, "fresh", "1", 1);
+    CHECK(live.kind[n + 1] == 'm' && live.seq[n + 1] == 1 && live.kind[n + 2] == 'c');
+    mp_store_free(st);
+}
+
+static void test_flush_resets_watchers(void)
+{
+    mp_store *st = new_store(10, 0);
+    mp_store_set_live_handler(st, &live_handler);
+    live_clear();
+    watch(st, "news");
+    watch(st, "quiet");
+    publish_msg(st, "news", "1", 1);
+    publish_msg(st, "news", "2", 1);
+    char old[MP_STORE_EPOCH_MAX];
+    strcpy(old, live.epoch[0]);
+    live_clear();
+    int before = called;
+    mp_store_flush(st, NULL, on_done, NULL);
+    CHECK(called == before + 1 && done_status == MP_STORE_OK);
+    /* "quiet" has no state: nothing to reset. */
+    CHECK(live.n == 1 && live.kind[0] == 'r' && live.reason[0] == MP_STORE_SINCE_EPOCH);
+    CHECK(live.first[0] == 3 && live.seq[0] == 2 && strcmp(live.epoch[0], old) != 0);
+    char fresh[MP_STORE_EPOCH_MAX];
+    strcpy(fresh, live.epoch[0]);
+    publish_msg(st, "news", "3", 1);
+    CHECK(live.n == 3 && live.kind[1] == 'm' && live.seq[1] == 3 && strcmp(live.epoch[1], fresh) == 0);
+    mp_store_flush(st, "news", NULL, NULL);
+    CHECK(live.n == 4 && live.kind[3] == 'r' && live.first[3] == 4 && live.seq[3] == 3);
+    mp_store_free(st);
+}
+
+static void test_recreated_channel_resets_watchers(void)
+{
+    mp_store_config cfg = config();
+    cfg.default_policy.max_messages = 0;     /* nothing retained: the state goes when idle */
+    cfg.channel_idle_ms = 1000;
+    mp_store *st = mp_store_mem_new(&cfg);
+    mp_store_set_live_handler(st, &live_handler);
+    live_clear();
+    watch(st, "news");
+    publish_msg(st, "news", "1", 1);
+    publish_msg(st, "news", "2", 1);
+    fake_now += 2000;
+    mp_store_sweep(st);
+    CHECK(stats(st).channels == 0);
+    live_clear();
+    publish_msg(st, "news", "3", 1);
+    CHECK(live.n == 3 && live.kind[0] == 'r' && live.first[0] == 1 && live.seq[0] == 0);
+    CHECK(live.kind[1] == 'm' && live.seq[1] == 1 && strcmp(live.epoch[0], live.epoch[1]) == 0);
+    mp_store_free(st);
+}
+
+static void on_message_unwatching(mp_store *st, const mp_store_live *m, void *ud)
+{
+    on_live_message(st, m, ud);
+    mp_store_unwatch(st, m->channel);
+    publish_msg(st, m->channel, "\"after\"", 1);
+}
+
+static void test_unwatch_from_a_handler(void)
+{
+    mp_store *st = new_store(10, 0);
+    mp_store_live_handler h = { on_message_unwatching, on_live_reset, NULL };
+    mp_store_set_live_handler(st, &h);
+    live_clear();
+    watch(st, "news");
+    publish_msg(st, "news", "1", 1);
+    CHECK(live.n == 3 && live.kind[0] == 'm' && live.kind[1] == 'c' && live.kind[2] == 'c');
+    CHECK(stats(st).messages == 2);
+    mp_store_free(st);
+}
+
 int main(void)
 {
     RUN(test_next_seq_counts_per_channel);
@@ -1206,5 +1546,15 @@ int main(void)
     RUN(test_cursor_keys_do_not_collide);
     RUN(test_stats);
     RUN(test_null_callbacks_and_strerror);
+    RUN(test_publish_retains_the_standard_envelope);
+    RUN(test_on_message_comes_before_the_callback_in_order);
+    RUN(test_store_false_is_still_live);
+    RUN(test_refused_publish_delivers_nothing);
+    RUN(test_publish_checks_its_input);
+    RUN(test_publish_from_a_handler_keeps_order);
+    RUN(test_watch_position_and_unwatch);
+    RUN(test_flush_resets_watchers);
+    RUN(test_recreated_channel_resets_watchers);
+    RUN(test_unwatch_from_a_handler);
     return check_report("test_store");
 }
