@@ -99,7 +99,7 @@ export class MoonpushClient {
     this._ws = null;
     this._gen = 0;                     // connection generation: stale callbacks compare it
     this._welcome = null;
-    this._user = o.user ?? null;       // learnt from the welcome; resumes user:<id>
+    this._user = o.user ?? null;       // from the welcome (or options): resumes user:<id> in the URL
     this._acks = false;
     this._attempt = 0;                 // consecutive attempts without a stable connection
     this._failures = 0;                // consecutive attempts that never got a welcome
@@ -108,7 +108,7 @@ export class MoonpushClient {
     this._timers = { retry: null, open: null, refresh: null, ack: null };
     this._ackQueue = new Map();        // channel -> highest seq ready to ack (this connection)
     this._ackChains = new Map();       // channel -> { chain: Promise, pending: number }
-    this._subscribing = new Map();     // channel -> true while a subscribe frame is unanswered
+    this._subscribing = new Set();     // channels whose subscribe frame is unanswered
     this._personalResumed = false;     // this connection's URL carried since.user:<id>
     this._refreshing = false;
     this._onOnline = () => { if (this._timers.retry !== null) this._retryNow(); };
@@ -158,15 +158,21 @@ export class MoonpushClient {
 
   /** Closes for good (until connect() again): no reconnect. */
   close(code = 1000, reason = "bye") {
-    const was = this._state;
-    this._running = false;
-    if (globalThis.removeEventListener) globalThis.removeEventListener("online", this._onOnline);
-    this._clearTimers();
+    const wasRunning = this._running;
+    this._stop();
     const ws = this._detach();
     if (ws) {
       try { ws.close(code, reason); } catch (_) { /* already closing */ }
     }
-    if (was !== "closed" || ws) this._setState("closed", { code, reason, willReconnect: false });
+    if (wasRunning || ws) this._setState("closed", { code, reason, willReconnect: false });
+  }
+
+  // No more reconnecting: until connect() again.
+  _stop() {
+    this._running = false;
+    this._afterMs = null;
+    if (globalThis.removeEventListener) globalThis.removeEventListener("online", this._onOnline);
+    this._clearTimers();
   }
 
   subscribe(channel) {
@@ -291,8 +297,7 @@ export class MoonpushClient {
   _failed({ code, reason }) {
     this._failures++;
     if (this._failures >= this._opts.maxAttempts) {
-      this._running = false;
-      this._clearTimers();
+      this._stop();
       this._setState("closed", { code, reason, willReconnect: false, gaveUp: true });
       return;
     }
@@ -306,15 +311,16 @@ export class MoonpushClient {
     this._clearTimers();
     if (!this._running) return;
     if (this._stopCodes.has(code)) {
-      this._running = false;
-      this._afterMs = null;
+      this._stop();
       this._setState("closed", { code, reason, willReconnect: false });
       return;
     }
-    if (welcomed && lived >= this._opts.stableMs) this._attempt = 0;
-    if (welcomed) this._failures = 0;
-    if (welcomed) this._scheduleRetry(code, reason);
-    else this._failed({ code, reason });
+    if (!welcomed) {
+      this._failed({ code, reason });
+      return;
+    }
+    if (lived >= this._opts.stableMs) this._attempt = 0;
+    this._scheduleRetry(code, reason);
   }
 
   _scheduleRetry(code, reason) {
@@ -436,7 +442,7 @@ export class MoonpushClient {
       frame.since = r.since;
       if (r.epoch) frame.epoch = r.epoch;
     }
-    this._subscribing.set(ch, true);
+    this._subscribing.add(ch);
     this._send(frame);
   }
 
