@@ -87,7 +87,8 @@ function connect() {
     localStorage.setItem(key, JSON.stringify(client.positions()));
   });
   client.on("reset", (r) => {
-    line("reset (" + r.reason + "): history now holds " + r.first_seq + ".." + r.last_seq, r.channel, "event");
+    const held = r.last_seq >= r.first_seq ? "the server holds " + r.first_seq + ".." + r.last_seq : "the server holds nothing";
+    line("reset (" + r.reason + "): could not resume, " + held, r.channel, "event");
   });
   client.on("error", (e) => line(e.code + ": " + e.message, e.channel || "error", "event"));
   client.connect();
