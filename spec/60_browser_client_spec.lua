@@ -37,10 +37,19 @@ local function base_routes()
     websocket_route("/ws/acked", { acks = { timeout_ms = 300, factor = 1, max_tries = 50, jitter = 0 } }),
     -- a device that does not ack within 2 sends is closed with 4004
     websocket_route("/ws/strict", { acks = { timeout_ms = 250, factor = 1, max_tries = 2, jitter = 0 } }),
+    -- on_message answers (spec/fixtures/plugins/events.lua): echo, deny, boom
+    websocket_route("/ws/events", { plugins = { routes.device_auth(TOKENS), "events" } }),
     { path = "/publish", type = "publish", plugins = { routes.publisher_auth() } },
     { path = "/history", type = "history", plugins = { routes.publisher_auth() } },
     { path = "/health", type = "health" },
   }
+end
+
+-- The servers' config: base_routes() and the fixture plugins, with `extra` merged in.
+local function config(extra)
+  local cfg = { routes = base_routes(), plugin_path = { server.ROOT .. "/spec/fixtures/plugins", server.ROOT .. "/plugins" } }
+  for k, v in pairs(extra or {}) do cfg[k] = v end
+  return cfg
 end
 
 local function history_of(srv, ch)
@@ -90,12 +99,11 @@ describe("JS client in Chromium", function()
 
   lazy_setup(function()
     br = browser.start()
-    srv = server.start({
+    srv = server.start(config({
       -- a burst of big frames overflows a connection's queue (4001): the cut
       limits = { max_outbound_bytes = 65536, socket_send_buffer = 4096 },
       history = { max_messages = 10000, channels = { { pattern = "short:*", max_messages = 5 } } },
-      routes = base_routes(),
-    })
+    }))
   end)
 
   lazy_teardown(function()
@@ -337,6 +345,61 @@ describe("JS client in Chromium", function()
     assert.equals(1, r.connects)
   end)
 
+  it("hands frames of the application's own type to on_message plugins and their answers to frame listeners", function()
+    page:js(connect_js(srv, "e", "/ws/events", { token = "bob", device = client.unique("ev-"), minDelayMs = 20, maxDelayMs = 100 })
+      .. wait_open_js("e"))
+    local r = page:js([[
+      const c = harness.client("e");
+      c.send({ type: "echo", n: 1 });
+      await harness.waitFor(() => harness.rec("e").frames.length === 1, 5000, "echo");
+      c.send({ type: "deny", what: "that" });
+      await harness.waitFor(() => harness.rec("e").errors.length === 1, 5000, "denial");
+      return { frame: harness.rec("e").frames[0], error: harness.rec("e").errors[0] };]])
+    assert.same({ "echo", 1 }, { r.frame.type, r.frame.got.n })
+    assert.same({ code = "not_allowed_here", message = "no that" }, r.error)
+  end)
+
+  it("reconnects after 1011: a plugin failed on the connection's frame (a server problem, not the client's)", function()
+    page:js(connect_js(srv, "e", "/ws/events", { token = "bob", device = client.unique("ev-"), minDelayMs = 20, maxDelayMs = 100 })
+      .. wait_open_js("e"))
+    local r = page:js([[
+      harness.client("e").send({ type: "boom" });
+      await harness.waitFor(() => harness.rec("e").connects.length === 2 && harness.client("e").state === "open", 5000, "back");
+      return harness.rec("e").states.filter((s) => s.state === "closed");]])
+    assert.same({ 1011, true }, { r[1].code, r[1].willReconnect })
+  end)
+
+  it("refuses bad arguments with a TypeError, and send() before open with false", function()
+    local r = page:js([[
+      const C = harness.MoonpushClient;
+      const out = [];
+      const t = (f) => { try { f(); out.push("no error"); } catch (e) { out.push(e.name); } };
+      t(() => new C("http://127.0.0.1/ws", {}));
+      t(() => new C("ws://127.0.0.1/ws", { getToken: "not a function" }));
+      t(() => new C("ws://127.0.0.1/ws", { token: 5 }));
+      t(() => new C("ws://127.0.0.1/ws", { WebSocket: 5 }));
+      const c = new C("ws://127.0.0.1/ws", { token: "bob" });
+      t(() => c.on("mesage", () => {}));
+      t(() => c.on("message", "not a function"));
+      t(() => c.subscribe(""));
+      return { out, send: c.send({ type: "x" }), state: c.state };]])
+    assert.same({ "TypeError", "TypeError", "TypeError", "TypeError", "TypeError", "TypeError", "TypeError" }, r.out)
+    assert.is_false(r.send)
+    assert.equals("idle", r.state)
+  end)
+
+  it("gives up after maxAttempts attempts that never got a welcome", function()
+    local url = "ws://127.0.0.1:" .. server.free_port() .. "/ws"   -- nothing listens there
+    local r = page:js(string.format([[
+      harness.create("n", %s, { token: "bob", maxAttempts: 3, minDelayMs: 20, maxDelayMs: 50 });
+      harness.client("n").connect();
+      await harness.waitFor(() => harness.rec("n").states.some((s) => s.gaveUp), 5000, "gave up");
+      await harness.sleep(300);
+      return { connects: harness.rec("n").connects.length, last: harness.rec("n").states.at(-1) };]], J(url)))
+    assert.equals(3, r.connects)
+    assert.same({ "closed", false, true }, { r.last.state, r.last.willReconnect, r.last.gaveUp })
+  end)
+
   it("calls getToken() again for every connection: an unknown token (401, seen as 1006) is retried with a fresh one", function()
     local r = page:js(connect_js(srv, "g", "/ws", { tokens = { "no-such-token", "bob" }, device = client.unique("g-"),
                                                     minDelayMs = 20, maxDelayMs = 100 })
@@ -364,7 +427,7 @@ describe("JS client across a server restart", function()
   end)
 
   it("honours the reconnect frame's after_ms, then resumes with an epoch reset and gets the new epoch's messages", function()
-    srv = server.start({ routes = base_routes() })
+    srv = server.start(config())
     local port = srv.port
     local ch = "restart"
     page = br:open("/harness.html")
@@ -374,7 +437,7 @@ describe("JS client across a server restart", function()
     page:js([[await harness.waitFor(() => harness.seqs("r", "restart").length === 3, 5000, "3 messages");]])
     local old_epoch = history_of(srv, ch).epoch
     session.stop(srv)                       -- drain: reconnect frame, close 1001
-    srv = server.start({ routes = base_routes() }, { port = port })
+    srv = server.start(config(), { port = port })
     publish_n(srv, ch, 1, 2)
     local new_epoch = history_of(srv, ch).epoch
     assert.are_not.equal(old_epoch, new_epoch)
@@ -403,7 +466,7 @@ describe("the demo page (examples/web)", function()
 
   lazy_setup(function()
     br = browser.start()
-    srv = server.start({ routes = base_routes() })
+    srv = server.start(config())
   end)
 
   lazy_teardown(function()

@@ -177,7 +177,7 @@ export class MoonpushClient {
 
   subscribe(channel) {
     if (typeof channel !== "string" || channel === "") throw new TypeError("MoonpushClient: channel must be a non-empty string");
-    if (this._user !== null && channel === personalChannel(this._user)) return;
+    if (this._wanted.has(channel) || (this._user !== null && channel === personalChannel(this._user))) return;
     this._wanted.add(channel);
     if (this._state === "open") this._sendSubscribe(channel);
   }
@@ -446,9 +446,15 @@ export class MoonpushClient {
     this._send(frame);
   }
 
+  // Frames about a channel the application left meanwhile are ignored.
+  _keeps(ch) {
+    return this._wanted.has(ch) || ch === personalChannel(this._user);
+  }
+
   _onSubscribed(f) {
     const ch = f.channel;
     this._subscribing.delete(ch);
+    if (!this._keeps(ch)) return;
     const p = this._pos.get(ch);
     if (!p || p.seq === null) {
       // Without since. On a plain route every message up to f.seq was queued
@@ -465,6 +471,7 @@ export class MoonpushClient {
 
   _onReset(f) {
     const ch = f.channel;
+    if (!this._keeps(ch)) return;
     // What follows is the retained history from first_seq (nothing for "ahead").
     const seq = f.reason === "ahead" ? f.last_seq : Math.max(0, Math.min(f.first_seq - 1, f.last_seq));
     this._pos.set(ch, position(f.epoch, seq, seq));
@@ -473,7 +480,7 @@ export class MoonpushClient {
 
   _onMessage(f) {
     const ch = f.channel;
-    if (ch !== personalChannel(this._user) && !this._wanted.has(ch)) return;  // in flight after unsubscribe
+    if (!this._keeps(ch)) return;
     const gen = this._gen;
     let p = this._pos.get(ch);
     if (!p) {

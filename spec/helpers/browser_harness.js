@@ -30,6 +30,7 @@ const clients = new Map();
 
 const harness = {
   STOP_CODES,
+  MoonpushClient,
 
   // Creates (not connects) a client named `name`. opts are MoonpushClient
   // options (JSON); besides:
