@@ -17,14 +17,15 @@
 --   /clients/js/*     the client, where the demo page imports it from
 --
 -- Chromium runs in a process group of its own (setsid), with a fresh
--- --user-data-dir, and is killed by that group's id (TERM, then KILL) in
--- stop(). Every wait is bounded.
+-- --user-data-dir, and is killed by that group's id in stop(), or by its
+-- watchdog shell if this process dies first. Every wait is bounded.
 
 local cqueues = require "cqueues"
 local websocket = require "http.websocket"
 local http_server = require "http.server"
 local http_headers = require "http.headers"
 local cjson = require "cjson"
+local ffi = require "ffi"
 local util = require "helpers.util"
 local server = require "helpers.server"
 
@@ -44,6 +45,9 @@ M.FLAGS = {
 }
 
 local now = cqueues.monotime
+
+pcall(ffi.cdef, "int getpid(void);")
+local function getpid() return ffi.C.getpid() end
 
 -- os.execute's success across Lua versions (LuaJIT answers 0, 5.2+ true).
 local function sh(cmd)
@@ -204,14 +208,21 @@ function M.start()
   for _, f in ipairs(M.FLAGS) do args[#args + 1] = util.shq(f) end
   args[#args + 1] = util.shq("--user-data-dir=" .. self.dir .. "/profile")
   args[#args + 1] = "about:blank"
-  -- The script writes its pid and execs setsid (which, not being a group
-  -- leader, does not fork) and then Chromium: one pid, leader of its own
-  -- process group, which stop() kills as a whole.
+  -- setsid, run in the background by a shell without job control, is not a
+  -- group leader and so does not fork: Chromium keeps its pid and leads a
+  -- process group of its own. The shell stays as a watchdog that kills that
+  -- group when stop() removes the `alive` file or when this spec process
+  -- dies without a teardown (a killed busted), and reaps it.
+  local alive = self.dir .. "/alive"
+  util.write_file(alive, "")
   util.write_file(self.dir .. "/run.sh", table.concat({
     "#!/bin/sh",
-    "echo $$ >" .. util.shq(self.dir .. "/pid"),
-    "exec setsid " .. util.shq(M.CHROMIUM) .. " " .. table.concat(args, " ")
-      .. " >" .. util.shq(self.dir .. "/chromium.log") .. " 2>&1 </dev/null",
+    "setsid " .. util.shq(M.CHROMIUM) .. " " .. table.concat(args, " ")
+      .. " >" .. util.shq(self.dir .. "/chromium.log") .. " 2>&1 </dev/null &",
+    "echo $! >" .. util.shq(self.dir .. "/pid"),
+    string.format("while kill -0 %d 2>/dev/null && [ -e %s ]; do sleep 0.2; done", getpid(), util.shq(alive)),
+    "kill -KILL -$! 2>/dev/null",
+    "wait",
     "",
   }, "\n"))
   assert(sh("sh " .. util.shq(self.dir .. "/run.sh") .. " >/dev/null 2>&1 </dev/null &"))
@@ -257,6 +268,7 @@ function Browser:stop()
     pcall(self.call, self, "Browser.close", nil, nil, 3)
   end
   if self.ws then pcall(self.ws.close, self.ws, 1000, "done", 1) end
+  if self.dir then os.remove(self.dir .. "/alive") end     -- the watchdog kills the group
   if self.pid then
     local function gone()
       return not sh("kill -0 -" .. self.pid .. " 2>/dev/null")
