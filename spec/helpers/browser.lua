@@ -38,6 +38,9 @@ M.FLAGS = {
   "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
   "--disable-background-networking", "--disable-component-update", "--disable-sync",
   "--disable-extensions", "--disable-default-apps", "--mute-audio",
+  -- CI containers have a small /dev/shm (Debian's launcher means to add
+  -- this when /dev/shm is small, but its test breaks on some mounts)
+  "--disable-dev-shm-usage",
   -- background tabs must not be throttled: specs run several clients at once
   "--disable-background-timer-throttling", "--disable-renderer-backgrounding",
   "--disable-backgrounding-occluded-windows",
