@@ -15,6 +15,8 @@ PKGS    := libev-dev libwslay-dev libluajit-5.1-dev luajit libhiredis-dev \
            libhttp-parser-dev libjansson-dev libssl-dev nettle-dev uthash-dev \
            lua-busted lua-http lua-cjson redis-server pkg-config libedit-dev \
            python3-prometheus-client
+# Only the browser specs need these: `make test` installs them, `make run` not.
+TEST_PKGS := chromium
 CFLAGS  ?= -O2 -g
 MP_CFLAGS := $(CFLAGS) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Isrc \
            $(shell pkg-config --cflags luajit 2>/dev/null)
@@ -31,7 +33,7 @@ CTESTS  := $(patsubst tests/%.c,build/tests/%,$(wildcard tests/test_*.c))
 FUZZ_HARNESSES := http ws publish frames config
 CTESTS  += $(FUZZ_HARNESSES:%=build/tests/fuzz_%)
 
-.PHONY: all deps run test bench quick asan clean
+.PHONY: all deps test-deps run test bench quick asan clean
 
 all: deps moonpush build/moonpush/host.so
 
@@ -81,7 +83,10 @@ build:
 run: all
 	./moonpush -c examples/moonpush.lua
 
-test: all $(CTESTS)
+test-deps:
+	@$(MAKE) --no-print-directory deps PKGS="$(TEST_PKGS)"
+
+test: all test-deps $(CTESTS)
 	@sh tests/run_all.sh $(CTESTS)
 
 # Rebuilds everything with sanitizers and runs every test on that build;

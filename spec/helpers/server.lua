@@ -298,7 +298,8 @@ end
 local function mkdtemp() return util.mkdtemp("moonpush-spec") end
 
 -- Start a server with the default config deep-merged with `overrides`.
--- opts.config_fn(cfg) may edit the merged table before it is written.
+-- opts.config_fn(cfg) may edit the merged table before it is written;
+-- opts.port listens on that port (a restart where clients expect it).
 function M.start(overrides, opts)
   opts = opts or {}
   local f = io.open(M.BIN, "rb")
@@ -313,7 +314,7 @@ function M.start(overrides, opts)
   local srv = setmetatable({}, Server)
   local last_err
   for _ = 1, 3 do -- retry on a port race
-    srv.port = M.free_port()
+    srv.port = opts.port or M.free_port()
     cfg.listen = "127.0.0.1:" .. srv.port
     srv.config = cfg
     srv.dir = mkdtemp()
