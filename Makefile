@@ -18,9 +18,9 @@ PKGS    := libev-dev libwslay-dev libluajit-5.1-dev luajit libhiredis-dev \
 # Only the browser specs need these: `make test` installs them, `make run` not.
 TEST_PKGS := chromium
 CFLAGS  ?= -O2 -g
-MP_CFLAGS := $(CFLAGS) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Isrc \
+MP_CFLAGS = $(CFLAGS) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Isrc \
            $(shell pkg-config --cflags luajit 2>/dev/null)
-LDLIBS  := -lev -lwslay -lhttp_parser -ljansson -lnettle -lcrypto -ledit -lhiredis -lm \
+LDLIBS  = -lev -lwslay -lhttp_parser -ljansson -lnettle -lcrypto -ledit -lhiredis -lm \
            $(shell pkg-config --libs luajit 2>/dev/null)
 
 SRC     := $(wildcard src/*.c)
@@ -53,7 +53,7 @@ moonpush: $(OBJ)
 
 # The plugin helpers as a Lua module, so plugin unit specs run without a
 # server. Never sanitized: it is loaded by a plain luajit (busted).
-SO_CFLAGS := $(filter-out -fsanitize=%,$(MP_CFLAGS))
+SO_CFLAGS = $(filter-out -fsanitize=%,$(MP_CFLAGS))
 build/moonpush/host.so: src/lua_api.c src/limiter.c src/log.c $(wildcard src/*.h) | build
 	@mkdir -p build/moonpush
 	$(CC) $(SO_CFLAGS) -fPIC -shared -o $@ src/lua_api.c src/limiter.c src/log.c -lcrypto
@@ -140,6 +140,10 @@ $(ASAN_DIR)/%.o: src/%.c $(wildcard src/*.h)
 	@mkdir -p $(@D)
 	$(CC) $(ASAN_CFLAGS) -c -o $@ $<
 
+$(ASAN_DIR)/redis_scripts.o: build/redis_scripts.c
+	@mkdir -p $(@D)
+	$(CC) $(ASAN_CFLAGS) -c -o $@ $<
+
 $(ASAN_DIR)/moonpush: $(ASAN_CORE_OBJ) $(ASAN_DIR)/main.o
 	$(CC) $(ASAN_CFLAGS) -o $@ $^ $(LDLIBS)
 
@@ -169,6 +173,10 @@ fuzz-deps:
 	@$(MAKE) --no-print-directory deps PKGS="$(FUZZ_PKGS)"
 
 $(FUZZ_DIR)/%.o: src/%.c $(wildcard src/*.h)
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
+
+$(FUZZ_DIR)/redis_scripts.o: build/redis_scripts.c
 	@mkdir -p $(@D)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
 
