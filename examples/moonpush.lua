@@ -29,8 +29,14 @@ return {
     ping_ms = 25000,     -- ping a WebSocket silent this long
   },
 
-  -- Where plugin names are looked up (relative to this file).
-  plugin_dir = "../plugins",
+  -- Plugin names are looked up in plugins/ next to this file (your own),
+  -- then among the bundled plugins (the source tree's plugins/, or
+  -- PREFIX/share/moonpush/plugins once installed by `make install`).
+  plugin_dir = "plugins",
+
+  -- The admin socket: under systemd (RuntimeDirectory=moonpush, see
+  -- dist/moonpush.service) in /run/moonpush, else next to this file.
+  admin = { socket = os.getenv("RUNTIME_DIRECTORY") and os.getenv("RUNTIME_DIRECTORY") .. "/moonpush-admin.sock" },
 
   routes = {
     {

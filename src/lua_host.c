@@ -597,18 +597,32 @@ static void read_limits(int idx, mp_config *cfg)
     cfg->shutdown_grace = num_field(idx, "timeouts", "shutdown_ms") / 1000.0;
 }
 
+/* The Lua runtime's directory, relative to the binary so that both layouts
+ * work wherever they are put: the source tree (./moonpush next to lua/) and
+ * an install (PREFIX/bin/moonpush, PREFIX/share/moonpush/lua, see the
+ * Makefile's install target). MOONPUSH_LUA_DIR overrides both. */
+static void find_lua_dir(char *dir, size_t len)
+{
+    const char *env = getenv("MOONPUSH_LUA_DIR");
+    if (env) {
+        snprintf(dir, len, "%s", env);
+        return;
+    }
+    char exe[PATH_MAX], probe[PATH_MAX + 64];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    exe[n > 0 ? n : 0] = '\0';
+    const char *bin = n > 0 ? dirname(exe) : ".";
+    snprintf(probe, sizeof probe, "%s/lua/moonpush/core.lua", bin);
+    if (access(probe, R_OK) == 0)
+        snprintf(dir, len, "%s/lua", bin);
+    else
+        snprintf(dir, len, "%s/../share/moonpush/lua", bin);
+}
+
 static void set_lua_path(void)
 {
     char dir[PATH_MAX];
-    const char *env = getenv("MOONPUSH_LUA_DIR");
-    if (env) {
-        snprintf(dir, sizeof dir, "%s", env);
-    } else {
-        char exe[PATH_MAX];
-        ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-        exe[n > 0 ? n : 0] = '\0';
-        snprintf(dir, sizeof dir, "%s/lua", n > 0 ? dirname(exe) : ".");
-    }
+    find_lua_dir(dir, sizeof dir);
     lua_getglobal(L, "package");
     lua_getfield(L, -1, "path");
     lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;%s", dir, dir, lua_tostring(L, -1));

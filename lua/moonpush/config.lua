@@ -57,6 +57,11 @@ local function dirname(path)
   return match(path, "^(.*)/[^/]*$") or "."
 end
 
+-- The plugins shipped with moonpush sit next to the Lua runtime (the
+-- source tree's plugins/, an install's PREFIX/share/moonpush/plugins): every
+-- config finds them after its own plugin_path, wherever the config lives.
+local BUNDLED_PLUGINS = dirname(dirname(dirname(debug.getinfo(1, "S").source:gsub("^@", "")))) .. "/plugins"
+
 -- The C side keeps counts, budgets, sizes and timeouts in an int (or wider)
 -- and history sizes and ages in 64 bits: a number past these bounds would
 -- not convert (C leaves it undefined; on x86 max_connections = 1e10 became
@@ -261,6 +266,7 @@ function _M.load(path)
     if d:sub(1, 1) ~= "/" then d = dirname(path) .. "/" .. d end
     out.plugin_path[i] = d
   end
+  out.plugin_path[#out.plugin_path + 1] = BUNDLED_PLUGINS
 
   out.history, err = _M.check_history(cfg.history)
   if not out.history then return nil, err end
