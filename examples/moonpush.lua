@@ -56,6 +56,9 @@ return {
     {
       path = "/publish",
       type = "publish",
+      -- The demo page (examples/web, served on port 8000 as the README says)
+      -- publishes from the browser: let its origins call this route.
+      cors = { origins = { "http://127.0.0.1:8000", "http://localhost:8000" }, max_age = 600 },
       plugins = {
         { name = "auth_token", config = {
             publishers = {

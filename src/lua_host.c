@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cors.h"
 #include "delivery.h"
 #include "hub.h"
 #include "log.h"
@@ -452,11 +453,25 @@ static int bool_field(int idx, const char *key)
 
 static void free_routes(mp_config *cfg)
 {
-    for (int i = 0; i < cfg->nroutes; i++)
+    for (int i = 0; i < cfg->nroutes; i++) {
         free(cfg->routes[i].path);
+        mp_cors_free(cfg->routes[i].cors);
+    }
     free(cfg->routes);
     cfg->routes = NULL;
     cfg->nroutes = 0;
+}
+
+/* A route's cors policy (core.routes_for_c's cors_* fields), or NULL. */
+static mp_cors *read_cors(int t)
+{
+    lua_getfield(L, t, "cors_origins");
+    lua_getfield(L, t, "cors_headers");
+    mp_cors *c = lua_isstring(L, -2) ? mp_cors_new(lua_tostring(L, -2), lua_tostring(L, -1),
+                                                   (int)num_field(t, NULL, "cors_max_age"))
+                                     : NULL;
+    lua_pop(L, 2);
+    return c;
 }
 
 /* Replaces cfg's routes with core.routes_for_c(). */
@@ -500,6 +515,7 @@ static int read_routes(mp_config *cfg)
         r->ack_factor = num_field(t, NULL, "ack_factor");
         r->ack_jitter = num_field(t, NULL, "ack_jitter");
         r->ack_max_tries = (int)num_field(t, NULL, "ack_max_tries");
+        r->cors = read_cors(t);
         for (size_t h = 0; h < sizeof hooks / sizeof hooks[0]; h++)
             if (bool_field(t, hooks[h].name))
                 r->hooks |= hooks[h].flag;
