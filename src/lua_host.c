@@ -591,6 +591,9 @@ static void read_admin_and_log(int idx, mp_config *cfg)
     lua_getfield(L, -1, "access");
     cfg->log_access = lua_toboolean(L, -1);
     lua_pop(L, 2);
+    lua_getfield(L, idx, "pid_file");
+    snprintf(cfg->pid_file, sizeof cfg->pid_file, "%s", lua_isstring(L, -1) ? lua_tostring(L, -1) : "");
+    lua_pop(L, 1);
 }
 
 static void read_limits(int idx, mp_config *cfg)
