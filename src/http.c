@@ -19,6 +19,7 @@
 #include "metrics.h"
 #include "publish.h"
 #include "query.h"
+#include "sse.h"
 #include "ws.h"
 
 enum { PART_NONE, PART_URL, PART_FIELD, PART_VALUE };
@@ -493,6 +494,12 @@ static void dispatch(mp_http *h, const uint8_t *rest, size_t rest_len)
             mp_query_history(&req);
         else
             mp_query_presence(&req);
+        break;
+    case MP_ROUTE_SSE:
+        if (strcmp(req.method, "GET") != 0)
+            method_not_allowed(c, "GET");
+        else
+            mp_sse_open(&req);
         break;
     case MP_ROUTE_WEBSOCKET:
         if (strcmp(req.method, "GET") != 0)

@@ -12,6 +12,7 @@
 #include "net.h"
 #include "reload.h"
 #include "server.h"
+#include "sse.h"
 #include "store.h"
 #include "ws.h"
 
@@ -57,6 +58,7 @@ static void remap_routes(char **old_paths, int nold)
                 map[i] = k;
     }
     mp_ws_remap_routes(map);
+    mp_sse_remap_routes(map);
 }
 
 /* The whole config again, or nothing. Listeners and connections stay. */

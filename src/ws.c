@@ -18,6 +18,7 @@
 #include "lua_host.h"
 #include "metrics.h"
 #include "server.h"
+#include "sse.h"
 
 /* Input state, only while a client message is arriving (see ws.h): an idle
  * connection holds neither this nor a wslay context. */
@@ -126,13 +127,13 @@ int mp_ws_accept_key(const char *key, char out[29])
 
 const char *mp_ws_kind(const mp_conn *c)
 {
-    return c->ws ? c->ws->ident.kind : "";
+    return c->ws ? c->ws->ident.kind : mp_sse_kind(c);
 }
 
 int mp_ws_describe(const mp_conn *c, mp_ws_desc *d)
 {
     if (!c->ws)
-        return -1;
+        return mp_sse_describe(c, d);
     d->user = c->ws->ident.user;
     d->device = c->ws->ident.device;
     d->kind = c->ws->ident.kind;
@@ -143,7 +144,7 @@ int mp_ws_describe(const mp_conn *c, mp_ws_desc *d)
 
 const char *mp_ws_device(const mp_conn *c)
 {
-    return c->ws ? c->ws->ident.device : "";
+    return c->ws ? c->ws->ident.device : mp_sse_device(c);
 }
 
 int mp_ws_format_route(const mp_conn *c)
@@ -686,7 +687,7 @@ static void bad_handshake(mp_conn *c, const char *why)
 /* Checks the channels asked for at connect: names, permissions, count, room
  * in the hub. Returns 0, or answers the request and returns -1. Nothing is
  * created here: a refused handshake leaves no trace in the hub. */
-static int check_initial_channels(mp_conn *c, const mp_identity *id)
+int mp_ws_check_channels(mp_conn *c, const mp_identity *id)
 {
     char msg[200];
     if ((size_t)id->nsubscribe > mp.cfg.max_subscriptions) {
@@ -824,7 +825,7 @@ void mp_ws_handshake(mp_http_req *req, const uint8_t *rest, size_t rest_len)
         mp_http_error(c, 500, "plugin_error", "auth plugin returned an invalid user, device or kind");
         return;
     }
-    if (check_initial_channels(c, id) < 0) {
+    if (mp_ws_check_channels(c, id) < 0) {
         free(id);
         return;
     }

@@ -262,7 +262,7 @@ local function identity_for_c(route, req, id)
     device = tostring(id.device or req.query.device or "default"),
     kind = tostring(id.kind or "default"),
     allow = allow,
-    subscribe = route.type == "websocket" and split_channels(req.query.channels) or {},
+    subscribe = (route.type == "websocket" or route.type == "sse") and split_channels(req.query.channels) or {},
   }
 end
 
@@ -276,7 +276,7 @@ function _M.auth(route_index, raw)
   local route = _M.config.routes[route_index]
   local req = build_request(route, raw)
   local chain = route.chain
-  if chain.hooks.ratelimit and route.type == "websocket" then
+  if chain.hooks.ratelimit and (route.type == "websocket" or route.type == "sse") then
     local ok, d = ratelimit(route, { phase = "connect", route = route.path, remote_addr = req.remote_addr,
                                      ip = req.ip, token = req.token })
     if not ok then return nil, d end
