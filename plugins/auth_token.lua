@@ -49,7 +49,7 @@ function _M.auth(req, conf)
   -- Never fall back from one book to the other: a device token is no
   -- publisher credential, and the reverse.
   local book
-  if req.route_type == "websocket" then book = conf.tokens else book = conf.publishers end
+  if req.route_type == "websocket" or req.route_type == "sse" then book = conf.tokens else book = conf.publishers end
   local id = book and book[req.token]
   if not id then
     return nil, { status = 401, code = "unauthorized", message = "unknown token" }
