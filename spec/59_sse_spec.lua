@@ -20,6 +20,7 @@ end
 
 local function add_sse(cfg)
   table.insert(cfg.routes, sse_route())
+  table.insert(cfg.routes, { path = "/metrics", type = "metrics" })
 end
 
 -- GET path on a raw connection. Returns the connection and the response
@@ -287,6 +288,19 @@ describe("moonpush SSE", function()
     assert.equals(0, rc, out)
     assert.truthy(c:closed_within(3))
     local _ = ch
+  end)
+
+  it("counts streams apart from HTTP connections (metrics, admin stats)", function()
+    local c = open(stream_path("bob", { client.unique("count-") }))
+    expect_event(c, "welcome")
+    local out, rc = srv:admin("stats().sse_streams")
+    assert.equals(0, rc, out)
+    assert.truthy(tonumber(out:match("%d+")) >= 1, out)
+    local status, _, _, text = client.http(srv, "/metrics")
+    assert.equals(200, status)
+    -- the /metrics request itself is the one HTTP connection
+    assert.truthy(text:find("\nmoonpush_http_connections 1\n"), text:match("moonpush_http_connections[^\n]*"))
+    assert.truthy(text:find('moonpush_connections{route="/sse",kind="web"}', 1, true))
   end)
 
   it("works with curl", function()

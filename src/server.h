@@ -127,6 +127,7 @@ typedef struct mp_server {
     mp_stats stats;
     int nconns;              /* open client connections (HTTP + WebSocket) */
     int nws;                 /* of which WebSocket */
+    int nsse;                /* of which SSE streams */
     ev_tstamp started;
     char boot_id[9];         /* 8 hex chars, new each start: prefix of message ids */
     int stopping;

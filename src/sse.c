@@ -308,6 +308,7 @@ void mp_sse_session_free(mp_conn *c)
     }
     mp_debug("sse closed", "conn=%llu code=%u", (unsigned long long)c->id, c->close_code);
     c->sse = NULL;
+    mp.nsse--;
     free(s->ident);
     free(s);
 }
@@ -498,6 +499,7 @@ void mp_sse_open(mp_http_req *req)
     setsockopt(c->io.fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
     c->state = MP_CONN_SSE;
     c->sse = s;
+    mp.nsse++;
     s->conn = c;
     s->route_index = (int16_t)req->route_index;
     mp_metrics_route(req->route->path)->handshakes++;
