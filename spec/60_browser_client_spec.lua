@@ -22,10 +22,19 @@ TOKENS["erin"] = { user = "erin", kind = "web", channels = { "*" } }
 
 -- Every websocket route the browser's clients connect to is built here: the
 -- page is served from another origin (the static server's port) than the
--- server, so an Origin check on websocket routes is configured in this one
--- place.
+-- server, and the server refuses a handshake from a page of another origin
+-- unless the route lists it (403 origin_not_allowed), so the routes list
+-- the origin of the browser started last (start_browser()).
+local page_origin
+
+local function start_browser()
+  local br = start_browser()
+  page_origin = br.origin
+  return br
+end
+
 local function websocket_route(path, extra)
-  local r = { path = path, type = "websocket", plugins = { routes.device_auth(TOKENS) } }
+  local r = { path = path, type = "websocket", plugins = { routes.device_auth(TOKENS) }, origins = { page_origin } }
   for k, v in pairs(extra or {}) do r[k] = v end
   return r
 end
@@ -98,7 +107,7 @@ describe("JS client in Chromium", function()
   local br, srv, page
 
   lazy_setup(function()
-    br = browser.start()
+    br = start_browser()
     srv = server.start(config({
       -- a burst of big frames overflows a connection's queue (4001): the cut
       limits = { max_outbound_bytes = 65536, socket_send_buffer = 4096 },
@@ -417,7 +426,7 @@ describe("JS client across a server restart", function()
   local br, srv, page
 
   lazy_setup(function()
-    br = browser.start()
+    br = start_browser()
   end)
 
   lazy_teardown(function()
@@ -465,7 +474,7 @@ describe("the demo page (examples/web)", function()
   local br, srv, page
 
   lazy_setup(function()
-    br = browser.start()
+    br = start_browser()
     srv = server.start(config())
   end)
 
