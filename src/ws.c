@@ -339,6 +339,10 @@ static void handle_refresh(mp_conn *c, json_t *root)
         send_error(c, "bad_frame", "a refresh needs a string \"token\"", NULL);
         return;
     }
+    if (ws->route_index < 0) {   /* a reload removed its route: no plugin can judge the token */
+        send_error(c, "forbidden", "this connection's route is gone: reconnect", NULL);
+        return;
+    }
     mp_conn_info info = conn_info(c);
     mp_identity *id = NULL;
     mp_denial deny;
