@@ -17,7 +17,7 @@ local client = require "helpers.client"
 local routes = require "helpers.routes"
 local session = require "helpers.session"
 local util = require "helpers.util"
-local moonpush = require "moonpush"
+local jwt_helper = require "helpers.jwt"
 
 local cjson = client.json
 local copy = util.copy
@@ -26,14 +26,8 @@ local shq = util.shq
 local SECRET = "0123456789abcdef0123456789abcdef-spec"
 local PLUGIN_PATH = { server.ROOT .. "/spec/fixtures/plugins", server.ROOT .. "/plugins" }
 
-local b64 = moonpush.base64url_encode
-local function now() return math.floor(moonpush.now() / 1000) end
-
-local function jwt(payload)
-  local h = b64(cjson.encode({ alg = "HS256", typ = "JWT" }))
-  local p = b64(cjson.encode(payload))
-  return h .. "." .. p .. "." .. b64(moonpush.hmac_sha256(SECRET, h .. "." .. p))
-end
+local now = jwt_helper.now
+local function jwt(claims) return jwt_helper.sign(SECRET, claims) end
 
 local function jwt_auth() return { name = "auth_jwt", config = { secret = SECRET, leeway = 0 } } end
 

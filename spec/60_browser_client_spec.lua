@@ -3,8 +3,9 @@
 -- page (spec/helpers/browser_harness.js), creates clients there and checks
 -- what reached the application and what crossed the wire: delivery, resume
 -- after a cut in the middle of a stream, resets, acks after the handler,
--- close codes that stop reconnecting, getToken() on every reconnect, a
--- server restart, and the demo page (examples/web).
+-- close codes that stop reconnecting, getToken() on every reconnect, token
+-- refresh before expiry (and 4005 after a refused one), a server restart,
+-- and the demo page (examples/web).
 local server = require "helpers.server"
 local client = require "helpers.client"
 local routes = require "helpers.routes"
@@ -41,14 +42,8 @@ end
 
 -- JWTs for the refresh specs (auth_jwt on /ws/jwt, no leeway).
 local JWT_SECRET = "0123456789abcdef0123456789abcdef-browser"
-local function jwt(claims)
-  local moonpush = require "moonpush"
-  local b64 = moonpush.base64url_encode
-  local h = b64(json.encode({ alg = "HS256", typ = "JWT" }))
-  local p = b64(json.encode(claims))
-  return h .. "." .. p .. "." .. b64(moonpush.hmac_sha256(JWT_SECRET, h .. "." .. p))
-end
-local function unix_now() return math.floor(require("moonpush").now() / 1000) end
+local function jwt(claims) return require("helpers.jwt").sign(JWT_SECRET, claims) end
+local unix_now = require("helpers.jwt").now
 
 local function base_routes()
   return {
@@ -432,6 +427,51 @@ describe("JS client in Chromium", function()
     assert.matches("token=bob", r.connects[2])
     assert.same({ 1006, true }, { r.closes[1].code, r.closes[1].willReconnect })
   end)
+  -- Tokens that expire: the server says when in welcome.expires_in_ms; the
+  -- client sends {"type":"refresh"} with getToken()'s next answer at 80% of
+  -- it, reschedules on `refreshed`, and stays open past the first expiry; a
+  -- refused refresh is reported as error {code, refresh: true}, the server
+  -- closes with 4005 `token expired` at the old deadline, and the client
+  -- reconnects asking getToken() once more.
+  it("refreshes before expiry with a fresh getToken() and stays open", function()
+    local user = client.unique("r-")
+    local tokens = { jwt({ sub = user, exp = unix_now() + 3, channels = { "news" } }),
+                     jwt({ sub = user, exp = unix_now() + 600, channels = { "news" } }) }
+    local r = page:js(connect_js(srv, "f", "/ws/jwt", { tokens = tokens, channels = { "news" } }) .. wait_open_js("f") .. [[
+      const w = harness.client("f");
+      await harness.waitFor(() => harness.received("f", "refreshed").length === 1, 8000, "refreshed");
+      await harness.sleep(3500);   // past the first token's exp
+      return { sent: harness.sent("f", "refresh"), refreshed: harness.received("f", "refreshed"),
+               state: w.state, calls: harness.rec("f").tokenCalls, connects: harness.rec("f").connects.length,
+               closes: harness.rec("f").states.filter((s) => s.state === "closed") };]], 20)
+    assert.same({ { type = "refresh", token = tokens[2] } }, r.sent)
+    assert.is_true(r.refreshed[1].expires_in_ms > 590000, tostring(r.refreshed[1].expires_in_ms))
+    assert.same({ "open", 2, 1, 0 }, { r.state, r.calls, r.connects, #r.closes })
+    -- and it still receives
+    client.publish_ok(srv, { user = user, data = { still = "here" } })
+    local got = page:js(string.format([[
+      await harness.waitFor(() => harness.seqs("f", %s).length >= 1, 5000, "the message");
+      return harness.rec("f").messages.at(-1).data;]], J("user:" .. user)))
+    assert.same({ still = "here" }, got)
+  end)
+
+  it("after a refused refresh and 4005, reconnects with a fresh getToken()", function()
+    local user = client.unique("x-")
+    local tokens = { jwt({ sub = user, exp = unix_now() + 3 }),
+                     jwt({ sub = "someone-else", exp = unix_now() + 600 }),   -- refused: another user
+                     jwt({ sub = user, exp = unix_now() + 600 }) }
+    local r = page:js(connect_js(srv, "x", "/ws/jwt", { tokens = tokens, minDelayMs = 20, maxDelayMs = 100 })
+      .. wait_open_js("x") .. [[
+      await harness.waitFor(() => harness.rec("x").connects.length === 2 && harness.client("x").state === "open",
+                            10000, "reconnected");
+      const rec = harness.rec("x");
+      return { errors: rec.errors, calls: rec.tokenCalls, connects: rec.connects,
+               closes: rec.states.filter((s) => s.state === "closed") };]], 20)
+    assert.equals(3, r.calls)
+    assert.same({ code = "forbidden", refresh = true }, { code = r.errors[1].code, refresh = r.errors[1].refresh })
+    assert.same({ 4005, true }, { r.closes[1].code, r.closes[1].willReconnect })
+    assert.matches("token=" .. tokens[3]:gsub("%-", "%%-"), r.connects[2])
+  end)
 end)
 
 describe("JS client across a server restart", function()
@@ -511,76 +551,5 @@ describe("the demo page (examples/web)", function()
     local curl = page:js([[return document.querySelector("#curl").textContent;]])
     assert.matches("curl", curl)
     assert.matches(srv.url("/publish"), curl, 1, true)
-  end)
-end)
-
--- Tokens that expire: the server says when in welcome.expires_in_ms; the
--- client sends {"type":"refresh"} with getToken()'s next answer at 80% of
--- it, reschedules on `refreshed`, and stays open past the first expiry; a
--- refused refresh is reported as error {code, refresh: true}, the server
--- closes with 4005 `token expired` at the old deadline, and the client
--- reconnects asking getToken() once more.
-describe("JS client token refresh", function()
-  local br, srv, page
-
-  lazy_setup(function()
-    br = start_browser()
-    srv = server.start(config())
-  end)
-
-  lazy_teardown(function()
-    if br then br:stop() end
-    if srv then session.stop(srv) end
-  end)
-
-  before_each(function()
-    page = br:open("/harness.html")
-  end)
-
-  after_each(function()
-    if page then
-      pcall(page.js, page, "harness.closeAll()", 5)
-      page:close()
-    end
-  end)
-
-  it("refreshes before expiry with a fresh getToken() and stays open", function()
-    local user = client.unique("r-")
-    local tokens = { jwt({ sub = user, exp = unix_now() + 3, channels = { "news" } }),
-                     jwt({ sub = user, exp = unix_now() + 600, channels = { "news" } }) }
-    local r = page:js(connect_js(srv, "f", "/ws/jwt", { tokens = tokens, channels = { "news" } }) .. wait_open_js("f") .. [[
-      const welcome = harness.rec("f").frames.length, w = harness.client("f");
-      await harness.waitFor(() => harness.received("f", "refreshed").length === 1, 8000, "refreshed");
-      await harness.sleep(3500);   // past the first token's exp
-      return { sent: harness.sent("f", "refresh"), refreshed: harness.received("f", "refreshed"),
-               state: w.state, calls: harness.rec("f").tokenCalls, connects: harness.rec("f").connects.length,
-               closes: harness.rec("f").states.filter((s) => s.state === "closed") };]], 20)
-    assert.same({ { type = "refresh", token = tokens[2] } }, r.sent)
-    assert.is_true(r.refreshed[1].expires_in_ms > 590000, tostring(r.refreshed[1].expires_in_ms))
-    assert.same({ "open", 2, 1, 0 }, { r.state, r.calls, r.connects, #r.closes })
-    -- and it still receives
-    client.publish_ok(srv, { user = user, data = { still = "here" } })
-    local got = page:js(string.format([[
-      await harness.waitFor(() => harness.seqs("f", %s).length >= 1, 5000, "the message");
-      return harness.rec("f").messages.at(-1).data;]], J("user:" .. user)))
-    assert.same({ still = "here" }, got)
-  end)
-
-  it("after a refused refresh and 4005, reconnects with a fresh getToken()", function()
-    local user = client.unique("x-")
-    local tokens = { jwt({ sub = user, exp = unix_now() + 3 }),
-                     jwt({ sub = "someone-else", exp = unix_now() + 600 }),   -- refused: another user
-                     jwt({ sub = user, exp = unix_now() + 600 }) }
-    local r = page:js(connect_js(srv, "x", "/ws/jwt", { tokens = tokens, minDelayMs = 20, maxDelayMs = 100 })
-      .. wait_open_js("x") .. [[
-      await harness.waitFor(() => harness.rec("x").connects.length === 2 && harness.client("x").state === "open",
-                            10000, "reconnected");
-      const rec = harness.rec("x");
-      return { errors: rec.errors, calls: rec.tokenCalls, connects: rec.connects,
-               closes: rec.states.filter((s) => s.state === "closed") };]], 20)
-    assert.equals(3, r.calls)
-    assert.same({ code = "forbidden", refresh = true }, { code = r.errors[1].code, refresh = r.errors[1].refresh })
-    assert.same({ 4005, true }, { r.closes[1].code, r.closes[1].willReconnect })
-    assert.matches("token=" .. tokens[3]:gsub("%-", "%%-"), r.connects[2])
   end)
 end)

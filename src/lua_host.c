@@ -815,14 +815,12 @@ static mp_identity *read_identity(int idx)
     return id;
 }
 
-int mp_lua_auth(const mp_http_req *req, mp_identity **out, mp_denial *deny)
+/* Reads core.auth's or core.refresh's answer (identity, denial) after a
+ * guarded_pcall that returned rc; pops back to top. Returns 0 or -1. */
+static int read_auth_answer(int rc, int top, mp_identity **out, mp_denial *deny)
 {
-    int top = lua_gettop(L);
-    push_hot_fn(HOT_AUTH);
-    lua_pushinteger(L, req->route_index + 1);
-    push_request(req);
     int result = -1;
-    if (guarded_pcall(req->route->budget, 2, 2, "auth") != 0) {
+    if (rc != 0) {
         failed_call(deny);
     } else if (lua_istable(L, -2)) {
         *out = read_identity(lua_gettop(L) - 1);
@@ -837,6 +835,15 @@ int mp_lua_auth(const mp_http_req *req, mp_identity **out, mp_denial *deny)
     return result;
 }
 
+int mp_lua_auth(const mp_http_req *req, mp_identity **out, mp_denial *deny)
+{
+    int top = lua_gettop(L);
+    push_hot_fn(HOT_AUTH);
+    lua_pushinteger(L, req->route_index + 1);
+    push_request(req);
+    return read_auth_answer(guarded_pcall(req->route->budget, 2, 2, "auth"), top, out, deny);
+}
+
 static void push_conn(const mp_conn_info *c);
 
 int mp_lua_refresh(int route_index, const mp_conn_info *conn, const char *token, mp_identity **out,
@@ -847,20 +854,7 @@ int mp_lua_refresh(int route_index, const mp_conn_info *conn, const char *token,
     lua_pushinteger(L, route_index + 1);
     push_conn(conn);
     lua_pushstring(L, token);
-    int result = -1;
-    if (guarded_pcall(route_budget(route_index), 3, 2, "auth") != 0) {
-        failed_call(deny);
-    } else if (lua_istable(L, -2)) {
-        *out = read_identity(lua_gettop(L) - 1);
-        if (*out)
-            result = 0;
-        else
-            set_denial(deny, 503, "unavailable", "server out of memory");
-    } else {
-        read_denial(lua_gettop(L), deny);
-    }
-    lua_settop(L, top);
-    return result;
+    return read_auth_answer(guarded_pcall(route_budget(route_index), 3, 2, "auth"), top, out, deny);
 }
 
 /* ---- publish: route hooks ----------------------------------------------- */
