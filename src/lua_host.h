@@ -55,9 +55,12 @@ typedef struct mp_conn_info {
  * -1 with a reason in err. */
 int mp_lua_init(const char *config_path, mp_config *cfg, char *err, size_t errlen);
 
-/* Runs the route's connect/publish rate limit and auth chain. Returns 0
- * with *out set (caller frees), or -1 with deny filled. A route without an
- * auth hook allows everything (*out has allow = {"*"}). */
+/* Runs the route's Origin check (websocket), connect/publish rate limit and
+ * auth chain, and checks the identity (schema, role of the route, expiry;
+ * core.lua). Returns 0 with *out set (caller frees), or -1 with deny filled.
+ * A route without an auth hook (config.lua lets only `anonymous = true`
+ * routes have none) allows everything: the publisher "anonymous" with
+ * allow = {"*"}. */
 int mp_lua_auth(const mp_http_req *req, mp_identity **out, mp_denial *deny);
 
 /* A client's refresh frame on a WebSocket route: runs the route's auth chain
