@@ -140,6 +140,8 @@ void mp_deadlines_stop(void)
 {
     if (loop)
         ev_timer_stop(loop, &timer);
+    for (unsigned i = 0; i < count; i++)
+        heap[i]->slot = 0;   /* a late remove of one of them is then a no-op */
     free(heap);
     heap = NULL;
     count = capacity = 0;

@@ -38,7 +38,8 @@ void mp_deadlines_remove(mp_deadline *d);
 /* How many deadlines are pending. */
 unsigned mp_deadlines_count(void);
 
-/* Stops the timer and frees the heap (every deadline must be removed). */
+/* Stops the timer and frees the heap; deadlines still on it are taken off
+ * (removing them later is a no-op). */
 void mp_deadlines_stop(void);
 
 #endif
