@@ -4,11 +4,11 @@
 #include <jansson.h>
 #include <nettle/base64.h>
 #include <nettle/sha1.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <stddef.h>
 #include <sys/socket.h>
 #include <wslay/wslay.h>
 
