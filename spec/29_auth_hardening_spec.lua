@@ -180,6 +180,18 @@ describe("auth hardening", function()
       end
     end)
 
+    it("on a refresh, a bad identity closes the connection with 1011 and logs the plugin", function()
+      local c = client.raw_ws(srv, { path = "/cws", token = "dev-user", device = client.unique("d-") })
+      assert(c:send_text(cjson.encode({ type = "refresh", token = "dev-role" })))   -- same user: fine
+      assert.equals("refreshed", assert(c:read_json(5)).type)
+      local before = srv:log_count("auth plugin first_auth returned a bad identity")
+      assert(c:send_text(cjson.encode({ type = "refresh", token = "misspelt" })))
+      local code, reason = c:expect_close(5)
+      assert.same({ 1011, "internal error" }, { code, reason })
+      assert.is_string(srv:wait_log("auth plugin first_auth returned a bad identity", before, 5))
+      c:close()
+    end)
+
     it("an identity already expired is refused with 401", function()
       local status, body = ws_status(srv, { path = "/cws", token = "expired" })
       assert.equals(401, status)
