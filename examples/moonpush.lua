@@ -42,10 +42,19 @@ return {
     {
       path = "/ws",
       type = "websocket",
+      -- Browser pages of these origins may open a WebSocket here (the demo,
+      -- examples/web, served by `python3 -m http.server -b 127.0.0.1 8000`).
+      -- Default without this list: only a page of the server's own origin
+      -- (a handshake whose Origin differs from its Host gets 403
+      -- origin_not_allowed); clients that send no Origin (apps, curl, other
+      -- servers) are not affected. "*" lets every page in: only for token
+      -- auth that a browser never sends on its own (no cookies).
+      origins = { "http://127.0.0.1:8000", "http://localhost:8000" },
       plugins = {
         { name = "auth_token", config = {
             tokens = {
-              -- token             identity
+              -- token             identity ("*": every channel except other
+              -- users' personal user:<id> channels; "user:*" would name those)
               ["alice-phone"]  = { user = "alice", device = "phone", kind = "mobile", channels = { "news", "orders:*" } },
               ["alice-laptop"] = { user = "alice", device = "laptop", kind = "web", channels = { "news" } },
               ["bob"]          = { user = "bob", kind = "web", channels = { "*" } },
@@ -54,6 +63,9 @@ return {
       },
     },
     {
+      -- Publish, history and presence routes need an auth plugin (publisher
+      -- tokens; a device token is refused there with 403): without one the
+      -- config is refused unless the route says anonymous = true.
       path = "/publish",
       type = "publish",
       -- The demo page (examples/web, served on port 8000 as the README says)

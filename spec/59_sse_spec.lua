@@ -363,6 +363,27 @@ describe("moonpush SSE shutdown", function()
   end)
 end)
 
+describe("moonpush SSE token lifetime", function()
+  it("says when the token expires in the welcome, and ends the stream at the first heartbeat after", function()
+    local jwt = require "helpers.jwt"
+    local secret = "sse-spec-secret-0123456789abcdefghijklmnop"
+    local srv = server.start({ timeouts = { ping_ms = 300, idle_ms = 60000 },
+      routes = { { path = "/sse", type = "sse", plugins = { { name = "auth_jwt", config = { secret = secret, leeway = 0 } } } } } })
+    local token = jwt.sign(secret, { sub = "brief", channels = { "*" }, exp = jwt.now() + 2 })
+    local c = sse_get(srv, stream_path(token, { "news" }))
+    local w = expect_event(c, "welcome")
+    assert.truthy(w.data.expires_in_ms > 0 and w.data.expires_in_ms <= 2000, tostring(w.data.expires_in_ms))
+    local closed, why = c:closed_within(5)
+    assert.truthy(closed, why)
+    assert.truthy(srv:wait_log("sse token expired", 0, 1))
+    -- and now the token is refused
+    local _, head = sse_get(srv, stream_path(token, { "news" }))
+    assert.equals(401, head.status)
+    c:close()
+    assert.equals(0, srv:stop())
+  end)
+end)
+
 describe("moonpush SSE across a restart", function()
   it("sends reset (epoch) to a Last-Event-ID from before the restart, then the new history", function()
     local srv = server.start({}, { config_fn = add_sse })

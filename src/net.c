@@ -293,7 +293,8 @@ static void on_idle(mp_tlist *l, mp_tnode *n)
     mp_conn *c = conn_of_tnode(n);
     if (c->sse) {
         mp_sse_heartbeat(c);             /* no pong to wait for: next beat after ping_ms */
-        mp_tlist_touch(&mp_idle_list, n);
+        if (c->sse)                      /* not ended (token expired) */
+            mp_tlist_touch(&mp_idle_list, n);
         return;
     }
     mp_ws_ping(c);

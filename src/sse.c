@@ -230,6 +230,15 @@ void mp_sse_continue_replays(mp_conn *c)
 
 void mp_sse_heartbeat(mp_conn *c)
 {
+    /* An SSE client cannot send a refresh: a stream whose identity expired
+     * ends here, within ping_ms of the expiry; the client reconnects with a
+     * new token and its last id (docs/protocol.md, SSE). */
+    double expires = c->sse ? c->sse->ident->expires : 0;
+    if (expires > 0 && ev_time() >= expires) {
+        mp_info("sse token expired", "conn=%llu user=%s", (unsigned long long)c->id, c->sse->ident->user);
+        mp_conn_close_ws(c, 4005, "token expired");
+        return;
+    }
     if (!heartbeat_frame)
         heartbeat_frame = mp_frame_copy(": hb\n\n", 6);
     send_frame(c, heartbeat_frame);
@@ -292,6 +301,7 @@ static const char *close_reason(uint16_t code)
     case 1006: return "connection lost";
     case 4001: return "slow consumer";
     case 4003: return "kicked";
+    case 4005: return "token expired";
     default:   return "";
     }
 }
@@ -402,9 +412,14 @@ static void send_welcome(mp_conn *c)
     }
     char conn_id[24];
     snprintf(conn_id, sizeof conn_id, "%llu", (unsigned long long)c->id);
-    send_event(c, "welcome", json_pack("{s:s, s:s, s:s, s:s, s:s, s:o, s:o, s:b}", "type", "welcome",
-                                       "conn", conn_id, "user", s->ident->user, "device", s->ident->device,
-                                       "kind", s->ident->kind, "channels", chans, "epochs", epochs, "acks", 0));
+    json_t *w = json_pack("{s:s, s:s, s:s, s:s, s:s, s:o, s:o, s:b}", "type", "welcome", "conn", conn_id,
+                          "user", s->ident->user, "device", s->ident->device, "kind", s->ident->kind,
+                          "channels", chans, "epochs", epochs, "acks", 0);
+    if (w && s->ident->expires > 0) {
+        double left = (s->ident->expires - ev_time()) * 1000.0;
+        json_object_set_new(w, "expires_in_ms", json_integer(left > 0 ? (json_int_t)left : 0));
+    }
+    send_event(c, "welcome", w);
 }
 
 /* Subscribes every listed channel and sets each position: the client's from

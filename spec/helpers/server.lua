@@ -159,6 +159,22 @@ end
 local function sleep(s) cqueues.sleep(s) end
 M.sleep = sleep
 
+-- The specs' default config with `edit(cfg)` applied, through
+-- `moonpush --check-config` (at most 20 s). Returns what it printed and its
+-- exit code.
+function M.check_config(edit)
+  local dir = util.mkdtemp("moonpush-check")
+  local cfg = M.default_config()
+  edit(cfg)
+  writefile(dir .. "/moonpush.lua", "return " .. serialize(cfg) .. "\n")
+  local p = io.popen(string.format("timeout -k 2 20 %s --check-config %s 2>&1; echo \"__rc=$?\"",
+    util.shq(M.BIN), util.shq(dir .. "/moonpush.lua")))
+  local out = p:read("*a")
+  p:close()
+  util.rm_rf(dir)
+  return out, tonumber(out:match("__rc=(%d+)%s*$"))
+end
+
 -- A port the kernel just handed out (bound to 0, read back, closed).
 function M.free_port()
   local l = socket.listen { host = "127.0.0.1", port = 0, reuseaddr = true }
