@@ -12,7 +12,8 @@ describe("moonpush slow consumer", function()
   local MAX_OUT = 16384
 
   lazy_setup(function()
-    srv = server.start({ limits = { max_outbound_bytes = MAX_OUT } })
+    -- max_outbound_bytes must hold the largest publish body: keep bodies small
+    srv = server.start({ limits = { max_outbound_bytes = MAX_OUT, max_body_bytes = 8192 } })
   end)
 
   lazy_teardown(function()

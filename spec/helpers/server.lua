@@ -58,7 +58,6 @@ function M.default_config()
       max_body_bytes = 1048576,
       max_batch = 1000,
       max_message_bytes = 65536,
-      max_outbound_bytes = 1048576,
       max_subscriptions = 64,
     },
     timeouts = {
