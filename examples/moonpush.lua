@@ -3,7 +3,9 @@
 -- routes; defaults are listed in docs/operations.md.
 return {
   listen = "0.0.0.0:8080",
-  max_connections = 10000,
+  max_connections = 10000,   -- keep below `ulimit -n` - 100: the server warns at start if not
+  -- pid_file = "moonpush.pid",  -- written at start, removed at exit; a live
+                                 -- moonpush named in it makes a second start refuse
 
   limits = {
     max_header_bytes = 8192,       -- request line + headers

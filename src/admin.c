@@ -36,6 +36,11 @@ typedef struct admin_conn {
 
 static ev_io unix_watcher, tcp_watcher;
 static int unix_fd = -1, tcp_fd = -1;
+/* The socket file we created: a reload may change admin.socket, and another
+ * server may have put its own file at the path since; exit removes ours only. */
+static char unix_path[sizeof mp.cfg.admin_socket];
+static dev_t unix_dev;
+static ino_t unix_ino;
 static admin_conn *conns;
 static unsigned long next_session = 1;
 
@@ -226,23 +231,68 @@ static void on_admin_accept(struct ev_loop *loop, ev_io *w, int revents)
     ev_io_start(loop, &a->rio);
 }
 
+/* A file already at the socket path: a live server's socket (a connect is
+ * answered, or its backlog is full), which is not ours to take; or a stale
+ * one from a server that died (nobody listens), removed. Anything else there
+ * is left alone. Returns 0 when the path is free now. */
+static int claim_unix_path(const char *path, const struct sockaddr_un *sa)
+{
+    struct stat st;
+    if (lstat(path, &st) < 0)
+        return errno == ENOENT ? 0 : -1;
+    if (!S_ISSOCK(st.st_mode)) {
+        mp_error("the admin socket path exists and is not a socket: remove it or set admin.socket", "path=%s", path);
+        return -1;
+    }
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int rc = fd >= 0 ? connect(fd, (const struct sockaddr *)sa, sizeof *sa) : -1;
+    int why = errno;
+    if (fd >= 0)
+        close(fd);
+    if (rc == 0 || why == EAGAIN) {
+        mp_error("another moonpush is serving this admin socket: stop it first, or give this server "
+                 "its own admin.socket", "path=%s", path);
+        return -1;
+    }
+    if (why != ECONNREFUSED) {
+        mp_error("cannot tell whether a server owns the admin socket", "path=%s error=\"%s\"", path, strerror(why));
+        return -1;
+    }
+    mp_info("removing a stale admin socket (nobody listens on it)", "path=%s", path);
+    return unlink(path) < 0 && errno != ENOENT ? -1 : 0;
+}
+
 static int listen_unix(const char *path)
 {
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
-    unlink(path);   /* a stale socket from a previous run */
+    if (claim_unix_path(path, &sa) < 0)
+        return -1;
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     /* Created 0600 from the start: no window where others could connect. */
     mode_t old = umask(0177);
     int ok = fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0 && listen(fd, 16) == 0;
     umask(old);
-    if (!ok) {
+    struct stat st;
+    if (!ok || lstat(path, &st) < 0) {
         mp_error("cannot open the admin socket", "path=%s error=\"%s\"", path, strerror(errno));
         if (fd >= 0)
             close(fd);
         return -1;
     }
+    snprintf(unix_path, sizeof unix_path, "%s", path);
+    unix_dev = st.st_dev;
+    unix_ino = st.st_ino;
     return fd;
+}
+
+/* Removes the socket file if it is still the one we created. */
+static void remove_unix_path(void)
+{
+    struct stat st;
+    if (unix_path[0] && lstat(unix_path, &st) == 0 && st.st_dev == unix_dev && st.st_ino == unix_ino)
+        unlink(unix_path);
+    unix_path[0] = '\0';
 }
 
 static int listen_tcp(const char *host, int port)
@@ -292,7 +342,7 @@ void mp_admin_stop(void)
     if (unix_fd >= 0) {
         ev_io_stop(mp.loop, &unix_watcher);
         close(unix_fd);
-        unlink(mp.cfg.admin_socket);
+        remove_unix_path();
         unix_fd = -1;
     }
     if (tcp_fd >= 0) {

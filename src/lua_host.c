@@ -568,6 +568,9 @@ static void read_admin_and_log(int idx, mp_config *cfg)
     str_field(idx, "log", "level", level, sizeof level);
     str_field(idx, "log", "format", fmt, sizeof fmt);
     str_field(idx, "log", "file", cfg->log_file, sizeof cfg->log_file);
+    lua_getfield(L, idx, "pid_file");
+    snprintf(cfg->pid_file, sizeof cfg->pid_file, "%s", lua_isstring(L, -1) ? lua_tostring(L, -1) : "");
+    lua_pop(L, 1);
     cfg->log_level = strcmp(level, "debug") == 0 ? MP_LOG_DEBUG : strcmp(level, "warn") == 0 ? MP_LOG_WARN
                    : strcmp(level, "error") == 0 ? MP_LOG_ERROR : MP_LOG_INFO;
     cfg->log_json = strcmp(fmt, "json") == 0;

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include "admin.h"
@@ -23,6 +24,7 @@
 #include "log.h"
 #include "lua_host.h"
 #include "net.h"
+#include "pidfile.h"
 #include "reload.h"
 #include "server.h"
 #include "store.h"
@@ -30,6 +32,7 @@
 
 #define MOONPUSH_VERSION "0.1.0"
 #define RECONNECT_SPREAD_MS 5000   /* clients told to come back within this */
+#define FD_MARGIN 100              /* fds besides connections: listeners, admin, logs, Redis, watches */
 
 mp_server mp;
 
@@ -102,6 +105,20 @@ static void on_stop_signal(struct ev_loop *loop, ev_signal *w, int revents)
 }
 
 static ev_timer sweep_timer;
+
+/* Each connection is a file descriptor: past the open-files limit accept()
+ * fails long before max_connections (docs/operations.md, "Limits you will
+ * meet"). The server does not raise its own limit; it says so at start. */
+static void warn_if_few_fds(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY)
+        return;
+    if ((rlim_t)mp.cfg.max_connections + FD_MARGIN > rl.rlim_cur)
+        mp_warn("max_connections exceeds the open-files limit: connections past it will be refused; raise "
+                "ulimit -n (LimitNOFILE=) or lower max_connections", "max_connections=%d nofile=%llu margin=%d",
+                mp.cfg.max_connections, (unsigned long long)rl.rlim_cur, FD_MARGIN);
+}
 
 /* Expired history and cursors go once a second: work is what is due. */
 static void on_sweep(struct ev_loop *loop, ev_timer *w, int revents)
@@ -178,8 +195,16 @@ int main(int argc, char **argv)
     }
     ev_timer_init(&sweep_timer, on_sweep, 1., 1.);
     ev_timer_start(mp.loop, &sweep_timer);
-    if (mp_net_listen() < 0 || mp_admin_start() < 0)
+    /* The pid file and the admin socket first: when another server runs
+     * with this config, say so before touching anything of its. */
+    if (mp_pidfile_start(mp.cfg.pid_file) < 0)
         return 1;
+    if (mp_admin_start() < 0 || mp_net_listen() < 0) {
+        mp_admin_stop();
+        mp_pidfile_stop();
+        return 1;
+    }
+    warn_if_few_fds();
     mp_net_start();
     ev_signal_init(&sigint_watcher, on_stop_signal, SIGINT);
     ev_signal_init(&sigterm_watcher, on_stop_signal, SIGTERM);
@@ -195,6 +220,7 @@ int main(int argc, char **argv)
     ev_run(mp.loop, 0);
 
     mp_admin_stop();
+    mp_pidfile_stop();
     mp_net_free_all();
     mp_ws_free_all();
     mp_hub_free_all();

@@ -87,6 +87,7 @@ typedef struct mp_config {
     int log_json;              /* 1: JSON lines, 0: logfmt */
     int log_access;            /* an access line per HTTP request */
     char log_file[256];        /* "" = stderr */
+    char pid_file[256];        /* "" = none (pidfile.h) */
 } mp_config;
 
 typedef struct mp_stats {

@@ -39,7 +39,7 @@ local ROUTE_TYPES = { websocket = true, publish = true, health = true, history =
 -- Keys a config may have: anything else is a typo, refused rather than ignored.
 local TOP_KEYS = { listen = true, max_connections = true, limits = true, timeouts = true,
                    plugin_dir = true, plugin_path = true, plugin_budget = true, routes = true,
-                   history = true, admin = true, log = true }
+                   history = true, admin = true, log = true, pid_file = true }
 local ROUTE_KEYS = { path = true, type = true, plugins = true, budget = true, acks = true,
                      duplicate_devices = true }
 local ACK_DEFAULTS = { timeout_ms = 5000, factor = 2, max_tries = 5, jitter = 0.2 }
@@ -295,6 +295,13 @@ function _M.load(path)
   if not out.admin then return nil, err end
   out.log, err = _M.check_log(cfg.log)
   if not out.log then return nil, err end
+  if cfg.pid_file ~= nil then
+    local pf = cfg.pid_file
+    if type(pf) ~= "string" or pf == "" then return nil, "pid_file must be a path" end
+    if pf:sub(1, 1) ~= "/" then pf = dirname(path) .. "/" .. pf end
+    if #pf > 255 then return nil, "pid_file path is too long (255 bytes)" end
+    out.pid_file = pf
+  end
 
   if type(cfg.routes) ~= "table" or #cfg.routes == 0 then
     return nil, "routes must be a non-empty list"
