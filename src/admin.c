@@ -1,4 +1,5 @@
-/* admin.c — see admin.h. */
+/* admin.c — see admin.h. Failed TCP logins are limited per remote address
+ * by admin_guard.c; every TCP login, good or bad, is logged with its remote. */
 #include "admin.h"
 
 #include <arpa/inet.h>
@@ -14,6 +15,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "admin_guard.h"
 #include "buf.h"
 #include "log.h"
 #include "lua_host.h"
@@ -30,6 +32,8 @@ typedef struct admin_conn {
     mp_buf out;               /* answers not yet written ... */
     size_t out_off;           /* ... from here on */
     int tcp;                  /* must present the token first */
+    char addr[48];            /* TCP: the peer's address (the guard's key) ... */
+    char remote[64];          /* ... and address:port, for the log */
     int authed;
     int closing;              /* close once out is written */
 } admin_conn;
@@ -119,6 +123,57 @@ static json_t *output_answer(const char *output)
     return o ? o : failure("could not encode the answer");
 }
 
+/* The first request on a TCP connection: the token, or the connection ends. */
+static void check_token(admin_conn *a, const char *token)
+{
+    size_t want = strlen(mp.cfg.admin_token);
+    if (token && strlen(token) == want && CRYPTO_memcmp(token, mp.cfg.admin_token, want) == 0) {
+        a->authed = 1;
+        mp_guard_succeeded(a->addr);
+        mp_info("admin: authenticated", "remote=%s", a->remote);
+        answer(a, json_pack("{s:b}", "ok", 1));
+        return;
+    }
+    int failures = mp_guard_failed(a->addr, ev_now(mp.loop));
+    mp_warn("admin: bad token", "remote=%s failures=%d retry_in=%d", a->remote, failures,
+            mp_guard_wait(a->addr, ev_now(mp.loop)));
+    answer(a, failure("bad token"));
+    a->closing = 1;
+}
+
+/* An address shut out after too many bad tokens: told when to come back,
+ * closed before it can send one. Returns 1 if so. */
+static int refuse_if_shut_out(admin_conn *a)
+{
+    int wait = mp_guard_wait(a->addr, ev_now(mp.loop));
+    if (!wait)
+        return 0;
+    char msg[160];
+    snprintf(msg, sizeof msg, "too many failed admin logins from %s: retry in %d s", a->addr, wait);
+    mp_warn("admin: login refused, too many failures", "remote=%s retry_in=%d", a->remote, wait);
+    answer(a, json_pack("{s:b, s:s, s:i}", "ok", 0, "error", msg, "retry_after", wait));
+    a->closing = 1;
+    flush_out(a);   /* may free a */
+    return 1;
+}
+
+static void keep_peer(admin_conn *a, const struct sockaddr_storage *sa)
+{
+    char host[INET6_ADDRSTRLEN] = "?";
+    int port = 0;
+    if (sa->ss_family == AF_INET) {
+        const struct sockaddr_in *s4 = (const void *)sa;
+        inet_ntop(AF_INET, &s4->sin_addr, host, sizeof host);
+        port = ntohs(s4->sin_port);
+    } else if (sa->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *s6 = (const void *)sa;
+        inet_ntop(AF_INET6, &s6->sin6_addr, host, sizeof host);
+        port = ntohs(s6->sin6_port);
+    }
+    snprintf(a->addr, sizeof a->addr, "%s", host);
+    snprintf(a->remote, sizeof a->remote, sa->ss_family == AF_INET6 ? "[%s]:%d" : "%s:%d", host, port);
+}
+
 static void handle_request(admin_conn *a, const char *line, size_t len)
 {
     json_error_t jerr;
@@ -132,15 +187,7 @@ static void handle_request(admin_conn *a, const char *line, size_t len)
     const char *code = json_string_value(json_object_get(req, "eval"));
     const char *prefix = json_string_value(json_object_get(req, "complete"));
     if (a->tcp && !a->authed) {
-        size_t want = strlen(mp.cfg.admin_token);
-        if (token && strlen(token) == want && CRYPTO_memcmp(token, mp.cfg.admin_token, want) == 0) {
-            a->authed = 1;
-            answer(a, json_pack("{s:b}", "ok", 1));
-        } else {
-            mp_warn("admin: bad token", NULL);
-            answer(a, failure("bad token"));
-            a->closing = 1;
-        }
+        check_token(a, token);
     } else if (code) {
         char *output = NULL;
         int rc = mp_lua_admin_eval(a->session, code, &output);
@@ -213,7 +260,9 @@ static void on_admin_write(struct ev_loop *loop, ev_io *w, int revents)
 static void on_admin_accept(struct ev_loop *loop, ev_io *w, int revents)
 {
     (void)revents;
-    int fd = accept4(w->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    struct sockaddr_storage sa = {0};
+    socklen_t salen = sizeof sa;
+    int fd = accept4(w->fd, (struct sockaddr *)&sa, &salen, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0)
         return;
     admin_conn *a = calloc(1, sizeof *a);
@@ -228,6 +277,11 @@ static void on_admin_accept(struct ev_loop *loop, ev_io *w, int revents)
     a->rio.data = a->wio.data = a;
     a->next = conns;
     conns = a;
+    if (a->tcp) {
+        keep_peer(a, &sa);
+        if (refuse_if_shut_out(a))
+            return;
+    }
     ev_io_start(loop, &a->rio);
 }
 
