@@ -4,7 +4,7 @@
 return {
   listen = "0.0.0.0:8080",
   max_connections = 10000,   -- keep below `ulimit -n` - 100: the server warns at start if not
-  -- pid_file = "moonpush.pid",  -- written at start, removed at exit; a live
+  -- pid_file = "moonpush.pid",  -- written once listening, removed at exit; a live
                                  -- moonpush named in it makes a second start refuse
 
   limits = {
@@ -33,8 +33,14 @@ return {
     ping_ms = 25000,     -- ping a WebSocket silent this long
   },
 
-  -- Where plugin names are looked up (relative to this file).
-  plugin_dir = "../plugins",
+  -- Plugin names are looked up in plugins/ next to this file (your own),
+  -- then among the bundled plugins (the source tree's plugins/, or
+  -- PREFIX/share/moonpush/plugins once installed by `make install`).
+  plugin_dir = "plugins",
+
+  -- The admin socket: under systemd (RuntimeDirectory=moonpush, see
+  -- dist/moonpush.service) in /run/moonpush, else next to this file.
+  admin = { socket = os.getenv("RUNTIME_DIRECTORY") and os.getenv("RUNTIME_DIRECTORY") .. "/moonpush-admin.sock" },
 
   routes = {
     {
@@ -54,6 +60,9 @@ return {
     {
       path = "/publish",
       type = "publish",
+      -- The demo page (examples/web, served on port 8000 as the README says)
+      -- publishes from the browser: let its origins call this route.
+      cors = { origins = { "http://127.0.0.1:8000", "http://localhost:8000" }, max_age = 600 },
       plugins = {
         { name = "auth_token", config = {
             publishers = {

@@ -3,10 +3,9 @@
 -- the same admin socket used to unlink the first one's socket and delete it
 -- again on exit: the first server's admin was gone until a restart. Now a
 -- live server's socket makes the second refuse to start, a stale one is
--- replaced, and a server removes only its own socket file. pid_file is
--- written at start, refused when it names a live moonpush, and removed at
--- exit only if it is still ours. A max_connections past the open-files
--- limit is warned about at start.
+-- replaced, and a server removes only its own socket file (pid_file:
+-- spec/58). A max_connections past the open-files limit is warned about at
+-- start.
 local server = require "helpers.server"
 local util = require "helpers.util"
 
@@ -102,53 +101,6 @@ describe("moonpush process lifecycle", function()
       assert.is_true((admin_works(sock)))
       assert.equals(0, second:stop())
       assert.is_false(exists(sock))
-    end)
-  end)
-
-  describe("pid_file", function()
-    it("is written with the server's pid at start and removed at exit", function()
-      local pf = dir .. "/moonpush.pid"
-      local srv = start({ pid_file = pf })
-      assert.equals(tostring(srv.pid) .. "\n", util.read_file(pf))
-      assert.equals(0, srv:stop())
-      assert.is_false(exists(pf), "the pid file outlived its server")
-    end)
-
-    it("refuses to start when it names a live moonpush", function()
-      local pf = dir .. "/moonpush.pid"
-      local first = start({ pid_file = pf })
-      local err = refused({ pid_file = pf })
-      assert.truthy(err:find("exit code 1", 1, true), err)
-      assert.truthy(err:find("another moonpush is running with this pid_file", 1, true), err)
-      assert.truthy(err:find("pid=" .. first.pid, 1, true), err)
-      assert.equals(tostring(first.pid) .. "\n", util.read_file(pf), "the refused server touched the pid file")
-      assert.equals(0, first:stop())
-    end)
-
-    it("replaces a stale pid file: a dead pid, or a live process that is not moonpush", function()
-      local pf = dir .. "/moonpush.pid"
-      local sh = io.popen("sh -c 'echo $$'")
-      local dead_pid = sh:read("*l")   -- that shell has exited
-      sh:close()
-      for _, stale in ipairs({ dead_pid, "1", "junk" }) do
-        util.write_file(pf, stale .. "\n")
-        local srv = start({ pid_file = pf })
-        assert.equals(tostring(srv.pid) .. "\n", util.read_file(pf))
-        assert.equals(0, srv:stop())
-      end
-    end)
-
-    it("is left alone at exit when it no longer holds the server's pid", function()
-      local pf = dir .. "/moonpush.pid"
-      local srv = start({ pid_file = pf })
-      util.write_file(pf, "424242\n")   -- a newer server's, say
-      assert.equals(0, srv:stop())
-      assert.equals("424242\n", util.read_file(pf))
-    end)
-
-    it("is refused when it is not a path", function()
-      local err = refused({ pid_file = 42 })
-      assert.truthy(err:find("pid_file must be a path", 1, true), err)
     end)
   end)
 

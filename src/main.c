@@ -210,11 +210,15 @@ int main(int argc, char **argv)
     ev_timer_start(mp.loop, &sweep_timer);
     /* The pid file and the admin socket first: when another server runs
      * with this config, say so before touching anything of its. */
-    if (mp_pidfile_start(mp.cfg.pid_file) < 0)
+    if (mp_pidfile_check(mp.cfg.pid_file) < 0)
         return refuse_start();
     if (mp_admin_start() < 0 || mp_net_listen() < 0) {
         mp_admin_stop();
-        mp_pidfile_stop();
+        return refuse_start();
+    }
+    if (mp_pidfile_write(mp.cfg.pid_file) < 0) {
+        mp_error("cannot write the pid file", "file=%s error=\"%s\"", mp.cfg.pid_file, strerror(errno));
+        mp_admin_stop();
         return refuse_start();
     }
     warn_if_few_fds();
@@ -233,7 +237,6 @@ int main(int argc, char **argv)
     ev_run(mp.loop, 0);
 
     mp_admin_stop();
-    mp_pidfile_stop();
     mp_net_free_all();
     mp_ws_free_all();
     mp_hub_free_all();
@@ -241,6 +244,7 @@ int main(int argc, char **argv)
     mp_store_free(mp.store);
     mp_lua_close();
     mp_config_free(&mp.cfg);
+    mp_pidfile_remove();
     mp_info("moonpush stopped", NULL);
     return 0;
 }

@@ -1,8 +1,11 @@
-/* pidfile.c — see pidfile.h. */
+/* pidfile.c — see pidfile.h. The pid goes to "<path>.<pid>.tmp" first and
+ * is renamed over path, so a reader never sees an empty or half-written
+ * file (and two servers starting at once never share a temporary file). */
 #include "pidfile.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,7 +14,7 @@
 
 #include "log.h"
 
-static char written[4096];   /* the path we wrote, "" if none: a reload may change the config's */
+static char written[PATH_MAX];   /* the path to remove at exit; "" = none */
 
 /* The pid a pid file names, or 0 if it names none (missing, empty, junk). */
 static long read_pid(const char *path)
@@ -47,50 +50,50 @@ static int live_moonpush(long pid)
     return !got || strncmp(comm, "moonpush", 8) == 0;
 }
 
-/* Our pid into path, whole or not at all: written beside it, then renamed. */
-static int write_pid(const char *path)
+int mp_pidfile_check(const char *path)
 {
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.%ld.tmp", path, (long)getpid());
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0)
-        return -1;
-    char line[32];
-    int n = snprintf(line, sizeof line, "%ld\n", (long)getpid());
-    int ok = write(fd, line, (size_t)n) == n;
-    ok = close(fd) == 0 && ok;
-    if (!ok || rename(tmp, path) < 0) {
-        int saved = errno;
-        unlink(tmp);
-        errno = saved;
-        return -1;
-    }
-    return 0;
-}
-
-int mp_pidfile_start(const char *path)
-{
-    if (!path[0])
+    if (!path || !path[0])
         return 0;
-    if (strlen(path) >= sizeof written - 64) {
-        mp_error("pid_file path too long", "pid_file=%s", path);
-        return -1;
-    }
     long other = read_pid(path);
     if (other && live_moonpush(other)) {
         mp_error("another moonpush is running with this pid_file: stop it first, or give this server its own pid_file",
                  "pid_file=%s pid=%ld", path, other);
         return -1;
     }
-    if (write_pid(path) < 0) {
-        mp_error("cannot write the pid file", "pid_file=%s error=\"%s\"", path, strerror(errno));
+    return 0;
+}
+
+int mp_pidfile_write(const char *path)
+{
+    if (!path || !path[0])
+        return 0;
+    char tmp[PATH_MAX];
+    if (snprintf(tmp, sizeof tmp, "%s.%ld.tmp", path, (long)getpid()) >= (int)sizeof tmp) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return -1;
+    char line[32];
+    int n = snprintf(line, sizeof line, "%ld\n", (long)getpid());
+    int ok = write(fd, line, (size_t)n) == n;
+    int saved = errno;
+    if (close(fd) != 0 && ok) {
+        ok = 0;
+        saved = errno;
+    }
+    if (!ok || rename(tmp, path) != 0) {
+        saved = ok ? errno : saved;
+        unlink(tmp);
+        errno = saved;
         return -1;
     }
     snprintf(written, sizeof written, "%s", path);
     return 0;
 }
 
-void mp_pidfile_stop(void)
+void mp_pidfile_remove(void)
 {
     if (written[0] && read_pid(written) == (long)getpid())
         unlink(written);
