@@ -7,25 +7,8 @@
 local cqueues = require "cqueues"
 local server = require "helpers.server"
 local client = require "helpers.client"
-local util = require "helpers.util"
 
-local shq = util.shq
-
--- The specs' default config with `edit(cfg)` applied, through --check-config:
--- returns what it printed and its exit code.
-local function check(edit)
-  local dir = util.mkdtemp("moonpush-outbound")
-  local cfg = server.default_config()
-  cfg.listen = "127.0.0.1:" .. server.free_port()
-  edit(cfg)
-  util.write_file(dir .. "/moonpush.lua", "return " .. server.serialize(cfg) .. "\n")
-  local p = io.popen(string.format("timeout -k 2 20 %s --check-config %s 2>&1; echo \"__rc=$?\"",
-    shq(server.BIN), shq(dir .. "/moonpush.lua")))
-  local out = p:read("*a")
-  p:close()
-  util.rm_rf(dir)
-  return (out:gsub("__rc=%d+%s*$", "")), tonumber(out:match("__rc=(%d+)%s*$"))
-end
+local check = server.run_config   -- through --check-config: output, exit code
 
 describe("moonpush outbound budget", function()
   it("delivers ten 1 MB messages to a subscriber reading at full speed (defaults)", function()
