@@ -320,7 +320,7 @@ end)
 describe("moonpush SSE slow consumers", function()
   local srv
   local _, track = session.shared_server(function()
-    srv = server.start({ limits = { max_outbound_bytes = 65536 }, history = { max_messages = 1000 } },
+    srv = server.start({ limits = { max_outbound_bytes = 65536, max_body_bytes = 16384 }, history = { max_messages = 1000 } },
       { config_fn = add_sse })
     return srv
   end)
