@@ -471,13 +471,8 @@ void mp_sse_open(mp_http_req *req)
 {
     mp_conn *c = req->conn;
     mp_identity *id = NULL;
-    mp_denial deny;
-    if (mp_lua_auth(req, &id, &deny) < 0) {
-        mp.stats.auth_denials++;
-        mp_metrics_denied(req->route->path, deny.status);
-        mp_http_deny(c, &deny);
+    if (mp_http_authenticate(req, &id) < 0)
         return;
-    }
     mp_sse *s = calloc(1, sizeof *s);
     if (!s) {
         free(id);

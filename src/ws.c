@@ -937,13 +937,8 @@ void mp_ws_handshake(mp_http_req *req, const uint8_t *rest, size_t rest_len)
         return bad_handshake(c, "Sec-WebSocket-Key must be 16 bytes in base64");
 
     mp_identity *id = NULL;
-    mp_denial deny;
-    if (mp_lua_auth(req, &id, &deny) < 0) {
-        mp.stats.auth_denials++;
-        mp_metrics_denied(req->route->path, deny.status);
-        mp_http_deny(c, &deny);
+    if (mp_http_authenticate(req, &id) < 0)
         return;
-    }
     char personal[MP_NAME_MAX + 8];
     int plen = snprintf(personal, sizeof personal, "user:%s", id->user);
     if (plen < 0 || (size_t)plen >= sizeof personal || !mp_hub_valid_name(id->user, strlen(id->user)) ||
