@@ -96,9 +96,14 @@ local function number_text(n)
   return format("%.14g", n)
 end
 
+local ESCAPES = { ["\n"] = "\\n", ["\r"] = "\\r", ["\t"] = "\\t", ['"'] = '\\"', ["\\"] = "\\\\" }
+
+-- A string as Lua source would write it, cut at 40 bytes.
 local function quote(s)
-  if #s > 40 then s = sub(s, 1, 40) .. "..." end
-  return (gsub(format("%q", s), "\\\n", "\\n"))
+  local cut = #s > 40
+  if cut then s = sub(s, 1, 40) end
+  s = gsub(s, '[%c"\\]', function(c) return ESCAPES[c] or format("\\%d", c:byte()) end)
+  return '"' .. s .. '"' .. (cut and "..." or "")
 end
 
 -- A value as a message shows it.
@@ -300,7 +305,7 @@ local function unknown(fields, k, path)
   if type(k) == "string" then
     for _, name in ipairs(names) do
       local d = distance(k, name)
-      if d <= 2 and d < #name and (not best_d or d < best_d) then best, best_d = name, d end
+      if d <= (#k <= 4 and 1 or 2) and (not best_d or d < best_d) then best, best_d = name, d end
     end
   end
   local at
