@@ -358,9 +358,7 @@ describe("moonpush plugin schema at run time", function()
     open:close_all()
     local s = srv
     srv = nil
-    local rc, err = s:stop()
-    util.rm_rf(dir)
-    assert.equals(0, rc, err)
+    session.stop_and_remove(s, dir)
   end)
 
   local function user_of(token)
