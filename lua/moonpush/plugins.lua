@@ -115,8 +115,9 @@ function _M.check_config(plugin, raw)
   return conf
 end
 
--- How a config error names a link: "route /ws: plugin auth_jwt", with its
--- place in the chain when the plugin comes more than once.
+-- How a config error names a link: "route /ws: plugin auth_jwt", plus its
+-- place in the chain ("(plugins[3])") when an earlier link of `chain` (the
+-- links before it) is the same plugin.
 function _M.link_label(route_path, chain, name, i)
   local label = format("route %s: plugin %s", tostring(route_path), tostring(name))
   for j = 1, #chain do
