@@ -139,63 +139,43 @@ fail() { failed=$((failed + 1)); echo "FAIL $1"; }
 # Self-test on a made-up tree: the check must catch what it is for.
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+
+# expect pass NAME, or expect fail NAME [PATTERN its output must hold]:
+# runs the check on $tmp and counts the outcome.
+expect() {
+    want=$1 name=$2 pattern=${3:-}
+    if check "$tmp/src" "$tmp/README.md" "$tmp/allow" > "$tmp/out"; then got=pass; else got=fail; fi
+    if [ "$got" = "$want" ] && { [ -z "$pattern" ] || grep -q "$pattern" "$tmp/out"; }; then
+        ok "$name"
+    else
+        fail "$name"; cat "$tmp/out"
+    fi
+}
+
 mkdir -p "$tmp/src"
 printf '# map\n\n```layers\nlow: a\nhigh: b\n```\n' > "$tmp/README.md"
 printf '/* a */\n' > "$tmp/src/a.h"
 printf '#include "a.h"\n' > "$tmp/src/b.h"
 printf '#include "b.h"\n#include "a.h"\n' > "$tmp/src/b_part.c"
 : > "$tmp/allow"
-if check "$tmp/src" "$tmp/README.md" "$tmp/allow" > "$tmp/out"; then
-    ok "downward includes pass"
-else
-    fail "downward includes pass"; cat "$tmp/out"
-fi
+expect pass "downward includes pass"
 printf '#include "a.h"\n#include "b.h"\n' > "$tmp/src/a.c"
-if check "$tmp/src" "$tmp/README.md" "$tmp/allow" > "$tmp/out"; then
-    fail "an upward include fails"
-elif grep -q 'a.c:2: a (layer low) includes b.h of b (layer high' "$tmp/out"; then
-    ok "an upward include fails, naming file:line and both layers"
-else
-    fail "an upward include fails, naming file:line and both layers"; cat "$tmp/out"
-fi
+expect fail "an upward include fails, naming file:line and both layers" \
+    'a.c:2: a (layer low) includes b.h of b (layer high'
 echo 'a.c -> b.h   # debt' > "$tmp/allow"
-if check "$tmp/src" "$tmp/README.md" "$tmp/allow" > "$tmp/out"; then
-    ok "an allowed upward include passes"
-else
-    fail "an allowed upward include passes"; cat "$tmp/out"
-fi
+expect pass "an allowed upward include passes"
 printf '#include "a.h"\n' > "$tmp/src/a.c"
-if check "$tmp/src" "$tmp/README.md" "$tmp/allow" > "$tmp/out"; then
-    fail "a stale allowlist line fails"
-else
-    ok "a stale allowlist line fails"
-fi
+expect fail "a stale allowlist line fails" '"a.c->b.h" is not an upward'
 : > "$tmp/allow"
 printf '#include "a.h"\n' > "$tmp/src/c.c"
-if check "$tmp/src" "$tmp/README.md" "$tmp/allow" > "$tmp/out"; then
-    fail "a file with no layer fails"
-elif grep -q 'c.c: no layer' "$tmp/out"; then
-    ok "a file with no layer fails"
-else
-    fail "a file with no layer fails"; cat "$tmp/out"
-fi
+expect fail "a file with no layer fails" 'c.c: no layer'
 rm "$tmp/src/c.c"
 printf '# map\n\n```layers\nlow: a a2\nhigh: b\n```\n' > "$tmp/README.md"
 printf '/* a2 */\n' > "$tmp/src/a2.h"
 printf '#include "a2.h"\n' > "$tmp/src/a.c"
-if check "$tmp/src" "$tmp/README.md" "$tmp/allow" > "$tmp/out"; then
-    ok "an include within a layer passes"
-else
-    fail "an include within a layer passes"; cat "$tmp/out"
-fi
+expect pass "an include within a layer passes"
 printf '#include "a.h"\n' > "$tmp/src/a2.h"
-if check "$tmp/src" "$tmp/README.md" "$tmp/allow" > "$tmp/out"; then
-    fail "an include cycle within a layer fails"
-elif grep -q 'include cycle in layer low: a.* -> a.* -> a' "$tmp/out"; then
-    ok "an include cycle within a layer fails"
-else
-    fail "an include cycle within a layer fails"; cat "$tmp/out"
-fi
+expect fail "an include cycle within a layer fails" 'include cycle in layer low: a.* -> a.* -> a'
 
 # The real tree.
 if check src src/README.md tests/layers-allowed.txt; then
