@@ -9,6 +9,8 @@
 #   make check-asan   the same into build-asan/ (the normal build stays), and
 #                 fail on any sanitizer report, the servers' leaks included
 #   make fuzz     run each libFuzzer harness for FUZZ_SECONDS (docs/fuzzing.md)
+#   make install  binary, Lua runtime, plugins, example config, systemd unit
+#                 under PREFIX (/usr/local) and DESTDIR; `make uninstall`
 
 CC      ?= cc
 PKGS    := libev-dev libwslay-dev libluajit-5.1-dev luajit libhiredis-dev \
@@ -33,7 +35,7 @@ CTESTS  := $(patsubst tests/%.c,build/tests/%,$(wildcard tests/test_*.c))
 FUZZ_HARNESSES := http ws publish frames config
 CTESTS  += $(FUZZ_HARNESSES:%=build/tests/fuzz_%)
 
-.PHONY: all deps test-deps run test bench quick asan clean
+.PHONY: all deps test-deps run test bench quick asan clean install uninstall
 
 all: deps moonpush build/moonpush/host.so
 
@@ -114,6 +116,51 @@ quick: all
 
 clean:
 	rm -rf build moonpush build-asan build-fuzz
+
+# ---- install (docs/operations.md, "Install and run as a service") --------
+#
+# The binary finds its Lua runtime relative to itself (BINDIR/../share/
+# moonpush/lua, src/lua_host.c), so an install works under any PREFIX and
+# from a DESTDIR staging tree alike; PREFIX is not compiled in. BINDIR and
+# DATADIR must therefore stay siblings under PREFIX. The config under
+# SYSCONFDIR is the operator's: installed only when absent, never removed.
+
+PREFIX     ?= /usr/local
+SYSCONFDIR ?= /etc
+BINDIR      = $(PREFIX)/bin
+DATADIR     = $(PREFIX)/share/moonpush
+DOCDIR      = $(PREFIX)/share/doc/moonpush
+UNITDIR    ?= $(PREFIX)/lib/systemd/system
+INSTALL    ?= install
+
+install: moonpush
+	$(INSTALL) -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(DATADIR)/lua/moonpush $(DESTDIR)$(DATADIR)/plugins \
+	    $(DESTDIR)$(DATADIR)/examples/plugins $(DESTDIR)$(DATADIR)/examples/web \
+	    $(DESTDIR)$(DATADIR)/clients/js $(DESTDIR)$(DOCDIR) $(DESTDIR)$(UNITDIR) \
+	    $(DESTDIR)$(SYSCONFDIR)/moonpush/plugins
+	$(INSTALL) -m 755 moonpush $(DESTDIR)$(BINDIR)/moonpush
+	$(INSTALL) -m 644 lua/moonpush.lua $(DESTDIR)$(DATADIR)/lua/
+	$(INSTALL) -m 644 lua/moonpush/*.lua $(DESTDIR)$(DATADIR)/lua/moonpush/
+	$(INSTALL) -m 644 plugins/*.lua $(DESTDIR)$(DATADIR)/plugins/
+	$(INSTALL) -m 644 examples/*.lua $(DESTDIR)$(DATADIR)/examples/
+	$(INSTALL) -m 644 examples/plugins/*.lua $(DESTDIR)$(DATADIR)/examples/plugins/
+	$(INSTALL) -m 644 examples/web/* $(DESTDIR)$(DATADIR)/examples/web/
+	$(INSTALL) -m 644 clients/js/moonpush.js clients/js/moonpush.d.ts $(DESTDIR)$(DATADIR)/clients/js/
+	$(INSTALL) -m 644 docs/*.md $(DESTDIR)$(DOCDIR)/
+	sed -e 's|/usr/local/bin/|$(BINDIR)/|g' -e 's|/usr/local/share/doc/moonpush/|$(DOCDIR)/|g' \
+	    -e 's|/etc/moonpush/|$(SYSCONFDIR)/moonpush/|g' dist/moonpush.service > $(DESTDIR)$(UNITDIR)/moonpush.service
+	chmod 644 $(DESTDIR)$(UNITDIR)/moonpush.service
+	@if [ -e $(DESTDIR)$(SYSCONFDIR)/moonpush/moonpush.lua ]; then \
+	  echo "kept $(DESTDIR)$(SYSCONFDIR)/moonpush/moonpush.lua (the example is in $(DATADIR)/examples)"; \
+	else \
+	  echo "$(INSTALL) -m 644 examples/moonpush.lua $(DESTDIR)$(SYSCONFDIR)/moonpush/moonpush.lua"; \
+	  $(INSTALL) -m 644 examples/moonpush.lua $(DESTDIR)$(SYSCONFDIR)/moonpush/moonpush.lua; \
+	fi
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/moonpush $(DESTDIR)$(UNITDIR)/moonpush.service
+	rm -rf $(DESTDIR)$(DATADIR) $(DESTDIR)$(DOCDIR)
+	@echo "left $(DESTDIR)$(SYSCONFDIR)/moonpush (your config) in place"
 
 # ---- sanitizers and fuzzing (docs/fuzzing.md) ----------------------------
 

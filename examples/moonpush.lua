@@ -29,8 +29,14 @@ return {
     ping_ms = 25000,     -- ping a WebSocket silent this long
   },
 
-  -- Where plugin names are looked up (relative to this file).
-  plugin_dir = "../plugins",
+  -- Plugin names are looked up in plugins/ next to this file (your own),
+  -- then among the bundled plugins (the source tree's plugins/, or
+  -- PREFIX/share/moonpush/plugins once installed by `make install`).
+  plugin_dir = "plugins",
+
+  -- The admin socket: under systemd (RuntimeDirectory=moonpush, see
+  -- dist/moonpush.service) in /run/moonpush, else next to this file.
+  admin = { socket = os.getenv("RUNTIME_DIRECTORY") and os.getenv("RUNTIME_DIRECTORY") .. "/moonpush-admin.sock" },
 
   routes = {
     {
@@ -50,6 +56,9 @@ return {
     {
       path = "/publish",
       type = "publish",
+      -- The demo page (examples/web, served on port 8000 as the README says)
+      -- publishes from the browser: let its origins call this route.
+      cors = { origins = { "http://127.0.0.1:8000", "http://localhost:8000" }, max_age = 600 },
       plugins = {
         { name = "auth_token", config = {
             publishers = {

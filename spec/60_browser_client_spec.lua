@@ -462,34 +462,62 @@ describe("JS client across a server restart", function()
 end)
 
 describe("the demo page (examples/web)", function()
-  local br, srv, page
+  local br, srv, plain, page
+
+  -- The page's origin is the static server's: as examples/moonpush.lua does
+  -- for port 8000, the server lets it call /publish (cors).
+  local function cors_config(origin)
+    local cfg = config()
+    for _, r in ipairs(cfg.routes) do
+      if r.path == "/publish" then r.cors = { origins = { origin } } end
+    end
+    return cfg
+  end
 
   lazy_setup(function()
     br = browser.start()
-    srv = server.start(config())
+    srv = server.start(cors_config(br.origin))
   end)
 
   lazy_teardown(function()
     if page then page:close() end
     if br then br:stop() end
     if srv then session.stop(srv) end
+    if plain then session.stop(plain) end
   end)
 
-  it("connects, publishes from its form without CORS headers and shows the message as it arrives", function()
-    page = br:open("/examples/web/index.html?server=" .. srv.url(""):gsub("/$", ""), "window.demo !== undefined")
+  -- Opens the demo on `s`, publishes `text` from the form, waits until the
+  -- device shows it; returns the publish note.
+  local function publish_from_page(s, text)
+    if page then page:close() end
+    page = br:open("/examples/web/index.html?server=" .. s.url(""):gsub("/$", ""), "window.demo !== undefined")
     page:wait_js([[document.querySelector("#status").textContent.startsWith("open")]], 10)
-    local text = client.unique("hello from the page ")
     page:js(string.format([[
       document.querySelector("#text").value = %s;
       document.querySelector("#publish-form").requestSubmit();]], J(text)))
     page:wait_js(string.format([[[...document.querySelectorAll("#messages li")].some((li) => li.textContent.includes(%s))]],
       J(text)), 10)
-    local h = history_of(srv, "news")
+    page:wait_js([[!document.querySelector("#publish-note").textContent.startsWith("sending")]], 10)
+    local h = history_of(s, "news")
     assert.equals(text, h.messages[#h.messages].data.text)
+    return page:js([[return document.querySelector("#publish-note").textContent;]])
+  end
+
+  it("connects, publishes from its form with a JSON request (cors), reads the answer and shows the message", function()
+    local text = client.unique("hello from the page ")
+    local note = publish_from_page(srv, text)
+    local seq = history_of(srv, "news").last_seq
+    assert.matches('^published: {.*"seq":' .. seq, note)
     -- the curl line shown for the same message names the server and the publish route
     local curl = page:js([[return document.querySelector("#curl").textContent;]])
     assert.matches("curl", curl)
     assert.matches(srv.url("/publish"), curl, 1, true)
+  end)
+
+  it("falls back to a request without CORS when the server does not list its origin", function()
+    plain = server.start(config())
+    local note = publish_from_page(plain, client.unique("no cors "))
+    assert.matches("^sent without CORS", note)
   end)
 end)
 

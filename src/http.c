@@ -13,6 +13,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "cors.h"
 #include "log.h"
 #include "lua_host.h"
 #include "metrics.h"
@@ -43,6 +44,7 @@ typedef struct mp_http {
     const char *reject_code, *reject_msg;
     ev_tstamp started_at;        /* for the access log */
     const char *route_path;      /* set at dispatch, for the access log */
+    char cors_origin[MP_CORS_ORIGIN_MAX];   /* the allowed Origin to echo, or "" (cors.c) */
 } mp_http;
 
 static http_parser_settings settings;
@@ -101,6 +103,7 @@ static int on_message_begin(http_parser *p)
     h->started = 1;
     h->started_at = ev_now(mp.loop);
     h->route_path = NULL;
+    h->cors_origin[0] = '\0';
     mp_tlist_touch(&mp_request_list, &h->conn->tnode);  /* the whole request within request_ms */
     return 0;
 }
@@ -271,6 +274,7 @@ static const char *status_text(int status)
     switch (status) {
     case 101: return "Switching Protocols";
     case 200: return "OK";
+    case 204: return "No Content";
     case 400: return "Bad Request";
     case 401: return "Unauthorized";
     case 403: return "Forbidden";
@@ -325,13 +329,15 @@ void mp_http_respond_typed(mp_conn *c, int status, const char *content_type, con
                            const char *body, size_t body_len)
 {
     mp_http_access_log(c, status, body_len);
-    char head[512];
+    char head[2048], cors[MP_CORS_ORIGIN_MAX + 128], type[256] = "";
+    mp_cors_headers(c->http ? c->http->cors_origin : NULL, cors, sizeof cors);
+    if (status != 204)   /* a 204 has neither body nor Content-Length (RFC 9110 8.6) */
+        snprintf(type, sizeof type, "Content-Type: %s\r\nContent-Length: %zu\r\n", content_type, body_len);
     int ka = keep_alive(c) && !mp.stopping;
     int n = snprintf(head, sizeof head,
-                     "HTTP/1.1 %d %s\r\nContent-Type: %s\r\n"
-                     "Content-Length: %zu\r\nConnection: %s\r\n%s\r\n",
-                     status, status_text(status), content_type, body_len, ka ? "keep-alive" : "close",
-                     extra_headers ? extra_headers : "");
+                     "HTTP/1.1 %d %s\r\n%sConnection: %s\r\n%s%s\r\n",
+                     status, status_text(status), type, ka ? "keep-alive" : "close",
+                     extra_headers ? extra_headers : "", cors);
     if (n < 0 || (size_t)n >= sizeof head) {
         mp_conn_abort(c);
         return;
@@ -458,6 +464,8 @@ static void dispatch(mp_http *h, const uint8_t *rest, size_t rest_len)
     req.route = &mp.cfg.routes[ri];
     req.route_index = ri;
     h->route_path = req.route->path;
+    if (mp_cors_request(&req, h->cors_origin, sizeof h->cors_origin))
+        return;   /* a CORS preflight, answered */
     switch (req.route->type) {
     case MP_ROUTE_HEALTH:
         handle_health(&req);

@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cors.h"
 #include "delivery.h"
 #include "hub.h"
 #include "log.h"
@@ -452,11 +453,25 @@ static int bool_field(int idx, const char *key)
 
 static void free_routes(mp_config *cfg)
 {
-    for (int i = 0; i < cfg->nroutes; i++)
+    for (int i = 0; i < cfg->nroutes; i++) {
         free(cfg->routes[i].path);
+        mp_cors_free(cfg->routes[i].cors);
+    }
     free(cfg->routes);
     cfg->routes = NULL;
     cfg->nroutes = 0;
+}
+
+/* A route's cors policy (core.routes_for_c's cors_* fields), or NULL. */
+static mp_cors *read_cors(int t)
+{
+    lua_getfield(L, t, "cors_origins");
+    lua_getfield(L, t, "cors_headers");
+    mp_cors *c = lua_isstring(L, -2) ? mp_cors_new(lua_tostring(L, -2), lua_tostring(L, -1),
+                                                   (int)num_field(t, NULL, "cors_max_age"))
+                                     : NULL;
+    lua_pop(L, 2);
+    return c;
 }
 
 /* Replaces cfg's routes with core.routes_for_c(). */
@@ -500,6 +515,7 @@ static int read_routes(mp_config *cfg)
         r->ack_factor = num_field(t, NULL, "ack_factor");
         r->ack_jitter = num_field(t, NULL, "ack_jitter");
         r->ack_max_tries = (int)num_field(t, NULL, "ack_max_tries");
+        r->cors = read_cors(t);
         for (size_t h = 0; h < sizeof hooks / sizeof hooks[0]; h++)
             if (bool_field(t, hooks[h].name))
                 r->hooks |= hooks[h].flag;
@@ -575,6 +591,9 @@ static void read_admin_and_log(int idx, mp_config *cfg)
     lua_getfield(L, -1, "access");
     cfg->log_access = lua_toboolean(L, -1);
     lua_pop(L, 2);
+    lua_getfield(L, idx, "pid_file");
+    snprintf(cfg->pid_file, sizeof cfg->pid_file, "%s", lua_isstring(L, -1) ? lua_tostring(L, -1) : "");
+    lua_pop(L, 1);
 }
 
 static void read_limits(int idx, mp_config *cfg)
@@ -597,18 +616,32 @@ static void read_limits(int idx, mp_config *cfg)
     cfg->shutdown_grace = num_field(idx, "timeouts", "shutdown_ms") / 1000.0;
 }
 
+/* The Lua runtime's directory, relative to the binary so that both layouts
+ * work wherever they are put: the source tree (./moonpush next to lua/) and
+ * an install (PREFIX/bin/moonpush, PREFIX/share/moonpush/lua, see the
+ * Makefile's install target). MOONPUSH_LUA_DIR overrides both. */
+static void find_lua_dir(char *dir, size_t len)
+{
+    const char *env = getenv("MOONPUSH_LUA_DIR");
+    if (env) {
+        snprintf(dir, len, "%s", env);
+        return;
+    }
+    char exe[PATH_MAX], probe[PATH_MAX + 64];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    exe[n > 0 ? n : 0] = '\0';
+    const char *bin = n > 0 ? dirname(exe) : ".";
+    snprintf(probe, sizeof probe, "%s/lua/moonpush/core.lua", bin);
+    if (access(probe, R_OK) == 0)
+        snprintf(dir, len, "%s/lua", bin);
+    else
+        snprintf(dir, len, "%s/../share/moonpush/lua", bin);
+}
+
 static void set_lua_path(void)
 {
     char dir[PATH_MAX];
-    const char *env = getenv("MOONPUSH_LUA_DIR");
-    if (env) {
-        snprintf(dir, sizeof dir, "%s", env);
-    } else {
-        char exe[PATH_MAX];
-        ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-        exe[n > 0 ? n : 0] = '\0';
-        snprintf(dir, sizeof dir, "%s/lua", n > 0 ? dirname(exe) : ".");
-    }
+    find_lua_dir(dir, sizeof dir);
     lua_getglobal(L, "package");
     lua_getfield(L, -1, "path");
     lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;%s", dir, dir, lua_tostring(L, -1));

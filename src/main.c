@@ -33,6 +33,7 @@
 #include "log.h"
 #include "lua_host.h"
 #include "net.h"
+#include "pidfile.h"
 #include "reload.h"
 #include "server.h"
 #include "store.h"
@@ -190,6 +191,10 @@ int main(int argc, char **argv)
     ev_timer_start(mp.loop, &sweep_timer);
     if (mp_net_listen() < 0 || mp_admin_start() < 0)
         return 1;
+    if (mp_pidfile_write(mp.cfg.pid_file) < 0) {
+        mp_error("cannot write the pid file", "file=%s error=\"%s\"", mp.cfg.pid_file, strerror(errno));
+        return 1;
+    }
     mp_net_start();
     ev_signal_init(&sigint_watcher, on_stop_signal, SIGINT);
     ev_signal_init(&sigterm_watcher, on_stop_signal, SIGTERM);
@@ -212,6 +217,7 @@ int main(int argc, char **argv)
     mp_store_free(mp.store);
     mp_lua_close();
     mp_config_free(&mp.cfg);
+    mp_pidfile_remove();
     mp_info("moonpush stopped", NULL);
     return 0;
 }

@@ -38,6 +38,7 @@ typedef struct mp_route {
     double ack_factor;     /* backoff multiplier per try */
     double ack_jitter;     /* +- fraction of each wait, so resends don't synchronise */
     int ack_max_tries;     /* sends of an unacked message before close 4004 */
+    struct mp_cors *cors;  /* NULL: no CORS headers (cors.h) */
 } mp_route;
 
 /* History limits for channels whose name matches pattern (exact, prefix*, *). */
@@ -87,6 +88,7 @@ typedef struct mp_config {
     int log_json;              /* 1: JSON lines, 0: logfmt */
     int log_access;            /* an access line per HTTP request */
     char log_file[256];        /* "" = stderr */
+    char pid_file[256];        /* "" = none (pidfile.h) */
 } mp_config;
 
 typedef struct mp_stats {

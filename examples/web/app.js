@@ -117,19 +117,41 @@ function showCurl() {
     " " + s.server + "/publish";
 }
 
-// moonpush sends no CORS headers, so a page from another origin may only
-// send a "simple" request: no Authorization header (the token goes in the
-// query) and no application/json type (a Blob without a type sends no
-// Content-Type at all, which moonpush reads as JSON). The answer is opaque
-// to the page: the message showing up in the list above is the answer.
+// examples/moonpush.lua lets the demo's origins (http://127.0.0.1:8000 and
+// http://localhost:8000) call /publish: its `cors` option answers the
+// browser's preflight, so this is a normal JSON request whose answer the page
+// reads. A server (or an origin) without that option makes the browser refuse
+// it (a TypeError, as when the server is down); the page then falls back to
+// what needs no CORS, a "simple" request: the token in the query and no
+// Content-Type (a Blob without a type; moonpush reads such a body as JSON),
+// whose answer the page may not read.
 async function publish() {
   const s = settings();
-  const url = s.server + "/publish?token=" + encodeURIComponent(s.publisher);
+  const body = JSON.stringify(publishBody());
   $("publish-note").textContent = "sending...";
+  let res;
   try {
-    await fetch(url, { method: "POST", mode: "no-cors", body: new Blob([JSON.stringify(publishBody())]) });
-    $("publish-note").textContent = "sent (the browser cannot read moonpush's answer without CORS headers: " +
-      "the message appears above if this device may read that channel; the curl line shows the answer).";
+    res = await fetch(s.server + "/publish", {
+      method: "POST",
+      headers: { "Authorization": "Bearer " + s.publisher, "Content-Type": "application/json" },
+      body,
+    });
+  } catch (err) {
+    return publishWithoutCors(s, body);
+  }
+  const answer = await res.json().catch(() => ({}));
+  $("publish-note").textContent = res.ok
+    ? "published: " + JSON.stringify(answer)
+    : "refused: " + res.status + " " + answer.error + ": " + answer.message;
+}
+
+async function publishWithoutCors(s, body) {
+  const url = s.server + "/publish?token=" + encodeURIComponent(s.publisher);
+  try {
+    await fetch(url, { method: "POST", mode: "no-cors", body: new Blob([body]) });
+    $("publish-note").textContent = "sent without CORS (the server does not list " + location.origin +
+      " in /publish's cors.origins, so the page cannot read the answer: the message appears above if this " +
+      "device may read that channel; the curl line shows the answer).";
   } catch (err) {
     $("publish-note").textContent = "could not reach " + s.server + ": " + err.message + " (is `make run` going?)";
   }

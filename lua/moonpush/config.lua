@@ -39,9 +39,9 @@ local ROUTE_TYPES = { websocket = true, publish = true, health = true, history =
 -- Keys a config may have: anything else is a typo, refused rather than ignored.
 local TOP_KEYS = { listen = true, max_connections = true, limits = true, timeouts = true,
                    plugin_dir = true, plugin_path = true, plugin_budget = true, routes = true,
-                   history = true, admin = true, log = true }
+                   history = true, admin = true, log = true, pid_file = true }
 local ROUTE_KEYS = { path = true, type = true, plugins = true, budget = true, acks = true,
-                     duplicate_devices = true }
+                     duplicate_devices = true, cors = true }
 local ACK_DEFAULTS = { timeout_ms = 5000, factor = 2, max_tries = 5, jitter = 0.2 }
 local HISTORY_DEFAULTS = { max_messages = 100, max_age_ms = 3600000, max_channels = 100000,
                            max_bytes = 268435456, channel_idle_ms = 600000, max_cursors = 1000000,
@@ -56,6 +56,11 @@ end
 local function dirname(path)
   return match(path, "^(.*)/[^/]*$") or "."
 end
+
+-- The plugins shipped with moonpush sit next to the Lua runtime (the
+-- source tree's plugins/, an install's PREFIX/share/moonpush/plugins): every
+-- config finds them after its own plugin_path, wherever the config lives.
+local BUNDLED_PLUGINS = dirname(dirname(dirname(debug.getinfo(1, "S").source:gsub("^@", "")))) .. "/plugins"
 
 -- The C side keeps counts, budgets, sizes and timeouts in an int (or wider)
 -- and history sizes and ages in 64 bits: a number past these bounds would
@@ -102,6 +107,58 @@ local function parse_listen(s)
   return host, port
 end
 
+-- cors = { origins = "*" | { "https://app.example", ... }, max_age = 600, headers = { ... } }
+-- on publish, history and presence routes: browsers on those origins may
+-- call the route (src/cors.c answers the preflight and adds the headers).
+local CORS_ROUTES = { publish = true, history = true, presence = true }
+local CORS_MAX_AGE = 86400
+
+local function valid_origin(o)
+  if type(o) ~= "string" or #o > 200 then return false end
+  local host = match(o, "^https?://(.+)$")
+  if not host then return false end
+  host = match(host, "^(.-):%d+$") or host
+  return match(host, "^[%w%.%-]+$") ~= nil or match(host, "^%[[%x:%.]+%]$") ~= nil
+end
+
+local function check_cors(c, rtype, where)
+  where = where .. ".cors"
+  if not CORS_ROUTES[rtype] then return nil, where .. " applies to publish, history and presence routes only" end
+  if type(c) ~= "table" then return nil, where .. " must be a table { origins = ..., max_age = ... }" end
+  local bad = unknown_key(c, { origins = true, max_age = true, headers = true }, where .. ".")
+  if bad then return nil, bad end
+  local origins = c.origins
+  if origins ~= "*" then
+    if type(origins) ~= "table" or #origins == 0 then
+      return nil, where .. ".origins must be \"*\" or a non-empty list of origins"
+    end
+    for k, o in ipairs(origins) do
+      -- An origin is scheme://host[:port]: no path, no trailing slash; the
+      -- browser's Origin header is compared with it byte for byte.
+      if not valid_origin(o) then
+        return nil, format("%s.origins[%d] must be an origin like \"https://app.example.com\" or \"http://127.0.0.1:8000\" (scheme://host[:port], no path), got %s",
+          where, k, tostring(o))
+      end
+    end
+    origins = " " .. table.concat(origins, " ") .. " "
+  end
+  local max_age = c.max_age
+  if max_age == nil then max_age = 600 end
+  if type(max_age) ~= "number" or max_age < 0 or max_age ~= math.floor(max_age) or max_age > CORS_MAX_AGE then
+    return nil, format("%s.max_age must be an integer from 0 to %d (seconds), got %s", where, CORS_MAX_AGE, tostring(c.max_age))
+  end
+  local headers = { "Authorization", "Content-Type" }
+  if c.headers ~= nil and type(c.headers) ~= "table" then return nil, where .. ".headers must be a list of header names" end
+  if #(c.headers or {}) > 8 then return nil, where .. ".headers: at most 8 header names" end
+  for k, h in ipairs(c.headers or {}) do
+    if type(h) ~= "string" or #h > 40 or not match(h, "^[%w%-]+$") then
+      return nil, format("%s.headers[%d] must be a header name (letters, digits, -; at most 40), got %s", where, k, tostring(h))
+    end
+    headers[#headers + 1] = h
+  end
+  return { origins = origins, max_age = max_age, headers = table.concat(headers, ", ") }
+end
+
 local function check_route(i, r, plugin_dirs)
   local where = format("routes[%d]", i)
   if type(r) ~= "table" then return nil, where .. " must be a table" end
@@ -145,8 +202,13 @@ local function check_route(i, r, plugin_dirs)
   if dup ~= "replace" and dup ~= "allow" then
     return nil, where .. ".duplicate_devices must be \"replace\" or \"allow\""
   end
+  local cors
+  if r.cors ~= nil then
+    cors, err = check_cors(r.cors, r.type, where)
+    if not cors then return nil, err end
+  end
   return { path = path, type = r.type, chain = chain, has_auth = chain.has_auth, budget = r.budget,
-           acks = acks, allow_duplicates = dup == "allow" }
+           acks = acks, allow_duplicates = dup == "allow", cors = cors }
 end
 
 -- history = { max_messages, max_age_ms, ..., channels = { { pattern, max_messages, max_age_ms } } }
@@ -261,6 +323,7 @@ function _M.load(path)
     if d:sub(1, 1) ~= "/" then d = dirname(path) .. "/" .. d end
     out.plugin_path[i] = d
   end
+  out.plugin_path[#out.plugin_path + 1] = BUNDLED_PLUGINS
 
   out.history, err = _M.check_history(cfg.history)
   if not out.history then return nil, err end
@@ -268,6 +331,13 @@ function _M.load(path)
   if not out.admin then return nil, err end
   out.log, err = _M.check_log(cfg.log)
   if not out.log then return nil, err end
+  if cfg.pid_file ~= nil then
+    local pf = cfg.pid_file
+    if type(pf) ~= "string" or pf == "" then return nil, "pid_file must be a path" end
+    if pf:sub(1, 1) ~= "/" then pf = dirname(path) .. "/" .. pf end
+    if #pf > 250 then return nil, "pid_file path is too long (250 bytes)" end
+    out.pid_file = pf
+  end
 
   if type(cfg.routes) ~= "table" or #cfg.routes == 0 then
     return nil, "routes must be a non-empty list"

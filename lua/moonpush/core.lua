@@ -243,7 +243,9 @@ function _M.routes_for_c()
                ack_jitter = a and a.jitter, ack_max_tries = a and a.max_tries,
                auth = h.auth, ratelimit = h.ratelimit, route = h.route, format = h.format,
                on_connect = h.on_connect, on_close = h.on_close, on_message = h.on_message,
-               on_ack = h.on_ack }
+               on_ack = h.on_ack,
+               cors_origins = r.cors and r.cors.origins, cors_headers = r.cors and r.cors.headers,
+               cors_max_age = r.cors and r.cors.max_age }
   end
   return out
 end

@@ -1,0 +1,60 @@
+-- Integration: the `pid_file` option (docs/operations.md, "Config"): the
+-- server's pid, written once it listens, relative to the config file,
+-- removed at a clean exit; a path it cannot write stops the start with a
+-- clear log line.
+local server = require "helpers.server"
+local util = require "helpers.util"
+
+local function exists(path)
+  local f = io.open(path, "rb")
+  if f then f:close() end
+  return f ~= nil
+end
+
+-- The port accepts connections from listen() on, a moment before the pid
+-- file is written: wait for it (bounded).
+local function wait_file(path)
+  local deadline = os.time() + 5
+  while not exists(path) and os.time() <= deadline do server.sleep(0.01) end
+  return util.read_file(path)
+end
+
+describe("pid_file", function()
+  it("holds the server's pid while it runs (a relative path is next to the config)", function()
+    local srv = server.start({ pid_file = "moonpush.pid" })
+    local file = srv.dir .. "/moonpush.pid"
+    assert.equals(srv.pid .. "\n", wait_file(file))
+    assert.is_false(exists(file .. ".tmp"))
+    assert.equals(0, srv:stop())
+  end)
+
+  it("is removed at a clean exit", function()
+    local other = util.mkdtemp("moonpush-pid")
+    local file = other .. "/run.pid"
+    local srv = server.start({ pid_file = file })
+    assert.equals(srv.pid .. "\n", wait_file(file))
+    assert.equals(0, srv:stop())
+    assert.is_false(exists(file))
+    util.rm_rf(other)
+  end)
+
+  it("refuses to start when the pid file cannot be written", function()
+    -- it may exit before or just after its port was seen open
+    local ok, srv = pcall(server.start, { pid_file = "/nonexistent-dir/moonpush.pid" })
+    local log = ok and srv:log() or srv
+    if ok then
+      assert.equals(1, srv:wait())
+      log = srv:log()
+      srv:stop()
+    else
+      assert.matches("exit code 1", log)
+    end
+    assert.matches('cannot write the pid file" file=/nonexistent%-dir/moonpush.pid error="No such file or directory"', log)
+  end)
+
+  it("is checked with the config: a pid_file that is not a path is refused", function()
+    local ok, err = pcall(server.start, { pid_file = 42 })
+    assert.is_false(ok)
+    assert.matches("pid_file must be a path", err)
+  end)
+end)
