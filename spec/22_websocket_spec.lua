@@ -346,6 +346,40 @@ describe("moonpush WebSocket", function()
       c:close()
     end)
 
+    -- docs/protocol.md: the answer to a client close is 1000 "bye", whatever
+    -- code it carried (RFC 6455 lets the answer choose; echoing would send
+    -- a client's 1001 or 4000 back with "server shutting down" or "idle
+    -- timeout", things that did not happen).
+    for _, code in ipairs({ 3000, 4999, 1001, 4000, 1011 }) do
+      it("answers a client close with code " .. code .. " with 1000 bye, not an echo", function()
+        local c = client.raw_ws(srv, { token = "bob", device = client.unique("c-") })
+        assert(c:send_frame({ opcode = client.OP.close, payload = client.close_payload(code, "mine") }))
+        local got, reason = c:expect_close()
+        assert.equals(1000, got)
+        assert.equals("bye", reason)
+        assert.is_true((c:closed_within(2)))
+        c:close()
+      end)
+    end
+
+    it("answers a client close without a code with 1000 bye", function()
+      local c = client.raw_ws(srv, { token = "bob", device = client.unique("c-") })
+      assert(c:send_frame({ opcode = client.OP.close, payload = "" }))
+      local got, reason = c:expect_close()
+      assert.equals(1000, got)
+      assert.equals("bye", reason)
+      c:close()
+    end)
+
+    it("answers a client close with an invalid code (999) with 1002 protocol error", function()
+      local c = client.raw_ws(srv, { token = "bob", device = client.unique("c-") })
+      assert(c:send_frame({ opcode = client.OP.close, payload = client.close_payload(999, "") }))
+      local got, reason = c:expect_close()
+      assert.equals(1002, got)
+      assert.equals("protocol error", reason)
+      c:close()
+    end)
+
     it("answers a lua-http client's close with 1000", function()
       local w = client.ws(srv, { token = "bob", device = client.unique("c-") })
       assert.is_true(w:close(1000, "done", 2))

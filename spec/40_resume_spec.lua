@@ -321,6 +321,42 @@ describe("moonpush resume", function()
       assert.equals(21, m.seq)
     end)
 
+    -- 2^64-1 is a seq (it parses), just far ahead: since + 1 wraps to 0 and
+    -- once read the whole history after the reset
+    for _, c in ipairs({ { "2^64-1", "18446744073709551615" }, { "2^63", "9223372036854775808" } }) do
+      it("answers reset ahead and nothing else for since = " .. c[1] .. ", then live messages", function()
+        local ch = client.unique("ahx-")
+        publish_n(srv, ch, 1, 5)
+        local w1 = ws({ token = "bob", device = client.unique("d-"), channels = { ch } })
+        local epoch = w1.welcome.epochs[ch]
+        local w = ws({ query = resume_query("bob", client.unique("d-"), { ch }, { [ch] = { since = c[2], epoch = epoch } }) })
+        local r = client.recv_json(w)
+        assert.equals("reset", r.type, json.encode(r))
+        assert.equals("ahead", r.reason)
+        assert.equals(5, r.last_seq)
+        assert.equals(epoch, r.epoch)
+        -- nothing follows the reset: the next frame is the live 6
+        client.publish_ok(srv, { channel = ch, data = "live" })
+        local m, raw = client.recv_json(w)
+        assert.equals("message", m.type, raw)
+        assert.equals(6, m.seq, "a replayed message followed the reset ahead: " .. raw)
+      end)
+    end
+
+    it("answers reset ahead and nothing else to a subscribe frame with since = 2^63-1", function()
+      local ch = client.unique("ahf-")
+      publish_n(srv, ch, 1, 5)
+      local w = ws({ token = "bob", device = client.unique("d-") })
+      local ans = client.request(w, '{"type":"subscribe","channel":"' .. ch .. '","since":9223372036854775807}')
+      assert.equals("subscribed", ans.type, json.encode(ans))
+      local r = client.recv_json(w)
+      assert.equals("reset", r.type, json.encode(r))
+      assert.equals("ahead", r.reason)
+      client.publish_ok(srv, { channel = ch, data = "live" })
+      local m, raw = client.recv_json(w)
+      assert.equals(6, m.seq, raw)
+    end)
+
     it("answers reset epoch for an epoch the channel never had, then everything retained", function()
       local ch = client.unique("ep-")
       publish_n(srv, ch, 1, 5)

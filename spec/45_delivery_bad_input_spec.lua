@@ -154,7 +154,8 @@ describe("moonpush delivery: bad input", function()
 
     -- "-3" is an integer but no position (seqs start at 1, since >= 0): it
     -- must not be read as a huge unsigned number (that would be "ahead")
-    for _, bad in ipairs({ "abc", "-3", "1.5", "", "12abc" }) do
+    -- 1e23 does not fit 64 bits: no seq, not "ahead" either
+    for _, bad in ipairs({ "abc", "-3", "1.5", "", "12abc", "99999999999999999999999" }) do
       it("answers error bad_since for since.<channel>=" .. string.format("%q", bad) .. " at connect; the connection stays", function()
         local ch = client.unique("bs-")
         client.publish_ok(srv, { channel = ch, data = 1 })
@@ -196,6 +197,61 @@ describe("moonpush delivery: bad input", function()
         still_delivers(w, ch, 2)
       end)
     end
+  end)
+
+  describe("epoch", function()
+    -- An epoch is a string the server gave out. Read as "no epoch", a bad
+    -- one would replay from since with no reset: it is refused instead.
+    for _, c in ipairs({
+      { "a number", "5" },
+      { "a boolean", "true" },
+      { "an object", "{}" },
+      { "an array", '["e"]' },
+      { "null", "null" },
+      { "a string longer than any epoch", '"' .. string.rep("e", 40) .. '"' },
+    }) do
+      it("answers error bad_frame to a subscribe whose epoch is " .. c[1] .. ", and does not subscribe", function()
+        local ch = client.unique("ebf-")
+        for i = 1, 3 do client.publish_ok(srv, { channel = ch, data = i }) end
+        local w = ws({ token = "bob", device = client.unique("d-") })
+        local ans = client.request(w, '{"type":"subscribe","channel":"' .. ch .. '","since":1,"epoch":' .. c[2] .. '}')
+        assert.equals("error", ans.type, json.encode(ans))
+        assert.equals("bad_frame", ans.code)
+        assert.equals(ch, ans.channel)
+        assert.is_string(ans.message)
+        -- nothing was replayed and the channel is not subscribed: the next
+        -- frame is the answer to a good subscribe
+        local ok, raw = client.request(w, { type = "subscribe", channel = ch })
+        assert.equals("subscribed", ok.type, raw)
+        still_delivers(w, ch, 4)
+      end)
+    end
+
+    it("resumes by seq alone for an empty epoch (what the server gives for a channel never published)", function()
+      local ch = client.unique("e0-")
+      local w0 = ws({ token = "bob", device = client.unique("d-") })
+      local first = client.request(w0, { type = "subscribe", channel = ch })
+      assert.equals("", first.epoch)
+      for i = 1, 3 do client.publish_ok(srv, { channel = ch, data = i }) end
+      local w = ws({ token = "bob", device = client.unique("d-") })
+      local ans = client.request(w, { type = "subscribe", channel = ch, since = 1, epoch = "" })
+      assert.equals("subscribed", ans.type, json.encode(ans))
+      assert.same({ 2, 3 }, (client.recv_seqs(w, ch, 2)))
+      still_delivers(w, ch, 4)
+    end)
+
+    it("answers error bad_epoch for an epoch.<channel> longer than any epoch at connect; the connection stays", function()
+      local ch = client.unique("ebc-")
+      client.publish_ok(srv, { channel = ch, data = 1 })
+      local w = ws({ query = client.query_string({ token = "bob", device = client.unique("d-"), channels = ch,
+        ["since." .. ch] = 0, ["epoch." .. ch] = string.rep("e", 40) }) })
+      local e = client.recv_json(w)
+      assert.equals("error", e.type, json.encode(e))
+      assert.equals("bad_epoch", e.code)
+      assert.equals(ch, e.channel)
+      -- subscribed (channels=), nothing replayed
+      still_delivers(w, ch, 2)
+    end)
   end)
 
   describe("publish options", function()

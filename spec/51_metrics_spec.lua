@@ -88,6 +88,13 @@ local DOCUMENTED = {
   moonpush_plugin_errors_total = "counter",
   moonpush_plugin_seconds_total = "counter",
   moonpush_reloads_total = "counter",
+  -- the standard process metrics of every Prometheus exporter
+  process_cpu_seconds_total = "counter",
+  process_resident_memory_bytes = "gauge",
+  process_virtual_memory_bytes = "gauge",
+  process_open_fds = "gauge",
+  process_max_fds = "gauge",
+  process_start_time_seconds = "gauge",
 }
 
 local ACK_TOKENS = {}
@@ -306,6 +313,56 @@ describe("moonpush metrics", function()
       prev = v
     end
     assert.is_true(value(m, "moonpush_publish_to_deliver_seconds_sum") >= 0)
+  end)
+
+  it("measures publish-to-deliver with a real clock: the sum grows with delivered messages", function()
+    -- The publish, the fanout and the write happen within one loop
+    -- iteration: measured with libev's cached loop time every one is 0.
+    local ch = client.unique("dur-")
+    local w1 = ws({ token = "bob", device = client.unique("dur-"), channels = { ch } })
+    local w2 = ws({ token = "bob", device = client.unique("dur-"), channels = { ch } })
+    local m0 = scrape()
+    local sum0 = value(m0, "moonpush_publish_to_deliver_seconds_sum")
+    local n0 = value(m0, "moonpush_publish_to_deliver_seconds_count")
+    for i = 1, 5 do client.publish_ok(srv, { channel = ch, data = i }) end
+    for _ = 1, 5 do client.recv_message(w1); client.recv_message(w2) end
+    local m = eventually(function(x)
+      return value(x, "moonpush_publish_to_deliver_seconds_count") >= n0 + 10
+    end, "publish_to_deliver_seconds_count up by 10")
+    local sum = value(m, "moonpush_publish_to_deliver_seconds_sum")
+    assert.is_true(sum > sum0, string.format("publish_to_deliver_seconds_sum stayed %.9g after 10 deliveries", sum0))
+    -- and plausible: no delivery took minutes (nor went backwards)
+    assert.is_true(sum - sum0 < 10, "10 deliveries took " .. (sum - sum0) .. " s in all")
+  end)
+
+  it("has the standard process_* metrics, read from /proc at scrape time", function()
+    local m = scrape()
+    local function v(name)
+      local x = m.samples[name] and m.samples[name][""]
+      assert.is_number(x, "no sample " .. name)
+      return x
+    end
+    local now = os.time()
+    assert.is_true(v("process_cpu_seconds_total") >= 0)
+    local rss, vsz = v("process_resident_memory_bytes"), v("process_virtual_memory_bytes")
+    assert.is_true(rss > 1048576 and rss < 4 * 2 ^ 30, "resident memory " .. rss)
+    assert.is_true(vsz >= rss, "virtual " .. vsz .. " below resident " .. rss)
+    local fds, max = v("process_open_fds"), v("process_max_fds")
+    assert.is_true(fds >= 4, "open fds " .. fds)   -- stdio, the listener, the scrape's connection
+    assert.is_true(max >= fds, "max fds " .. max .. " below open fds " .. fds)
+    -- the start time and the uptime agree with each other and with now
+    local start, up = v("process_start_time_seconds"), v("moonpush_uptime_seconds")
+    assert.is_true(start <= now + 1 and start > now - 3600, "start time " .. start .. ", now " .. now)
+    assert.is_true(math.abs(start + up - now) < 5, string.format("start %.3f + uptime %.3f is not now %d", start, up, now))
+    -- open fds follow connections: closing 3 websockets frees 3 fds (the
+    -- way down, because connections of earlier tests may still be closing)
+    local held = {}
+    for i = 1, 3 do held[i] = ws({ token = "bob", device = client.unique("fds-") }) end
+    local during = scrape().samples["process_open_fds"][""]
+    assert.is_true(during >= 7, "open fds " .. during .. " with 3 connections held")
+    for _, w in ipairs(held) do client.close(w) end
+    eventually(function(x) return x.samples["process_open_fds"][""] <= during - 3 end,
+      "process_open_fds down by 3 from " .. during .. " after 3 connections closed")
   end)
 
   it("counts a message published with no subscriber as published, not queued", function()

@@ -167,6 +167,68 @@ describe("moonpush logs", function()
         "the error value was cut at its first quote: " .. line)
     end)
 
+    it("writes numbers as JSON numbers and strings as JSON strings", function()
+      srv = server.start(overrides({ format = "json" }))
+      assert.equals(200, (client.health(srv)))
+      assert.equals(404, (client.http(srv, "/nowhere")))
+      client.publish_ok(srv, { channel = "numbers", data = 1 }, { token = PUBLISHER_TOKEN })
+      local w = client.ws(srv, { token = DEVICE_TOKEN, device = "desk" })
+      client.close(w)
+      -- a target that looks like a number is still a user id: a string
+      local out, rc = srv:admin("kick('12345')")
+      assert.equals(0, rc, out)
+      local rc2, err = srv:stop()
+      assert.equals(0, rc2, err)
+      local access, kick = 0, nil
+      for _, line in ipairs(lines(srv:log())) do
+        local v = cjson.decode(line)
+        assert.is_table(v, line)
+        if v.msg == "http" then
+          access = access + 1
+          for _, k in ipairs({ "conn", "status", "bytes", "ms" }) do
+            assert.is_number(v[k], k .. " is not a JSON number: " .. line)
+          end
+          for _, k in ipairs({ "method", "path", "remote", "route" }) do
+            assert.is_string(v[k], k .. " is not a JSON string: " .. line)
+          end
+          assert.is_true(v.status >= 100 and v.status <= 599, line)
+          assert.is_true(v.ms >= 0, line)
+        elseif v.msg == "admin kick" then
+          kick = v
+        elseif v.msg == "listening" then
+          assert.is_string(v.addr, line)   -- addr=%s:%d: a string, not a number
+        end
+      end
+      assert.equals(4, access)
+      assert.is_table(kick, "no admin kick line")
+      assert.equals("12345", kick.target, "the kick target is not the string it was")
+      assert.equals(0, kick.count)
+      assert.is_number(kick.count)
+    end)
+
+    it("measures a request's real duration: ms > 0 for one whose auth hook works a while", function()
+      -- The whole handshake (read, hook, answer) happens within one loop
+      -- iteration: a duration taken from libev's cached loop time is 0.
+      local o = overrides({ format = "json" })
+      o.plugin_path = { server.ROOT .. "/spec/fixtures/plugins", server.PLUGIN_DIR }
+      table.insert(o.routes, 1, { path = "/burn", type = "websocket", budget = 500000000,
+        plugins = { { name = "burn_auth", config = { iterations = 3000000 } } } })
+      srv = server.start(o)
+      local w = client.ws(srv, { path = "/burn", token = "anyone", device = "slow" })
+      assert.equals("burner", w.welcome.user)
+      client.close(w)
+      local rc, err = srv:stop()
+      assert.equals(0, rc, err)
+      local line
+      for _, l in ipairs(lines(srv:log())) do
+        local v = cjson.decode(l)
+        if v and v.msg == "http" and v.path == "/burn" then line = v end
+      end
+      assert.is_table(line, "no access line for /burn:\n" .. srv:log())
+      assert.equals(101, tonumber(line.status))
+      assert.is_true(tonumber(line.ms) > 0, "ms is " .. tostring(line.ms) .. " for a request that ran a hook for a while")
+    end)
+
     it("writes no access lines with log.access = false", function()
       srv = server.start(overrides({ format = "json", access = false }))
       assert.equals(200, (client.health(srv)))

@@ -84,9 +84,15 @@ static void got_batch(mp_store *st, int status, const mp_store_history *h, void 
             send_reset(r->c, r->channel, h, "epoch");
         else if (h->since_state == MP_STORE_SINCE_GAP)
             send_reset(r->c, r->channel, h, "gap");
-        else if (h->since_state == MP_STORE_SINCE_AHEAD)
-            send_reset(r->c, r->channel, h, "ahead");
         r->first = 0;
+        if (h->since_state == MP_STORE_SINCE_AHEAD) {
+            /* Nothing follows a reset ahead (docs/protocol.md "Resume"): the
+             * client is at the head, live messages come next. Whatever a
+             * read past the head returned (a since so large that since + 1
+             * wraps reads from the start) is not sent. */
+            send_reset(r->c, r->channel, h, "ahead");
+            return;
+        }
     }
     size_t pause_at = mp.cfg.max_outbound_bytes / 2;
     size_t i = 0;

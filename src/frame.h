@@ -21,7 +21,7 @@ typedef struct mp_frame {
     uint32_t off;        /* the frame's bytes are data[off .. len) */
     uint32_t len;
     uint32_t cap;        /* bytes allocated for data */
-    double published;    /* message frames: when published (ev_now); 0 otherwise */
+    double published;    /* message frames: when published (wall clock s, clock.h); 0 otherwise */
     uint8_t data[];
 } mp_frame;
 

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "clock.h"
 #include "cors.h"
 #include "log.h"
 #include "lua_host.h"
@@ -101,7 +102,7 @@ static int on_message_begin(http_parser *p)
     h->body_len = 0;
     h->has_length = 0;
     h->started = 1;
-    h->started_at = ev_now(mp.loop);
+    h->started_at = mp_clock_mono();   /* ev_now is the iteration's start: see clock.h */
     h->route_path = NULL;
     h->cors_origin[0] = '\0';
     mp_tlist_touch(&mp_request_list, &h->conn->tnode);  /* the whole request within request_ms */
@@ -320,9 +321,9 @@ void mp_http_access_log(mp_conn *c, int status, size_t bytes)
             path[i] = (u[i] == '"' || u[i] == '\\' || (unsigned char)u[i] < 0x21) ? '_' : u[i];
         path[i ? i : 1] = '\0';
     }
-    mp_info("http", "conn=%llu method=%s path=\"%s\" status=%d bytes=%zu ms=%.2f remote=%s route=%s",
+    mp_info("http", "conn=%llu method=%s path=\"%s\" status=%d bytes=%zu ms=%.3f remote=%s route=%s",
             (unsigned long long)c->id, http_method_str(h->parser.method), path, status, bytes,
-            (ev_now(mp.loop) - h->started_at) * 1000.0, mp_conn_remote(c), h->route_path ? h->route_path : "-");
+            (mp_clock_mono() - h->started_at) * 1000.0, mp_conn_remote(c), h->route_path ? h->route_path : "-");
 }
 
 void mp_http_respond_typed(mp_conn *c, int status, const char *content_type, const char *extra_headers,

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <uthash.h>
 
+#include "clock.h"
 #include "envelope.h"
 #include "log.h"
 #include "lua_host.h"
@@ -230,7 +231,7 @@ int mp_hub_publish(const char *name, const char *data, size_t data_len, const mp
     mp_frame *f = mp_envelope_frame(name, seq, out->id, data, data_len, 0);
     if (!f)
         return MP_STORE_ENOMEM;
-    f->published = ev_now(mp.loop);
+    f->published = mp_clock_wall();   /* a real clock: ev_now would make publish-to-deliver 0 */
     if (opts->store) {
         /* Refused by the store: nobody gets it, so the publisher's error
          * answer is the whole truth (the seq stays a hole, see store.h). */

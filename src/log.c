@@ -57,8 +57,86 @@ const char *mp_log_q(const char *s)
     return out;
 }
 
-/* Turns our logfmt tail (key=value key="quoted value") into JSON members. */
-static void tail_to_json(char *out, size_t *n, size_t cap, const char *tail)
+/* The keys of a format whose whole value is one numeric conversion
+ * (`status=%d`, `ms=%.3f`, `bytes=%zu`): their values are numbers in JSON.
+ * The type comes from the format, never from the value, so a string that
+ * happens to look like a number (a user id "123") stays a string, and
+ * `addr=%s:%d` or `target=conn:%llu` stay strings too. Hex (%x) is an id. */
+#define NUM_KEYS_MAX 16
+typedef struct num_keys {
+    int n;
+    struct { const char *at; size_t len; } key[NUM_KEYS_MAX];
+} num_keys;
+
+/* Length of the numeric conversion at fmt ("%d", "%.2f", "%llu", ...), or 0. */
+static size_t numeric_conversion(const char *fmt)
+{
+    if (fmt[0] != '%')
+        return 0;
+    size_t i = 1 + strspn(fmt + 1, "-+ #0123456789.");   /* flags, width, precision */
+    i += strspn(fmt + i, "hlLqjzt");                      /* length modifiers */
+    return fmt[i] && strchr("diufFeEgG", fmt[i]) ? i + 1 : 0;
+}
+
+static void find_num_keys(const char *fmt, num_keys *k)
+{
+    k->n = 0;
+    for (const char *p = fmt; p && *p && k->n < NUM_KEYS_MAX;) {
+        p += strspn(p, " ");
+        size_t klen = strcspn(p, "= ");
+        if (p[klen] != '=') {
+            p += klen;
+            continue;
+        }
+        const char *v = p + klen + 1;
+        size_t vlen = strcspn(v, " ");
+        if (vlen > 0 && numeric_conversion(v) == vlen) {
+            k->key[k->n].at = p;
+            k->key[k->n++].len = klen;
+        }
+        p = v + vlen;
+    }
+}
+
+static int is_num_key(const num_keys *k, const char *key, size_t len)
+{
+    for (int i = 0; i < k->n; i++)
+        if (k->key[i].len == len && memcmp(k->key[i].at, key, len) == 0)
+            return 1;
+    return 0;
+}
+
+/* 1 if s[0..len) is a JSON number (what %d/%f print, except inf and nan). */
+static int json_number(const char *s, size_t len)
+{
+    size_t i = 0;
+    if (i < len && s[i] == '-')
+        i++;
+    size_t digits = strspn(s + i, "0123456789");
+    if (digits == 0 || (digits > 1 && s[i] == '0'))
+        return 0;
+    i += digits;
+    if (i < len && s[i] == '.') {
+        size_t frac = strspn(s + i + 1, "0123456789");
+        if (frac == 0)
+            return 0;
+        i += 1 + frac;
+    }
+    if (i < len && (s[i] == 'e' || s[i] == 'E')) {
+        i++;
+        if (i < len && (s[i] == '+' || s[i] == '-'))
+            i++;
+        size_t exp = strspn(s + i, "0123456789");
+        if (exp == 0)
+            return 0;
+        i += exp;
+    }
+    return i == len;
+}
+
+/* Turns our logfmt tail (key=value key="quoted value") into JSON members:
+ * the values of the keys in nums are numbers, every other one a string. */
+static void tail_to_json(char *out, size_t *n, size_t cap, const char *tail, const num_keys *nums)
 {
     const char *p = tail;
     while (*p && *n + 16 < cap) {
@@ -72,8 +150,15 @@ static void tail_to_json(char *out, size_t *n, size_t cap, const char *tail)
         json_escape(out, n, cap, p, (size_t)(eq - p));
         out[(*n)++] = '"';
         out[(*n)++] = ':';
-        out[(*n)++] = '"';
         const char *v = eq + 1, *end;
+        size_t vlen = strcspn(v, " ");
+        if (*v != '"' && *n + vlen + 16 < cap && is_num_key(nums, p, (size_t)(eq - p)) && json_number(v, vlen)) {
+            memcpy(out + *n, v, vlen);
+            *n += vlen;
+            p = v + vlen;
+            continue;
+        }
+        out[(*n)++] = '"';
         if (*v == '"') {
             /* A quoted value: undo mp_log_q's escapes, then escape for JSON. */
             char raw[LINE_MAX_BYTES];
@@ -119,7 +204,9 @@ void mp_log(int level, const char *msg, const char *fmt, ...)
         n = (size_t)snprintf(line, sizeof line, "{\"ts\":%lld,\"level\":\"%s\",\"msg\":\"", ms, level_names[level]);
         json_escape(line, &n, sizeof line - 4, msg, strlen(msg));
         line[n++] = '"';
-        tail_to_json(line, &n, sizeof line - 4, tail);
+        num_keys nums;
+        find_num_keys(fmt, &nums);
+        tail_to_json(line, &n, sizeof line - 4, tail, &nums);
         line[n++] = '}';
     } else {
         int k = snprintf(line, sizeof line, "ts=%lld level=%s msg=\"%s\"%s%s", ms, level_names[level], msg,

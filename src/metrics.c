@@ -8,8 +8,10 @@
 #include <string.h>
 
 #include "buf.h"
+#include "clock.h"
 #include "hub.h"
 #include "lua_host.h"
+#include "procstat.h"
 #include "server.h"
 #include "store.h"
 #include "ws.h"
@@ -67,11 +69,22 @@ static void observe(histogram *h, double v)
     h->sum += v;
 }
 
+/* The time the last writev finished, read once per writev that completed a
+ * message frame (not once per frame, nor per recipient): frames completed by
+ * one writev were all written at that moment. ev_now would not do: a frame
+ * published and written in the same loop iteration would measure 0. */
+static double written_at;
+static uint64_t written_at_call = UINT64_MAX;
+
 void mp_metrics_written(const mp_frame *f)
 {
     if (f->published > 0) {
+        if (written_at_call != mp.stats.writev_calls) {
+            written_at_call = mp.stats.writev_calls;
+            written_at = mp_clock_wall();
+        }
         delivered++;
-        observe(&deliver_latency, ev_now(mp.loop) - f->published);
+        observe(&deliver_latency, written_at - f->published);
     }
 }
 
@@ -172,6 +185,29 @@ static void plugin_counters(mp_buf *t)
         mp_buf_printf(t, "moonpush_plugin_seconds_total{plugin=\"%s\"} %.9g\n", stats[i].name, stats[i].seconds);
 }
 
+/* The standard process_* families (names and meanings of the Prometheus
+ * client libraries), so the usual dashboards and alerts work as they are.
+ * A figure /proc could not give is left out rather than reported as 0. */
+static void process_metric(mp_buf *t, const char *name, const char *type, const char *help, double v)
+{
+    if (v < 0)
+        return;
+    head(t, name, type, help);
+    mp_buf_printf(t, "%s %.15g\n", name, v);   /* 15 digits: no 0.029999999999999999 */
+}
+
+static void process_metrics(mp_buf *t)
+{
+    mp_procstat p;
+    mp_procstat_read(&p);
+    process_metric(t, "process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.", p.cpu_seconds);
+    process_metric(t, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.", p.resident_bytes);
+    process_metric(t, "process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.", p.virtual_bytes);
+    process_metric(t, "process_open_fds", "gauge", "Number of open file descriptors.", p.open_fds);
+    process_metric(t, "process_max_fds", "gauge", "Maximum number of open file descriptors.", p.max_fds);
+    process_metric(t, "process_start_time_seconds", "gauge", "Start time of the process since unix epoch in seconds.", p.start_time);
+}
+
 static void render(mp_buf *t)
 {
     const mp_stats *s = &mp.stats;
@@ -222,6 +258,7 @@ static void render(mp_buf *t)
     head(t, "moonpush_reloads_total", "counter", "config and plugin reloads, by result");
     mp_buf_printf(t, "moonpush_reloads_total{result=\"ok\"} %llu\n", (unsigned long long)s->reloads);
     mp_buf_printf(t, "moonpush_reloads_total{result=\"refused\"} %llu\n", (unsigned long long)s->reload_failures);
+    process_metrics(t);
 }
 
 void mp_metrics_handle(mp_http_req *req)

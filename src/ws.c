@@ -1,6 +1,7 @@
 /* ws.c — see ws.h. */
 #include "ws.h"
 
+#include <errno.h>
 #include <jansson.h>
 #include <nettle/base64.h>
 #include <nettle/sha1.h>
@@ -18,6 +19,7 @@
 #include "lua_host.h"
 #include "metrics.h"
 #include "server.h"
+#include "store.h"
 
 /* Input state, only while a client message is arriving (see ws.h): an idle
  * connection holds neither this nor a wslay context. */
@@ -224,6 +226,16 @@ static void handle_unsubscribe(mp_conn *c, const char *name)
     }
 }
 
+/* An epoch a client sends back is one the server gave it (welcome,
+ * subscribed, reset): a string of at most 31 bytes. "" is what the server
+ * gives for a channel never published; it counts as no epoch (the resume
+ * goes by seq alone, docs/protocol.md "Resume"). Anything else is refused,
+ * not read as "no epoch": that would replay with no reset. */
+static int epoch_valid(const char *e)
+{
+    return e && strnlen(e, MP_STORE_EPOCH_MAX) < MP_STORE_EPOCH_MAX;
+}
+
 /* since: -1 when the frame has none. */
 static void handle_subscribe(mp_conn *c, const char *name, long long since, const char *epoch)
 {
@@ -333,14 +345,16 @@ static void handle_text(mp_conn *c, const uint8_t *msg, size_t len)
     if (!type) {
         send_error(c, "bad_frame", "client frames are JSON objects with a \"type\"", NULL);
     } else if (strcmp(type, "subscribe") == 0 || strcmp(type, "unsubscribe") == 0) {
-        json_t *jsince = json_object_get(root, "since");
-        const char *epoch = json_string_value(json_object_get(root, "epoch"));
+        json_t *jsince = json_object_get(root, "since"), *jepoch = json_object_get(root, "epoch");
+        const char *epoch = json_string_value(jepoch);
         if (!channel)
             send_error(c, "bad_frame", "subscribe and unsubscribe need a string \"channel\"", NULL);
         else if (!mp_hub_valid_name(channel, strlen(channel)))
             send_error(c, "bad_channel", "channel names are 1-128 bytes of A-Z a-z 0-9 _ - . : @", channel);
         else if (jsince && (!json_is_integer(jsince) || json_integer_value(jsince) < 0))
             send_error(c, "bad_frame", "\"since\" is an integer seq >= 0", channel);
+        else if (jepoch && type[0] == 's' && !epoch_valid(epoch))
+            send_error(c, "bad_frame", "\"epoch\" is a string: an epoch the server sent, at most 31 bytes", channel);
         else if (type[0] == 'u')
             handle_unsubscribe(c, channel);
         else
@@ -397,6 +411,15 @@ static const char *close_reason(uint16_t code)
     }
 }
 
+/* Whether the close frame b is wslay's echo of the client's close: one was
+ * received, and this carries its code (or none, as it did). A close of our
+ * own queued before the client's arrived carries our code. */
+static int is_close_echo(wslay_event_context_ptr ctx, uint16_t code)
+{
+    uint16_t got = wslay_event_get_status_code_received(ctx);
+    return wslay_event_get_close_received(ctx) && (code == 0 || code == WSLAY_CODE_NO_STATUS_RCVD || code == got);
+}
+
 static int emit_control_frame(wslay_event_context_ptr ctx, mp_conn *c, const uint8_t *b, size_t len)
 {
     mp_frame *f;
@@ -404,9 +427,15 @@ static int emit_control_frame(wslay_event_context_ptr ctx, mp_conn *c, const uin
         /* wslay closes a framing error (oversized or fragmented control
          * frame, bad opcode) without a code: it is a protocol error. */
         f = mp_ws_close_frame(1002, close_reason(1002));
+    } else if ((b[0] & 0x0f) == MP_WS_CLOSE && is_close_echo(ctx, len >= 4 ? (uint16_t)(b[2] << 8 | b[3]) : 0)) {
+        /* The answer to a client's close (wslay echoes the client's code, or
+         * none): always 1000 "bye", as docs/protocol.md says. RFC 6455 5.5.1
+         * lets the answer carry any code; echoing would send the client's
+         * 1001 or 4000 back with our reasons ("server shutting down", "idle
+         * timeout") for things that did not happen. */
+        f = mp_ws_close_frame(1000, close_reason(1000));
     } else if ((b[0] & 0x0f) == MP_WS_CLOSE && len >= 4) {
-        /* wslay's close (its own, or the echo of the client's code) goes out
-         * with the documented reason instead of none or the client's text. */
+        /* wslay's own close goes out with the documented reason. */
         uint16_t code = (uint16_t)(b[2] << 8 | b[3]);
         f = mp_ws_close_frame(code, close_reason(code));
     } else {
@@ -607,7 +636,8 @@ void mp_ws_feed(mp_conn *c, const uint8_t *data, size_t len)
     if (wslay_event_want_write(rd->wslay))
         wslay_event_send(rd->wslay);
     if (wslay_event_get_close_sent(rd->wslay)) {
-        c->close_code = wslay_event_get_status_code_sent(rd->wslay);
+        uint16_t sent = wslay_event_get_status_code_sent(rd->wslay);
+        c->close_code = is_close_echo(rd->wslay, sent) ? 1000 : sent;   /* the echo went out as 1000 */
         mp_conn_close_ws(c, 0, NULL);           /* the close frame is queued */
         return;
     }
@@ -777,11 +807,14 @@ static void join_channels(mp_conn *c, mp_http_req *req, const char *personal, co
         snprintf(key, sizeof key, "epoch.%s", name);
         const char *ep = mp_http_query_get(req, key, epoch, sizeof epoch);
         char *end = NULL;
+        errno = 0;
         unsigned long long seq = since ? strtoull(since, &end, 10) : 0;
-        if (since && end && *end == '\0' && since[0] >= '0' && since[0] <= '9')
-            mp_delivery_replay(c, s, ep, seq);
-        else if (since)
+        if (since && (!end || *end != '\0' || since[0] < '0' || since[0] > '9' || errno == ERANGE))
             send_error(c, "bad_since", "since.<channel> must be a seq (integer >= 0)", name);
+        else if (since && ep && !epoch_valid(ep))
+            send_error(c, "bad_epoch", "epoch.<channel> must be an epoch the server sent: at most 31 bytes", name);
+        else if (since)
+            mp_delivery_replay(c, s, ep, seq);
         else if (ws->acks)
             mp_delivery_resume_device(c, s, id, strcmp(name, personal) == 0);
     }
