@@ -60,7 +60,8 @@ describe("moonpush slow consumers among many", function()
   local srv
   session.shared_server(function()
     srv = server.start({
-      limits = { max_outbound_bytes = MAX_OUT },
+      -- max_outbound_bytes must hold the largest publish body: keep bodies small
+      limits = { max_outbound_bytes = MAX_OUT, max_body_bytes = 32768 },
       history = { max_messages = 10000 },
     }, { config_fn = add_routes })
     return srv
