@@ -19,6 +19,8 @@
 # is broken. A listed include that no longer occurs fails too, so the list
 # only shrinks.
 #
+# Also checks that the map in src/README.md names every src/ file.
+#
 # Prints one line in the C tests' form, "layers: N passed, N failed", which
 # tests/run_all.sh adds to make test's summary.
 set -u
@@ -182,6 +184,18 @@ if check src src/README.md tests/layers-allowed.txt; then
     ok "src/ includes only downward (tests/layers-allowed.txt aside)"
 else
     fail "src/ includes only downward (tests/layers-allowed.txt aside)"
+fi
+
+# The map of src/README.md names every file (as `file.c`), so it stays true.
+missing=""
+for f in src/*.c src/*.h; do
+    b=${f#src/}
+    grep -qF "\`$b\`" src/README.md || missing="$missing $b"
+done
+if [ -z "$missing" ]; then
+    ok "src/README.md maps every file of src/"
+else
+    fail "src/README.md maps every file of src/ (missing:$missing)"
 fi
 
 echo "layers: $passed passed, $failed failed"
