@@ -11,7 +11,6 @@
 #include "log.h"
 #include "metrics.h"
 #include "server.h"
-#include "sse.h"
 #include "store.h"
 #include "ws.h"
 
@@ -56,7 +55,7 @@ static void send_reset(mp_conn *c, mp_sub *s, const mp_store_history *h, const c
 {
     const char *channel = mp_hub_channel_name(s->ch);
     if (c->sse) {
-        mp_sse_send_reset(c, s, h, reason);
+        mp_sse_stream.send_reset(c, s, h, reason);
         return;
     }
     mp_ws_send_json(c, json_pack("{s:s, s:s, s:s, s:I, s:I, s:s}", "type", "reset", "channel", channel,
@@ -103,7 +102,7 @@ static void got_batch(mp_store *st, int status, const mp_store_history *h, void 
     size_t pause_at = mp.cfg.max_outbound_bytes / 2;
     size_t i = 0;
     for (; i < h->count && r->c->out.bytes < pause_at; i++) {
-        int sent = r->c->sse ? mp_sse_send_stored(r->c, r->s, &h->items[i], h->epoch)
+        int sent = r->c->sse ? mp_sse_stream.send_stored(r->c, r->s, &h->items[i], h->epoch)
                              : mp_conn_send(r->c, h->items[i].frame);
         if (sent < 0)
             return;

@@ -26,7 +26,6 @@
 #include "metrics.h"
 #include "publish.h"
 #include "query.h"
-#include "sse.h"
 #include "ws.h"
 
 enum { PART_NONE, PART_URL, PART_FIELD, PART_VALUE };
@@ -544,7 +543,7 @@ static void dispatch(mp_http *h, const uint8_t *rest, size_t rest_len)
         if (strcmp(req.method, "GET") != 0)
             method_not_allowed(c, "GET");
         else
-            mp_sse_open(&req);
+            mp_sse_stream.open(&req);
         break;
     case MP_ROUTE_WEBSOCKET:
         if (strcmp(req.method, "GET") != 0)

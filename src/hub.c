@@ -11,7 +11,6 @@
 #include "log.h"
 #include "lua_host.h"
 #include "server.h"
-#include "sse.h"
 #include "store.h"
 #include "ws.h"
 
@@ -151,7 +150,7 @@ static int kind_listed(const char *kind, char *const *kinds, int nkinds)
 }
 
 /* Queues the message to every subscriber of ch (see mp_hub_publish). SSE
- * subscribers share one event body, made from f on first use (sse.h). */
+ * subscribers share one event body, made from f on first use (sse.h, through mp_sse_stream). */
 static uint32_t fanout(mp_channel *ch, uint64_t seq, const char *epoch, const char *id, const char *data,
                        size_t data_len, const mp_publish_opts *opts, mp_frame *f)
 {
@@ -169,7 +168,7 @@ static uint32_t fanout(mp_channel *ch, uint64_t seq, const char *epoch, const ch
         if (opts->nkinds > 0 && !kind_listed(mp_ws_kind(c), opts->kinds, opts->nkinds))
             continue;
         if (c->sse) {
-            if (mp_sse_send_live(c, s, seq, epoch, f, &sse_body) == 0)
+            if (mp_sse_stream.send_live(c, s, seq, epoch, f, &sse_body) == 0)
                 recipients++;
             continue;
         }

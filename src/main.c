@@ -37,7 +37,6 @@
 #include "pidfile.h"
 #include "reload.h"
 #include "server.h"
-#include "sse.h"
 #include "store.h"
 #include "ws.h"
 
@@ -78,7 +77,7 @@ static void close_going_away(mp_conn *c, void *arg)
     long after_ms = 500 + random() % RECONNECT_SPREAD_MS;
     int n = snprintf(hint, sizeof hint, "{\"type\":\"reconnect\",\"after_ms\":%ld}", after_ms);
     if (c->sse)
-        mp_sse_going_away(c, after_ms);   /* an SSE `retry:` line instead */
+        mp_sse_stream.going_away(c, after_ms);   /* an SSE `retry:` line instead */
     else
         mp_ws_send_text(c, hint, (size_t)n);
     mp_conn_close_ws(c, 1001, "server shutting down");

@@ -18,7 +18,6 @@
 #include "log.h"
 #include "metrics.h"
 #include "server.h"
-#include "sse.h"
 #include "ws.h"
 
 #define LINGER_SECONDS 2.0   /* a closing peer's FIN, at most; shutdown waits no longer */
@@ -65,7 +64,7 @@ static void detach_session(mp_conn *c)
         mp.nws--;
     }
     if (c->sse)
-        mp_sse_session_free(c);
+        mp_sse_stream.session_free(c);
     if (c->http)
         mp_http_session_free(c);
 }
@@ -190,7 +189,7 @@ static int flush(mp_conn *c)
         c->out.bytes < MP_REPLAY_RESUME_BYTES(mp.cfg.max_outbound_bytes)) {
         c->flags &= (uint8_t)~MP_CONN_REPLAY;
         if (c->sse)
-            mp_sse_continue_replays(c);
+            mp_sse_stream.continue_replays(c);
         else
             mp_ws_continue_replays(c);      /* may queue more and set the flag again */
     }
@@ -292,7 +291,7 @@ static void on_idle(mp_tlist *l, mp_tnode *n)
     (void)l;
     mp_conn *c = conn_of_tnode(n);
     if (c->sse) {
-        mp_sse_heartbeat(c);             /* no pong to wait for: next beat after ping_ms */
+        mp_sse_stream.heartbeat(c);             /* no pong to wait for: next beat after ping_ms */
         if (c->sse)                      /* not ended (token expired) */
             mp_tlist_touch(&mp_idle_list, n);
         return;

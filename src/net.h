@@ -66,6 +66,33 @@ typedef struct mp_conn {
  * the next few calls: enough for one log line or one Lua call). */
 const char *mp_conn_remote(const mp_conn *c);
 
+/* Server-Sent Event streams (sse.c, docs/protocol.md SSE) as the code that
+ * may not include sse.h reaches them: the layers below the protocols (net
+ * timers, drain and close; hub fanout; delivery replays) and the protocol
+ * files that sse.c itself includes (http dispatch, ws accessors). One table,
+ * defined in sse.c, documented function by function in sse.h. */
+struct mp_http_req;
+struct mp_sub;
+struct mp_store_item;
+struct mp_store_history;
+struct mp_ws_desc;
+typedef struct mp_sse_ops {
+    void (*open)(struct mp_http_req *req);
+    void (*session_free)(struct mp_conn *c);
+    void (*heartbeat)(struct mp_conn *c);
+    void (*continue_replays)(struct mp_conn *c);
+    void (*going_away)(struct mp_conn *c, long after_ms);
+    void (*remap_routes)(const int *map);
+    int (*send_live)(struct mp_conn *c, struct mp_sub *s, uint64_t seq, const char *epoch, mp_frame *f,
+                     mp_frame **body);
+    int (*send_stored)(struct mp_conn *c, struct mp_sub *s, const struct mp_store_item *item, const char *epoch);
+    void (*send_reset)(struct mp_conn *c, struct mp_sub *s, const struct mp_store_history *h, const char *reason);
+    int (*describe)(const struct mp_conn *c, struct mp_ws_desc *d);
+    const char *(*kind)(const struct mp_conn *c);
+    const char *(*device)(const struct mp_conn *c);
+} mp_sse_ops;
+extern const mp_sse_ops mp_sse_stream;
+
 /* A connection that receives messages: a WebSocket or an SSE stream. Both
  * have the same outbound bound, slow-consumer close and history replays. */
 static inline int mp_conn_streaming(const mp_conn *c)

@@ -12,7 +12,6 @@
 #include "net.h"
 #include "reload.h"
 #include "server.h"
-#include "sse.h"
 #include "store.h"
 #include "ws.h"
 
@@ -58,7 +57,7 @@ static void remap_routes(char **old_paths, int nold)
                 map[i] = k;
     }
     mp_ws_remap_routes(map);
-    mp_sse_remap_routes(map);
+    mp_sse_stream.remap_routes(map);
 }
 
 /* The whole config again, or nothing. Listeners and connections stay. */

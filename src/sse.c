@@ -39,6 +39,21 @@ typedef struct mp_sse {
 
 static mp_frame *heartbeat_frame;   /* one ": hb" for every stream */
 
+const mp_sse_ops mp_sse_stream = {
+    .open = mp_sse_open,
+    .session_free = mp_sse_session_free,
+    .heartbeat = mp_sse_heartbeat,
+    .continue_replays = mp_sse_continue_replays,
+    .going_away = mp_sse_going_away,
+    .remap_routes = mp_sse_remap_routes,
+    .send_live = mp_sse_send_live,
+    .send_stored = mp_sse_send_stored,
+    .send_reset = mp_sse_send_reset,
+    .describe = mp_sse_describe,
+    .kind = mp_sse_kind,
+    .device = mp_sse_device,
+};
+
 /* ---- ids ------------------------------------------------------------------ */
 
 /* FNV-1a: ids carry 32-bit hashes of epochs and of the channel list; a

@@ -28,6 +28,10 @@
 #include "net.h"
 #include "ws.h"
 
+/* The functions below are reached from elsewhere only through the table
+ * mp_sse_stream (net.h): sse.c includes http.h and ws.h, so they, and the
+ * layers below, may not include this header. */
+
 /* Channels an SSE stream may ask for besides its personal one: bounds the id. */
 #define MP_SSE_MAX_CHANNELS 32
 /* Longest event id: "1.<8 hex>" + 33 x ".<seq>-<8 hex>" is at most 1000. */

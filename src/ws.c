@@ -21,7 +21,6 @@
 #include "lua_host.h"
 #include "metrics.h"
 #include "server.h"
-#include "sse.h"
 #include "store.h"
 
 /* Input state, only while a client message is arriving (see ws.h): an idle
@@ -132,13 +131,13 @@ int mp_ws_accept_key(const char *key, char out[29])
 
 const char *mp_ws_kind(const mp_conn *c)
 {
-    return c->ws ? c->ws->ident.kind : mp_sse_kind(c);
+    return c->ws ? c->ws->ident.kind : mp_sse_stream.kind(c);
 }
 
 int mp_ws_describe(const mp_conn *c, mp_ws_desc *d)
 {
     if (!c->ws)
-        return mp_sse_describe(c, d);
+        return mp_sse_stream.describe(c, d);
     d->user = c->ws->ident.user;
     d->device = c->ws->ident.device;
     d->kind = c->ws->ident.kind;
@@ -149,7 +148,7 @@ int mp_ws_describe(const mp_conn *c, mp_ws_desc *d)
 
 const char *mp_ws_device(const mp_conn *c)
 {
-    return c->ws ? c->ws->ident.device : mp_sse_device(c);
+    return c->ws ? c->ws->ident.device : mp_sse_stream.device(c);
 }
 
 int mp_ws_format_route(const mp_conn *c)
