@@ -16,13 +16,13 @@ CC      ?= cc
 PKGS    := libev-dev libwslay-dev libluajit-5.1-dev luajit libhiredis-dev \
            libhttp-parser-dev libjansson-dev libssl-dev nettle-dev uthash-dev \
            lua-busted lua-http lua-cjson redis-server pkg-config libedit-dev \
-           python3-prometheus-client
+           python3-prometheus-client zlib1g-dev
 # Only the browser specs need these: `make test` installs them, `make run` not.
 TEST_PKGS := chromium
 CFLAGS  ?= -O2 -g
 MP_CFLAGS = $(CFLAGS) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Isrc \
            $(shell pkg-config --cflags luajit 2>/dev/null)
-LDLIBS  = -lev -lwslay -lhttp_parser -ljansson -lnettle -lcrypto -ledit -lhiredis -lm \
+LDLIBS  = -lev -lwslay -lhttp_parser -ljansson -lnettle -lcrypto -ledit -lhiredis -lz -lm \
            $(shell pkg-config --libs luajit 2>/dev/null)
 
 SRC     := $(wildcard src/*.c)
