@@ -314,10 +314,12 @@ compare() {
       s = b; sub(/-plain$/, "-deflate", s)
       if (!((s, "wire_bytes_per_text_frame") in r) || r[b, "wire_bytes_per_text_frame"] + 0 <= 0) continue
       cb = r[b, "srv_cpu_s_per_M"] + 0; cl = r[s, "srv_cpu_s_per_M"] + 0
+      cpct = 0
+      if (cb > 0) cpct = (cl / cb - 1) * 100
       printf "\nCompression (%s vs %s, the same ~1 KB JSON order broadcast; both clients offer permessage-deflate, only the second route takes it): %s vs %s wire bytes per text frame = %.2f of plain; %s of %s frames compressed; server cpu-s per M deliveries %.2f vs %.2f (%+.0f%%).%s\n",
         s, b, r[s, "wire_bytes_per_text_frame"], r[b, "wire_bytes_per_text_frame"],
         r[s, "wire_bytes_per_text_frame"] / r[b, "wire_bytes_per_text_frame"], r[s, "compressed_frames"], r[s, "text_frames"],
-        cl, cb, cb > 0 ? (cl / cb - 1) * 100 : 0, disturbed(s, b)
+        cl, cb, cpct, disturbed(s, b)
     }
     target("idle-100k-6nodes", "rss_per_conn_bytes", "server RSS per idle connection at 100k", " B", "at most 1024 B", "<=", 1024)
     target("idle-100k-6nodes", "welcomed", "connections held", "", "100000, no failed handshake", ">=", 100000)
