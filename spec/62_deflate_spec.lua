@@ -24,6 +24,7 @@ describe("permessage-deflate", function()
     table.insert(routes, { path = "/wsz", type = "websocket", plugins = ws.plugins, permessage_deflate = true })
     table.insert(routes, { path = "/wsz0", type = "websocket", plugins = ws.plugins,
                            permessage_deflate = { threshold = 0, level = 1 } })
+    table.insert(routes, { path = "/metrics", type = "metrics" })
     srv = server.start({ routes = routes, limits = { max_message_bytes = MAX_MSG } })
   end)
 
@@ -141,6 +142,20 @@ describe("permessage-deflate", function()
     assert.same(big_data(5), cjson.decode(a.text).data)
     assert.same({ n = 1 }, cjson.decode(b.text).data)
     c:close()
+  end)
+
+  it("counts compressed frames once per message, not per recipient, in /metrics", function()
+    local function metric(body, name) return tonumber(body:match("\n" .. name .. " (%d+)")) end
+    local _, _, _, before = client.http(srv, "/metrics")
+    local ch = client.unique("zm-")
+    local cs = { connect("/wsz", ch), connect("/wsz", ch), connect("/wsz", ch) }
+    client.publish_ok(srv, { channel = ch, data = big_data(10) })
+    local len
+    for _, c in ipairs(cs) do len = #next_message(c).text; c:close() end
+    local _, _, _, after = client.http(srv, "/metrics")
+    assert.equals(1, metric(after, "moonpush_deflate_frames_total") - metric(before, "moonpush_deflate_frames_total"))
+    assert.equals(len, metric(after, "moonpush_deflate_bytes_in_total") - metric(before, "moonpush_deflate_bytes_in_total"))
+    assert.is_true(metric(after, "moonpush_deflate_bytes_out_total") - metric(before, "moonpush_deflate_bytes_out_total") < len / 2)
   end)
 
   it("understands compressed client messages (with or without a final block)", function()

@@ -136,9 +136,10 @@ mp_frame *mp_ws_wire_frame(mp_conn *c, mp_frame *f)
     const mp_ws *ws = c->ws;
     if (!ws || !ws->deflate)
         return f;
-    /* A route removed by a reload leaves its connections with the defaults. */
+    /* A route a reload removed, or that no longer sets permessage_deflate,
+     * leaves its connections (which negotiated it) with the defaults. */
     int threshold = MP_DEFLATE_THRESHOLD, level = MP_DEFLATE_LEVEL;
-    if (ws->route_index >= 0 && ws->route_index < mp.cfg.nroutes) {
+    if (ws->route_index >= 0 && ws->route_index < mp.cfg.nroutes && mp.cfg.routes[ws->route_index].deflate) {
         const mp_route *r = &mp.cfg.routes[ws->route_index];
         threshold = r->deflate_threshold;
         level = r->deflate_level;
