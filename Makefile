@@ -32,7 +32,7 @@ CORE_OBJ := $(filter-out build/main.o,$(OBJ))
 CTESTS  := $(patsubst tests/%.c,build/tests/%,$(wildcard tests/test_*.c))
 # Fuzz harnesses (fuzz/, docs/fuzzing.md): `make test` replays each one over
 # its corpus and regressions as the C test build/tests/fuzz_<name>.
-FUZZ_HARNESSES := http ws publish frames config
+FUZZ_HARNESSES := http ws publish frames config deflate
 CTESTS  += $(FUZZ_HARNESSES:%=build/tests/fuzz_%)
 
 .PHONY: all deps test-deps run test bench quick asan clean install uninstall
