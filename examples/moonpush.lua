@@ -3,14 +3,18 @@
 -- routes; defaults are listed in docs/operations.md.
 return {
   listen = "0.0.0.0:8080",
-  max_connections = 10000,
+  max_connections = 10000,   -- keep below `ulimit -n` - 100: the server warns at start if not
+  -- pid_file = "moonpush.pid",  -- written once listening, removed at exit; a live
+                                 -- moonpush named in it makes a second start refuse
 
   limits = {
     max_header_bytes = 8192,       -- request line + headers
     max_body_bytes = 1048576,      -- publish body
     max_batch = 1000,              -- items in one batch publish
     max_message_bytes = 65536,     -- one client WebSocket message
-    max_outbound_bytes = 1048576,  -- queued, unsent bytes per connection
+    max_outbound_bytes = 4194304,  -- queued, unsent bytes per connection; past it close 4001.
+                                   -- Must hold the largest message (max_body_bytes + 512) or
+                                   -- the config is refused; unset: max(4 MiB, 4 x that)
     max_subscriptions = 64,        -- channels per connection (besides user:<id>)
   },
 

@@ -19,7 +19,7 @@ local DEFAULTS = {
     max_body_bytes = 1048576,
     max_batch = 1000,
     max_message_bytes = 65536,
-    max_outbound_bytes = 1048576,
+    max_outbound_bytes = 4194304,  -- at least; see outbound_budget below
     max_subscriptions = 64,
     max_channels = 1000000,
     socket_send_buffer = 131072,   -- SO_SNDBUF of a WebSocket: caps kernel memory per slow client
@@ -100,6 +100,31 @@ local function check_section(cfg, name)
     end
   end
   return out
+end
+
+-- The largest frame a subscriber can be sent: one message whose data is a
+-- whole publish body (limits.max_body_bytes), in its envelope
+-- ({"type":"message","channel":...,"seq":...,"id":...,"data":...}: at most
+-- 352 bytes for 128-byte names) behind a WebSocket header (10). A queue
+-- bound below it closes every subscriber of such a message with 4001, even
+-- one reading at full speed, so it is refused. Unset, the bound holds four
+-- such messages (and at least 4 MiB): a reader at full speed keeps up with
+-- a publisher sending them one after another.
+local ENVELOPE_BYTES = 512
+local DEFAULT_OUTBOUND_MIN = 4194304
+
+local function outbound_budget(given, limits)
+  local largest = limits.max_body_bytes + ENVELOPE_BYTES
+  if given == nil then
+    return math.max(DEFAULT_OUTBOUND_MIN, 4 * largest)   -- size_t in C: no int bound
+  end
+  if given < largest then
+    return nil, format("limits.max_outbound_bytes (%d) is smaller than the largest message a route can deliver " ..
+      "(limits.max_body_bytes %d + %d bytes of envelope = %d): every subscriber of such a message would be " ..
+      "closed 4001 (slow consumer); raise max_outbound_bytes (unset, it is max(4 MiB, 4 x that)) or lower " ..
+      "max_body_bytes", given, limits.max_body_bytes, ENVELOPE_BYTES, largest)
+  end
+  return given
 end
 
 local function parse_listen(s)
@@ -377,6 +402,8 @@ function _M.load(path)
 
   out.limits, err = check_section(cfg, "limits")
   if not out.limits then return nil, err end
+  out.limits.max_outbound_bytes, err = outbound_budget(cfg.limits and cfg.limits.max_outbound_bytes, out.limits)
+  if not out.limits.max_outbound_bytes then return nil, err end
   out.timeouts, err = check_section(cfg, "timeouts")
   if not out.timeouts then return nil, err end
   if out.timeouts.ping_ms >= out.timeouts.idle_ms then
