@@ -103,7 +103,7 @@ static void got_batch(mp_store *st, int status, const mp_store_history *h, void 
     size_t i = 0;
     for (; i < h->count && r->c->out.bytes < pause_at; i++) {
         int sent = r->c->sse ? mp_sse_stream.send_stored(r->c, r->s, &h->items[i], h->epoch)
-                             : mp_conn_send(r->c, h->items[i].frame);
+                             : mp_conn_send(r->c, mp_ws_wire_frame(r->c, h->items[i].frame));
         if (sent < 0)
             return;
         r->last = h->items[i].seq;
