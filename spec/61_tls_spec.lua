@@ -224,6 +224,44 @@ describe("TLS listener", function()
   end)
 end)
 
+describe("TLS slow consumer", function()
+  -- A client that stops reading: TLS records wait in the socket with
+  -- messages behind them. The 4001 close drops queued messages but never
+  -- bytes already inside a pending record, so the client, reading at last,
+  -- sees well-formed frames up to the close frame.
+  it("is closed with 4001 and its stream stays well-formed", function()
+    local dir = util.mkdtemp("moonpush-tls")
+    local cert, key = make_cert(dir, "a")
+    local srv = start(dir, cert, key, { limits = { max_outbound_bytes = 65536, socket_send_buffer = 4096 } })
+    finally(function() srv:stop(); util.rm_rf(dir) end)
+    local ch = client.unique("slow")
+    local slow = client.raw_ws({ port = srv.tls_port }, { token = "bob", device = client.unique("slow"),
+                                                          channels = ch, rcvbuf = 4096, tls = client_ctx() })
+    local PAD = ("p"):rep(3000)
+    local gone
+    for i = 1, 2000 do
+      local a = client.publish_ok(srv, { channel = ch, data = { i = i, pad = PAD } })
+      if a.recipients == 0 then gone = i break end
+    end
+    assert.is_truthy(gone, "never closed as slow")
+    slow:set_rcvbuf(1048576)
+    local last = 0
+    while true do
+      local f, err = slow:read_frame(5)
+      assert(f, "stream ended before a close frame: " .. tostring(err))
+      if f.opcode == 0x8 then
+        assert.equal(4001, (client.parse_close(f.payload)))
+        break
+      end
+      local m = assert(cjson.decode(f.payload), "not JSON: " .. f.payload:sub(1, 80))
+      assert.equal(last + 1, m.data.i)
+      last = m.data.i
+    end
+    assert.is_true(last < gone)
+    client.assert_serves(srv)
+  end)
+end)
+
 describe("TLS certificate reload on SIGHUP", function()
   it("serves the new certificate to new connections; an open wss keeps receiving", function()
     local dir = util.mkdtemp("moonpush-tls")
