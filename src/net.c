@@ -50,6 +50,14 @@ static uint64_t next_conn_id = 1;
  * wslay, which keep what they need, before the next read. */
 static uint8_t read_buf[64 * 1024];
 
+_Static_assert(offsetof(mp_conn, io) == 0, "on_io casts the watcher to its connection");
+
+/* The connection's SSL (TLS listener) or NULL, kept in io.data (net.h). */
+static inline SSL *conn_ssl(const mp_conn *c)
+{
+    return c->io.data;
+}
+
 static mp_conn *conn_of_tnode(mp_tnode *n)
 {
     return (mp_conn *)((char *)n - offsetof(mp_conn, tnode));
@@ -83,9 +91,9 @@ void mp_conn_abort(mp_conn *c)
     detach_session(c);
     ev_io_stop(mp.loop, &c->io);
     mp_tlist_remove(&c->tnode);
-    if (c->ssl) {
-        mp_tls_free(c->ssl);
-        c->ssl = NULL;
+    if (conn_ssl(c)) {
+        mp_tls_free(conn_ssl(c));
+        c->io.data = NULL;
     }
     close(c->io.fd);
     mp.nconns--;
@@ -113,7 +121,7 @@ void mp_conn_close_ws(mp_conn *c, uint16_t code, const char *reason)
     if (c->state != MP_CONN_WS)
         return;
     if (c->flags & MP_CONN_SLOW)   /* it would never read them */
-        mp.stats.dropped_slow += mp_outq_drop_uncommitted(&c->out, c->tls_committed);
+        mp.stats.dropped_slow += mp_outq_drop_uncommitted(&c->out, conn_ssl(c) ? mp_tls_committed(conn_ssl(c)) : 0);
     if (code)
         c->close_code = code;
     mp_frame *f = code ? mp_ws_close_frame(code, reason) : NULL;
@@ -138,8 +146,8 @@ static void finish_close(mp_conn *c)
 {
     c->flags &= (uint8_t)~MP_CONN_CLOSE_AFTER;
     c->flags |= MP_CONN_WR_SHUT;
-    if (c->ssl)
-        mp_tls_shutdown(c->ssl);   /* close_notify, if the socket takes it now */
+    if (conn_ssl(c))
+        mp_tls_shutdown(conn_ssl(c));   /* close_notify, if the socket takes it now */
     shutdown(c->io.fd, SHUT_WR);
     mp_tlist_touch(&mp_linger_list, &c->tnode);
 }
@@ -202,10 +210,10 @@ static int write_tls(mp_conn *c)
     static uint8_t scratch[TLS_RECORD];   /* refilled before every call: shared */
     for (int round = 0; round < FLUSH_ROUNDS && !mp_outq_empty(&c->out); round++) {
         size_t n = gather(&c->out, scratch, sizeof scratch);
-        int w = mp_tls_write(c->ssl, scratch, (int)n);
+        int w = mp_tls_write(conn_ssl(c), scratch, (int)n);
         mp.stats.writev_calls++;
         if (w == MP_TLS_WANT_WRITE || w == MP_TLS_WANT_READ) {
-            c->tls_committed = (uint16_t)n;
+            mp_tls_set_committed(conn_ssl(c), n);
             if (w == MP_TLS_WANT_READ)
                 c->tls_flags |= MP_TLS_WRITE_WANTS_READ;
             break;
@@ -216,7 +224,7 @@ static int write_tls(mp_conn *c)
             mp_conn_abort(c);
             return -1;
         }
-        c->tls_committed = 0;
+        mp_tls_set_committed(conn_ssl(c), 0);
         mp_outq_consume(&c->out, (size_t)w, mp_metrics_written);
         if (c->state == MP_CONN_CLOSING)
             mp_tlist_touch(&mp_linger_list, &c->tnode);
@@ -258,7 +266,7 @@ static int needs_write(const mp_conn *c)
 /* Writes what the kernel takes. Returns -1 if the connection died. */
 static int flush(mp_conn *c)
 {
-    if (c->ssl) {
+    if (conn_ssl(c)) {
         if (c->tls_flags & (MP_TLS_HANDSHAKING | MP_TLS_WRITE_WANTS_READ))
             return 0;   /* the io watcher drives these */
         if (write_tls(c) < 0)
@@ -336,7 +344,7 @@ static void feed(mp_conn *c, size_t n)
 /* Drives SSL_accept. Returns 0 once done, -1 while waiting or dead. */
 static int tls_handshake(mp_conn *c)
 {
-    int rc = mp_tls_handshake(c->ssl);
+    int rc = mp_tls_handshake(conn_ssl(c));
     if (rc == MP_TLS_WANT_READ || rc == MP_TLS_WANT_WRITE) {
         want_write(c, rc == MP_TLS_WANT_WRITE);
         return -1;
@@ -361,7 +369,7 @@ static void tls_read(mp_conn *c)
 {
     c->tls_flags &= (uint8_t)~MP_TLS_READ_WANTS_WRITE;
     for (int i = 0; i < TLS_READS; i++) {
-        int n = mp_tls_read(c->ssl, read_buf, sizeof read_buf);
+        int n = mp_tls_read(conn_ssl(c), read_buf, sizeof read_buf);
         if (n == MP_TLS_WANT_READ)
             break;
         if (n == MP_TLS_WANT_WRITE) {
@@ -409,8 +417,8 @@ static void on_io_tls(mp_conn *c, int revents)
 static void on_io(struct ev_loop *loop, ev_io *w, int revents)
 {
     (void)loop;
-    mp_conn *c = w->data;
-    if (c->ssl) {
+    mp_conn *c = (mp_conn *)w;
+    if (conn_ssl(c)) {
         on_io_tls(c, revents);
         return;
     }
@@ -578,8 +586,8 @@ static void out_of_fds(struct ev_loop *loop, const listener *l)
  * timeout (the caller starts it) bounds handshake and request together. */
 static int start_tls(mp_conn *c, const listener *l)
 {
-    c->ssl = mp_tls_new(l->index, c->io.fd);
-    if (!c->ssl)
+    c->io.data = mp_tls_new(l->index, c->io.fd);
+    if (!c->io.data)
         return -1;
     c->tls_flags = MP_TLS_HANDSHAKING;
     return 0;
@@ -617,7 +625,7 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
         keep_remote(c, &sa);
         mp_outq_init(&c->out);
         ev_io_init(&c->io, on_io, fd, EV_READ);
-        c->io.data = c;
+        c->io.data = NULL;   /* the SSL, on a TLS listener (start_tls) */
         if (mp_http_session_new(c) < 0) {
             close(fd);
             free(c);

@@ -41,7 +41,6 @@ enum {
 
 struct mp_http;
 struct mp_ws;
-struct ssl_st;
 
 /* TLS progress of a connection on a TLS listener (tls.h). */
 enum {
@@ -53,7 +52,11 @@ enum {
 /* One client connection. Idle WebSocket size: sizeof(mp_conn) plus its
  * mp_ws session and identity; see docs/benchmarks.md for the measured total. */
 typedef struct mp_conn {
-    ev_io io;                   /* EV_READ always; EV_WRITE only while the kernel pushed back */
+    /* EV_READ always; EV_WRITE only while the kernel pushed back. First
+     * member: the watcher is the connection, so io.data is free and holds
+     * the connection's SSL on a TLS listener (NULL on a plain one): plain
+     * connections pay nothing for TLS. */
+    ev_io io;
     mp_tnode tnode;             /* on one timeout list (request, idle, pong, linger) */
     mp_outq out;
     struct mp_conn *dirty_next; /* dirty or dead list link */
@@ -67,8 +70,6 @@ typedef struct mp_conn {
     uint8_t remote_family;      /* AF_INET or AF_INET6 */
     uint8_t tls_flags;          /* MP_TLS_* */
     uint8_t remote_addr[16];    /* formatted only when asked: mp_conn_remote() */
-    uint16_t tls_committed;     /* queued bytes inside a TLS record not yet fully sent */
-    struct ssl_st *ssl;         /* NULL on a plain listener */
 } mp_conn;
 
 /* The peer as "ip:port", in one of a few rotating static buffers (valid for

@@ -5,6 +5,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -185,6 +186,17 @@ int mp_tls_write(SSL *ssl, const void *buf, int len)
     ERR_clear_error();
     int rc = SSL_write(ssl, buf, len);
     return rc > 0 ? rc : outcome(ssl, rc);
+}
+
+/* Kept as the SSL's app data: no field in every connection for it. */
+void mp_tls_set_committed(SSL *ssl, size_t n)
+{
+    SSL_set_app_data(ssl, (void *)(uintptr_t)n);
+}
+
+size_t mp_tls_committed(const SSL *ssl)
+{
+    return (size_t)(uintptr_t)SSL_get_app_data(ssl);
 }
 
 void mp_tls_shutdown(SSL *ssl)

@@ -53,6 +53,11 @@ int mp_tls_read(SSL *ssl, void *buf, int len);
 /* Bytes written (> 0) or MP_TLS_*. After MP_TLS_WANT_WRITE call again with
  * at least the same bytes (the buffer may move, it may have grown). */
 int mp_tls_write(SSL *ssl, const void *buf, int len);
+/* Plaintext bytes handed to a record that still waits for the socket
+ * (after MP_TLS_WANT_WRITE), 0 once it is out. The caller keeps them queued. */
+void mp_tls_set_committed(SSL *ssl, size_t n);
+size_t mp_tls_committed(const SSL *ssl);
+
 /* Sends close_notify if the socket takes it now; never waits. */
 void mp_tls_shutdown(SSL *ssl);
 void mp_tls_free(SSL *ssl);
