@@ -5,6 +5,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+#include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -36,8 +37,8 @@ const char *mp_tls_reason(void)
 {
     static char text[256];
     unsigned long e = ERR_peek_last_error();
-    if (e == 0)
-        snprintf(text, sizeof text, "unknown");
+    if (e == 0)   /* SSL_ERROR_SYSCALL: the socket said why */
+        snprintf(text, sizeof text, "socket: %s", errno ? strerror(errno) : "closed");
     else
         ERR_error_string_n(e, text, sizeof text);
     ERR_clear_error();
