@@ -8,14 +8,18 @@ return {
   --   "0.0.0.0:8080",
   --   { addr = "0.0.0.0:8443", tls = { cert = "tls/fullchain.pem", key = "tls/privkey.pem" } },
   -- },
-  max_connections = 10000,
+  max_connections = 10000,   -- keep below `ulimit -n` - 100: the server warns at start if not
+  -- pid_file = "moonpush.pid",  -- written once listening, removed at exit; a live
+                                 -- moonpush named in it makes a second start refuse
 
   limits = {
     max_header_bytes = 8192,       -- request line + headers
     max_body_bytes = 1048576,      -- publish body
     max_batch = 1000,              -- items in one batch publish
     max_message_bytes = 65536,     -- one client WebSocket message
-    max_outbound_bytes = 1048576,  -- queued, unsent bytes per connection
+    max_outbound_bytes = 4194304,  -- queued, unsent bytes per connection; past it close 4001.
+                                   -- Must hold the largest message (max_body_bytes + 512) or
+                                   -- the config is refused; unset: max(4 MiB, 4 x that)
     max_subscriptions = 64,        -- channels per connection (besides user:<id>)
   },
 
@@ -47,10 +51,19 @@ return {
     {
       path = "/ws",
       type = "websocket",
+      -- Browser pages of these origins may open a WebSocket here (the demo,
+      -- examples/web, served by `python3 -m http.server -b 127.0.0.1 8000`).
+      -- Default without this list: only a page of the server's own origin
+      -- (a handshake whose Origin differs from its Host gets 403
+      -- origin_not_allowed); clients that send no Origin (apps, curl, other
+      -- servers) are not affected. "*" lets every page in: only for token
+      -- auth that a browser never sends on its own (no cookies).
+      origins = { "http://127.0.0.1:8000", "http://localhost:8000" },
       plugins = {
         { name = "auth_token", config = {
             tokens = {
-              -- token             identity
+              -- token             identity ("*": every channel except other
+              -- users' personal user:<id> channels; "user:*" would name those)
               ["alice-phone"]  = { user = "alice", device = "phone", kind = "mobile", channels = { "news", "orders:*" } },
               ["alice-laptop"] = { user = "alice", device = "laptop", kind = "web", channels = { "news" } },
               ["bob"]          = { user = "bob", kind = "web", channels = { "*" } },
@@ -59,6 +72,9 @@ return {
       },
     },
     {
+      -- Publish, history and presence routes need an auth plugin (publisher
+      -- tokens; a device token is refused there with 403): without one the
+      -- config is refused unless the route says anonymous = true.
       path = "/publish",
       type = "publish",
       -- The demo page (examples/web, served on port 8000 as the README says)

@@ -12,18 +12,30 @@
 --   issuer   = "billing",     -- optional: `iss` must equal it (or be one of a list)
 --   audience = "push",        -- optional: `aud` (string or list) must contain it
 --                             --   (or one of a list)
---   publisher = false,        -- true: identities are publishers; also implied
---                             --   on routes of type "publish"
+--   publisher = false,        -- true: a token without a role claim is a
+--                             --   publisher's (default: a device's)
+--   require_role = false,     -- true: a token without a role claim is refused
 --   claims = {                -- which claim holds what (defaults shown)
 --     user = "sub", device = "device", kind = "kind", channels = "channels",
---     name = "sub",           -- publisher name (publisher mode)
+--     name = "sub",           -- publisher name
+--     role = "role",          -- "device" or "publisher"
 --   },
 -- }
 --
--- Identities: a device gets { user, device?, kind?, channels } from the
--- claims (a missing device/kind is left to the core's defaults; a missing
--- channels claim means no channel besides user:<user>). A publisher gets
--- { name, channels }. The channels claim is a list of channel patterns.
+-- Roles: the `role` claim says whom a token was minted for, "device" (it
+-- may open a WebSocket) or "publisher" (it may publish and read history and
+-- presence). A token without it is a device token (unless publisher = true
+-- or require_role = true): the safe side, since a device token can only
+-- ever read what its channels allow, so every publisher token must say
+-- role = "publisher". The core refuses a token of the other role on a route
+-- with 403 forbidden.
+--
+-- Identities: a device gets { role, user, device?, kind?, channels, expires? }
+-- from the claims (a missing device/kind is left to the core's defaults; a
+-- missing channels claim means no channel besides user:<user>). A publisher
+-- gets { role, name, channels, expires? }. The channels claim is a list of
+-- channel patterns. expires is exp + leeway (unix seconds): the server
+-- closes a WebSocket whose token expired unless it sent a refresh in time.
 --
 -- Denials (the status is the contract with clients; the message names the
 -- reason and never echoes the token):
@@ -34,9 +46,10 @@
 --                        valid, issued in the future, wrong issuer, wrong
 --                        audience (RFC 6750 "invalid_token").
 --   403 forbidden     -- an authentic, current token for us that does not
---                        grant this route: no user claim (device routes) or
---                        no name claim (publish routes), i.e. a token minted
---                        for the other kind of client.
+--                        grant this route: no user claim (device tokens) or
+--                        no name claim (publisher tokens), no role claim when
+--                        require_role is set; and (from the core) a token of
+--                        the other role than the route takes.
 
 local moonpush = require "moonpush"
 
@@ -56,11 +69,13 @@ local _M = { name = "auth_jwt" }
 
 local MAX_TOKEN_BYTES = 8192
 local DEFAULT_LEEWAY = 30
-local CLAIM_DEFAULTS = { user = "sub", device = "device", kind = "kind", channels = "channels", name = "sub" }
+local CLAIM_DEFAULTS = { user = "sub", device = "device", kind = "kind", channels = "channels", name = "sub",
+                         role = "role" }
 local KNOWN_KEYS = {
   secret = true, leeway = true, require_exp = true, issuer = true, audience = true,
-  publisher = true, claims = true,
+  publisher = true, require_role = true, claims = true,
 }
+local ROLES = { device = true, publisher = true }
 
 local function unauthorized(message)
   return nil, { status = 401, code = "unauthorized", message = message }
@@ -100,6 +115,9 @@ function _M.validate(conf)
   if conf.publisher ~= nil and type(conf.publisher) ~= "boolean" then
     return nil, "publisher must be a boolean"
   end
+  if conf.require_role ~= nil and type(conf.require_role) ~= "boolean" then
+    return nil, "require_role must be a boolean"
+  end
   if conf.issuer ~= nil and not string_set(conf.issuer) then
     return nil, "issuer must be a string or a list of strings"
   end
@@ -110,7 +128,7 @@ function _M.validate(conf)
     if type(conf.claims) ~= "table" then return nil, "claims must be a table" end
     for k, v in pairs(conf.claims) do
       if not CLAIM_DEFAULTS[k] then
-        return nil, "claims." .. tostring(k) .. ": unknown (user, device, kind, channels, name)"
+        return nil, "claims." .. tostring(k) .. ": unknown (user, device, kind, channels, name, role)"
       end
       if type(v) ~= "string" or v == "" then
         return nil, "claims." .. k .. " must be a claim name"
@@ -248,10 +266,19 @@ function _M.auth(req, conf)
     return unauthorized("malformed token: claim " .. names.channels .. " must be a list of strings")
   end
 
-  if conf.publisher or req.route_type == "publish" then
+  local role = claims[names.role]
+  if role == nil or role == null then
+    if conf.require_role then return forbidden("token has no role (claim " .. names.role .. ")") end
+    role = conf.publisher and "publisher" or "device"
+  elseif not ROLES[role] then
+    return unauthorized("malformed token: claim " .. names.role .. " must be \"device\" or \"publisher\"")
+  end
+  local expires = claims.exp and claims.exp + o.leeway or nil
+
+  if role == "publisher" then
     local name = claim_string(claims, names.name)
     if not name then return forbidden("token has no publisher name (claim " .. names.name .. ")") end
-    return { name = name, channels = channels }
+    return { role = role, name = name, channels = channels, expires = expires }
   end
 
   local user = claim_string(claims, names.user)
@@ -265,7 +292,7 @@ function _M.auth(req, conf)
   if kind ~= nil and type(kind) ~= "string" then
     return unauthorized("malformed token: claim " .. names.kind .. " must be a string")
   end
-  return { user = user, device = device, kind = kind, channels = channels }
+  return { role = role, user = user, device = device, kind = kind, channels = channels, expires = expires }
 end
 
 return _M

@@ -66,7 +66,8 @@ describe("auth_jwt", function()
     it("accepts every documented option", function()
       assert.is_true(plugin.validate(conf({
         leeway = 0, require_exp = true, issuer = { "a", "b" }, audience = "push", publisher = true,
-        claims = { user = "uid", device = "dev", kind = "k", channels = "ch", name = "pub" },
+        require_role = true,
+        claims = { user = "uid", device = "dev", kind = "k", channels = "ch", name = "pub", role = "r" },
       })))
     end)
 
@@ -81,7 +82,8 @@ describe("auth_jwt", function()
       { "a non-boolean publisher", conf({ publisher = 1 }) },
       { "an issuer that is not a string or list", conf({ issuer = 7 }) },
       { "an empty audience list", conf({ audience = {} }) },
-      { "an unknown claim mapping", conf({ claims = { role = "r" } }) },
+      { "an unknown claim mapping", conf({ claims = { scope = "r" } }) },
+      { "a non-boolean require_role", conf({ require_role = "yes" }) },
       { "a claim mapped to a non-string", conf({ claims = { user = 1 } }) },
       { "a misspelt key", conf({ leway = 10 }) },
     }
@@ -96,23 +98,24 @@ describe("auth_jwt", function()
                       exp = now() + 60, iat = now() })
       local id, err = plugin.auth(req(t), conf())
       assert.is_nil(err)
-      assert.same({ user = "alice", device = "phone", kind = "mobile", channels = { "news", "orders:*" } }, id)
+      assert.same({ role = "device", user = "alice", device = "phone", kind = "mobile",
+                    channels = { "news", "orders:*" }, expires = now() + 60 + 30 }, id)
     end)
 
     it("leaves device and kind to the core's defaults when absent and gives no channels", function()
       local id = plugin.auth(req(jwt({ sub = "bob" })), conf())
-      assert.same({ user = "bob", channels = {} }, id)
+      assert.same({ role = "device", user = "bob", channels = {} }, id)
     end)
 
     it("treats JSON null claims as absent", function()
-      local id = plugin.auth(req(jwt('{"sub":"bob","device":null,"kind":null,"channels":null}')), conf())
-      assert.same({ user = "bob", channels = {} }, id)
+      local id = plugin.auth(req(jwt('{"sub":"bob","device":null,"kind":null,"channels":null,"role":null}')), conf())
+      assert.same({ role = "device", user = "bob", channels = {} }, id)
     end)
 
     it("reads the claims named in the claims mapping", function()
       local t = jwt({ uid = "carol", dev = "till-3", k = "pos", ch = { "store:1" }, sub = "ignored" })
       local id = plugin.auth(req(t), conf({ claims = { user = "uid", device = "dev", kind = "k", channels = "ch" } }))
-      assert.same({ user = "carol", device = "till-3", kind = "pos", channels = { "store:1" } }, id)
+      assert.same({ role = "device", user = "carol", device = "till-3", kind = "pos", channels = { "store:1" } }, id)
     end)
 
     it("turns a numeric sub into a string", function()
@@ -120,14 +123,35 @@ describe("auth_jwt", function()
       assert.equal("12345", id.user)
     end)
 
-    it("becomes a publisher identity with publisher = true", function()
-      local id = plugin.auth(req(jwt({ sub = "billing", channels = { "orders:*" } })), conf({ publisher = true }))
-      assert.same({ name = "billing", channels = { "orders:*" } }, id)
+    it("becomes a publisher identity with role = publisher, on any route (the core checks the route)", function()
+      local t = jwt({ sub = "billing", role = "publisher", channels = { "orders:*" } })
+      assert.same({ role = "publisher", name = "billing", channels = { "orders:*" } }, plugin.auth(req(t), conf()))
+      local id = plugin.auth(req(t, { route_type = "publish", route = "/publish" }), conf())
+      assert.same({ role = "publisher", name = "billing", channels = { "orders:*" } }, id)
     end)
 
-    it("becomes a publisher identity on a publish route without publisher = true", function()
-      local id = plugin.auth(req(jwt({ sub = "billing" }), { route_type = "publish", route = "/publish" }), conf())
-      assert.same({ name = "billing", channels = {} }, id)
+    it("stays a device identity on a publish route without a role claim (the core refuses it there)", function()
+      local id = plugin.auth(req(jwt({ sub = "alice", channels = { "*" } }), { route_type = "publish", route = "/publish" }), conf())
+      assert.same({ role = "device", user = "alice", channels = { "*" } }, id)
+    end)
+
+    it("becomes a publisher identity without a role claim when publisher = true", function()
+      local id = plugin.auth(req(jwt({ sub = "billing", channels = { "orders:*" } })), conf({ publisher = true }))
+      assert.same({ role = "publisher", name = "billing", channels = { "orders:*" } }, id)
+      -- an explicit role still wins
+      id = plugin.auth(req(jwt({ sub = "alice", role = "device" })), conf({ publisher = true }))
+      assert.same({ role = "device", user = "alice", channels = {} }, id)
+    end)
+
+    it("reads the role from the claim named in claims.role", function()
+      local id = plugin.auth(req(jwt({ sub = "billing", typ = "publisher" })), conf({ claims = { role = "typ" } }))
+      assert.equal("publisher", id.role)
+    end)
+
+    it("carries exp plus the leeway as expires", function()
+      local exp = now() + 120
+      assert.equal(exp + 30, plugin.auth(req(jwt({ sub = "a", exp = exp })), conf()).expires)
+      assert.equal(exp, plugin.auth(req(jwt({ sub = "a", exp = exp })), conf({ leeway = 0 })).expires)
     end)
 
     it("takes the publisher name from claims.name", function()
@@ -303,6 +327,11 @@ describe("auth_jwt", function()
       assert_denied(401, "channels", plugin.auth(req(jwt({ sub = "a", channels = { "news", 5 } })), conf()))
     end)
 
+    it("a role claim other than device or publisher", function()
+      assert_denied(401, "role", plugin.auth(req(jwt({ sub = "a", role = "admin" })), conf()))
+      assert_denied(401, "role", plugin.auth(req(jwt({ sub = "a", role = 1 })), conf()))
+    end)
+
     it("a device or kind claim that is not a string", function()
       assert_denied(401, "device", plugin.auth(req(jwt({ sub = "a", device = 3 })), conf()))
       assert_denied(401, "kind", plugin.auth(req(jwt({ sub = "a", kind = { "pos" } })), conf()))
@@ -327,6 +356,12 @@ describe("auth_jwt", function()
 
     it("an authentic token without a name on a publish route", function()
       assert_denied(403, "no publisher name", plugin.auth(req(jwt({ user = "x" })), conf({ publisher = true })))
+      assert_denied(403, "no publisher name", plugin.auth(req(jwt({ user = "x", role = "publisher" })), conf()))
+    end)
+
+    it("an authentic token without a role claim when require_role is set", function()
+      assert_denied(403, "no role", plugin.auth(req(jwt({ sub = "x" })), conf({ require_role = true })))
+      assert.equal("device", plugin.auth(req(jwt({ sub = "x", role = "device" })), conf({ require_role = true })).role)
     end)
   end)
 
@@ -345,7 +380,7 @@ describe("auth_jwt", function()
       local p = load(1300819380 - 3600)
       local id, err = p.auth(req(token), { secret = key, issuer = "joe", publisher = true, claims = { name = "iss" } })
       assert.is_nil(err)
-      assert.same({ name = "joe", channels = {} }, id)
+      assert.same({ role = "publisher", name = "joe", channels = {}, expires = 1300819380 + 30 }, id)
     end)
 
     it("refuses it as a device token: it has no sub", function()

@@ -97,6 +97,7 @@ describe("auth_table", function()
       { "channels that are not a list", "return { t = { user = 'a', channels = 'news' } }", "channels must be a list" },
       { "a non-string channel", "return { t = { user = 'a', channels = { 1 } } }", "channels must be strings" },
       { "a non-string device", "return { t = { user = 'a', device = 7 } }", "device must be a string" },
+      { "an identity with an unknown key", "return { t = { usr = 'a', name = 'b' } }", "unknown key usr" },
       { "code that reaches for globals", "os.exit(1) return {}", "os" },
       { "code that raises", "return { t = { user = 'a' .. nil } }", "concatenate" },
     }) do
@@ -122,7 +123,7 @@ describe("auth_table", function()
     it("maps a device token to its identity", function()
       local id, err = plugin.auth(req("till-1"), conf())
       assert.is_nil(err)
-      assert.same({ user = "store-12", device = "till-1", kind = "pos", channels = { "store:12", "prices" } }, id)
+      assert.same({ role = "device", user = "store-12", device = "till-1", kind = "pos", channels = { "store:12", "prices" } }, id)
     end)
 
     it("hands out copies the caller may change", function()
@@ -133,7 +134,9 @@ describe("auth_table", function()
     end)
 
     it("maps a publisher token on a publish route", function()
-      assert.same({ name = "erp", channels = { "store:*" } }, plugin.auth(req("erp", "publish"), conf()))
+      assert.same({ role = "publisher", name = "erp", channels = { "store:*" } }, plugin.auth(req("erp", "publish"), conf()))
+      -- history and presence routes take publishers too
+      assert.same({ role = "publisher", name = "erp", channels = { "store:*" } }, plugin.auth(req("erp", "history"), conf()))
     end)
 
     it("refuses a publisher token on a device route and a device token on a publish route", function()
@@ -179,7 +182,7 @@ describe("auth_table", function()
       assert.is_table((plugin.auth(req("till-1"), c)))
       assert_unauthorized("unknown token", plugin.auth(req("till-2"), c))
       clock = clock + 1000
-      assert.same({ user = "store-12", device = "till-2", kind = "pos" }, plugin.auth(req("till-2"), c))
+      assert.same({ role = "device", user = "store-12", device = "till-2", kind = "pos" }, plugin.auth(req("till-2"), c))
       assert_unauthorized("unknown token", plugin.auth(req("till-1"), c))   -- revoked
       assert.matches("^info auth_table: loaded", logs[#logs])
     end)

@@ -44,6 +44,8 @@ describe("auth_token", function()
       { "a device identity without user", { tokens = { t = { device = "phone" } } } },
       { "a publisher identity without name", { publishers = { t = { channels = { "*" } } } } },
       { "channels that are not a list", { tokens = { t = { user = "a", channels = "news" } } } },
+      { "a device identity with an unknown key", { tokens = { t = { user = "a", chanels = { "x" } } } } },
+      { "a publisher identity with a user", { publishers = { t = { name = "a", user = "b" } } } },
     }) do
       it("refuses " .. case[1], function() unit.refuses(plugin, case[2]) end)
     end
@@ -52,11 +54,19 @@ describe("auth_token", function()
   it("maps a device token to its identity on a websocket route", function()
     local id, err = plugin.auth(req("alice-phone"), CONF)
     assert.is_nil(err)
-    assert.same(CONF.tokens["alice-phone"], id)
+    local want = { role = "device" }
+    for k, v in pairs(CONF.tokens["alice-phone"]) do want[k] = v end
+    assert.same(want, id)
   end)
 
   it("maps a publisher token to its identity on a publish route", function()
-    assert.same({ name = "backend", channels = { "*" } }, plugin.auth(req("publisher-secret", "publish"), CONF))
+    assert.same({ role = "publisher", name = "backend", channels = { "*" } }, plugin.auth(req("publisher-secret", "publish"), CONF))
+  end)
+
+  it("maps a publisher token on history and presence routes too", function()
+    assert.equal("publisher", plugin.auth(req("publisher-secret", "history"), CONF).role)
+    assert.equal("publisher", plugin.auth(req("publisher-secret", "presence"), CONF).role)
+    assert_unauthorized("unknown token", plugin.auth(req("alice-phone", "history"), CONF))
   end)
 
   it("refuses a publisher token on a websocket route", function()

@@ -6,13 +6,39 @@ local cqueues = require "cqueues"
 local errno = require "cqueues.errno"
 local server = require "helpers.server"
 local client = require "helpers.client"
+local ffi = require "ffi"
+
+pcall(ffi.cdef, "long recv(int fd, void *buf, unsigned long len, int flags);")
+
+-- Reads a socket's fd until it ends (plain recv: the end's errno matters,
+-- a reset is not an EOF). Returns the bytes read and "eof", "reset" or
+-- "timeout".
+local function recv_all(fd, timeout)
+  local buf, total = ffi.new("char[65536]"), 0
+  local deadline = client.now() + timeout
+  while client.now() < deadline do
+    local n = tonumber(ffi.C.recv(fd, buf, 65536, 0x40 --[[MSG_DONTWAIT]]))
+    if n > 0 then
+      total = total + n
+    elseif n == 0 then
+      return total, "eof"
+    else
+      local e = ffi.errno()
+      if e == errno.ECONNRESET then return total, "reset" end
+      if e ~= errno.EAGAIN and e ~= errno.EINTR then return total, "errno " .. e end
+      cqueues.sleep(0.02)
+    end
+  end
+  return total, "timeout"
+end
 
 describe("moonpush slow consumer", function()
   local srv
   local MAX_OUT = 16384
 
   lazy_setup(function()
-    srv = server.start({ limits = { max_outbound_bytes = MAX_OUT } })
+    -- max_outbound_bytes must hold the largest publish body: keep bodies small
+    srv = server.start({ limits = { max_outbound_bytes = MAX_OUT, max_body_bytes = 8192 } })
   end)
 
   lazy_teardown(function()
@@ -126,6 +152,29 @@ describe("moonpush slow consumer", function()
       assert.truthy(log:find("4001", 1, true) or log:lower():find("slow consumer", 1, true),
         "no close frame and no 4001 / slow consumer in the server log")
     end
+    client.assert_serves(srv)
+  end)
+
+  it("resets a dropped consumer that took nothing during the linger period", function()
+    -- A plain close would leave the kernel holding the bytes it has for
+    -- the client, probing a zero window for minutes: the client would see
+    -- neither the rest nor an end (spec/43 flaked on it). The server resets
+    -- a closing connection whose peer took none of its bytes for 2 s.
+    local ch = client.unique("deaf-")
+    local deaf = client.raw_ws(srv, { token = "bob", device = client.unique("deaf-"), channels = { ch }, rcvbuf = 4096 })
+    local before = srv:log_count("slow consumer closed")
+    local PAD = ("d"):rep(4000)
+    for i = 1, 400 do
+      client.publish_ok(srv, { channel = ch, data = { i = i, pad = PAD } })
+      if srv:log_count("slow consumer closed") > before then break end
+    end
+    assert.is_true(srv:log_count("slow consumer closed") > before, "the deaf client was never dropped")
+    server.sleep(3)   -- past the linger period (2 s), reading nothing
+    deaf:set_rcvbuf(4 * 1048576)
+    local got, why = recv_all(deaf.sock:pollfd(), 5)
+    deaf:close()
+    -- before: the kernel's whole buffer for it (~128 KB), then EOF, or nothing for minutes
+    assert.equals("reset", why, "after " .. got .. " bytes")
     client.assert_serves(srv)
   end)
 

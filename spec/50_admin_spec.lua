@@ -651,6 +651,95 @@ describe("moonpush admin over TCP", function()
 end)
 
 ---------------------------------------------------------------------------
+-- TCP admin: failed logins are limited per address and logged
+---------------------------------------------------------------------------
+
+describe("moonpush admin over TCP, failed logins", function()
+  local srv, port
+  local TOKEN = "tcp-admin-token-0123456789"
+
+  before_each(function()
+    port = server.free_port()
+    srv = server.start({ admin = { listen = "127.0.0.1:" .. port, token = TOKEN } })
+  end)
+
+  after_each(function()
+    if srv then session.stop(srv) end
+  end)
+
+  -- One login on a fresh connection: the answer, and whether it was closed.
+  local function login(token)
+    local a = admin_connect({ port = port })
+    finally(function() a:close() end)
+    local ans = a:ask({ token = token })
+    return ans, ans.ok ~= true and a:closed_within(3)
+  end
+
+  -- A connection while the address is shut out: answered at once, closed.
+  local function shut_out()
+    local a = admin_connect({ port = port })
+    finally(function() a:close() end)
+    local ans, err = a:recv(3)
+    assert.is_table(ans, "no answer to a shut-out connection: " .. tostring(err))
+    assert.is_true(a:closed_within(3), "a shut-out connection stayed open")
+    return ans
+  end
+
+  it("shuts an address out after 5 bad tokens, for a delay that grows, the right token included", function()
+    for i = 1, 5 do
+      local ans, closed = login("wrong-token-number-" .. i)
+      assert.equals("bad token", ans.error, "attempt " .. i)
+      assert.is_true(closed, "attempt " .. i)
+    end
+    -- 20 more at full speed: none is looked at, the right token neither
+    local t0 = client.now()
+    for _ = 1, 20 do
+      local ans = shut_out()
+      assert.is_false(ans.ok)
+      assert.truthy(ans.error:find("too many failed admin logins from 127.0.0.1: retry in", 1, true), ans.error)
+      assert.equals(1, ans.retry_after)
+      if client.now() - t0 > 0.8 then break end
+    end
+    assert.equals(5, srv:log_count('msg="admin: bad token"'), "other than 5 tokens were checked")
+    -- after the delay one more try: wrong again, the next delay is longer
+    server.sleep(1.1)
+    local ans = login("wrong-token-number-6")
+    assert.equals("bad token", ans.error)
+    assert.equals(2, shut_out().retry_after)
+    server.sleep(2.1)
+    -- the right token gets in and clears the record: 5 free failures again
+    local ok = login(TOKEN)
+    assert.same({ ok = true }, ok)
+    for i = 1, 4 do assert.equals("bad token", (login("again-" .. i)).error) end
+    assert.equals("bad token", (login("again-5")).error)
+    assert.equals(1, shut_out().retry_after)
+  end)
+
+  it("keeps the right token working below the limit", function()
+    for i = 1, 4 do assert.equals("bad token", (login("wrong-" .. i)).error) end
+    local a = admin_connect({ port = port })
+    finally(function() a:close() end)
+    assert.same({ ok = true }, a:ask({ token = TOKEN }))
+    assert.equals(42, a:num("40 + 2"))
+  end)
+
+  it("logs the remote address of every login, good or bad, and of a shut-out connection", function()
+    login("wrong-token-for-the-log")
+    local line = srv:wait_log('msg="admin: bad token"', 0)
+    assert.truthy(line:match("remote=127%.0%.0%.1:%d+"), line)
+    assert.truthy(line:find("failures=1", 1, true), line)
+    login(TOKEN)
+    line = srv:wait_log('msg="admin: authenticated"', 0)
+    assert.truthy(line:match("remote=127%.0%.0%.1:%d+"), line)
+    for i = 1, 5 do login("wrong-" .. i) end
+    shut_out()
+    line = srv:wait_log("too many failures", 0)
+    assert.truthy(line:match("remote=127%.0%.0%.1:%d+"), line)
+    assert.truthy(line:find("retry_in=1", 1, true), line)
+  end)
+end)
+
+---------------------------------------------------------------------------
 -- config validation of the admin section
 ---------------------------------------------------------------------------
 

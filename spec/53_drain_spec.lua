@@ -240,6 +240,42 @@ describe("moonpush drain on SIGTERM", function()
     assert.equals(0, srv:wait(GRACE + 2))
   end)
 
+  it("refuses publishes and batches during the drain with 503 shutting_down and Retry-After", function()
+    start()
+    local ch = "drain-late"
+    local stuck = raw_ws({ token = "bob", device = "keeps-draining-pub", channels = { ch } })
+    -- keep-alive connections opened before the signal: new ones are refused
+    local one = open:add(client.tcp(srv))
+    local batch = open:add(client.tcp(srv))
+    local function post(c, body)
+      assert(c:send("POST /publish HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " .. server.PUBLISHER ..
+        "\r\nContent-Type: application/json\r\nContent-Length: " .. #body .. "\r\n\r\n" .. body))
+      return c:response(2)
+    end
+    local before = assert(post(one, cjson.encode({ channel = ch, data = { n = 0 } })))
+    assert.equals(200, before.status, before.body)
+    assert(post(batch, cjson.encode({ { channel = ch, data = { n = 0 } } })))
+
+    assert.is_true(srv:signal("TERM"))
+    local code = stuck:expect_close(2)
+    assert.equals(1001, code, "no close 1001: the drain did not start")
+    for _, case in ipairs({ { one, { channel = ch, data = { n = 1 } } },
+                            { batch, { { channel = ch, data = { n = 2 } }, { user = "bob", data = { n = 3 } } } } }) do
+      local resp, err = post(case[1], cjson.encode(case[2]))
+      assert.is_table(resp, "no answer to a publish during the drain: " .. tostring(err))
+      assert.equals(503, resp.status, resp.body)
+      assert.is_table(resp.json, resp.body)
+      assert.equals("shutting_down", resp.json.error)
+      assert.is_string(resp.json.message)
+      assert.equals("5", resp.headers["retry-after"])   -- timeouts.shutdown_ms 5000
+      assert.equals("close", resp.headers.connection)
+    end
+    stuck:close()
+    one:close()
+    batch:close()
+    assert.equals(0, srv:wait(GRACE + 2))
+  end)
+
   it("exits at once on a second signal", function()
     start()
     local stuck = raw_ws({ token = "bob", device = "stuck-twice" })

@@ -6,7 +6,6 @@ local server = require "helpers.server"
 local client = require "helpers.client"
 local util = require "helpers.util"
 
-local shq = util.shq
 
 local DEMO = "http://127.0.0.1:8000"
 local DEMO2 = "http://localhost:8000"
@@ -187,18 +186,7 @@ describe("CORS", function()
 
   describe("config", function()
     -- The specs' default config with one edit, through --check-config.
-    local function check(edit)
-      local dir = util.mkdtemp("moonpush-cors")
-      local cfg = server.default_config()
-      edit(cfg)
-      util.write_file(dir .. "/moonpush.lua", "return " .. server.serialize(cfg) .. "\n")
-      local p = io.popen(string.format("timeout 20 %s --check-config %s 2>&1; echo \"__rc=$?\"",
-        shq(server.BIN), shq(dir .. "/moonpush.lua")))
-      local out = p:read("*a")
-      p:close()
-      util.rm_rf(dir)
-      return out, tonumber(out:match("__rc=(%d+)%s*$"))
-    end
+    local check = server.check_config
 
     local function publish_route(cfg)
       for _, r in ipairs(cfg.routes) do if r.type == "publish" then return r end end

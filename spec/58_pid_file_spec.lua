@@ -1,7 +1,9 @@
 -- Integration: the `pid_file` option (docs/operations.md, "Config"): the
 -- server's pid, written once it listens, relative to the config file,
 -- removed at a clean exit; a path it cannot write stops the start with a
--- clear log line.
+-- clear log line. One that names a live moonpush stops the start; a stale
+-- one is replaced; at exit it is removed only if it is still ours (issue
+-- 10, item 7).
 local server = require "helpers.server"
 local util = require "helpers.util"
 
@@ -16,6 +18,13 @@ end
 local function wait_file(path)
   local deadline = os.time() + 5
   while not exists(path) and os.time() <= deadline do server.sleep(0.01) end
+  return util.read_file(path)
+end
+
+-- The same, for a file that held `old` before the server started.
+local function wait_file_not(path, old)
+  local deadline = os.time() + 5
+  while util.read_file(path) == old and os.time() <= deadline do server.sleep(0.01) end
   return util.read_file(path)
 end
 
@@ -56,5 +65,49 @@ describe("pid_file", function()
     local ok, err = pcall(server.start, { pid_file = 42 })
     assert.is_false(ok)
     assert.matches("pid_file must be a path", err)
+  end)
+
+  -- issue 10, item 7: a second server with the same pid_file
+  describe("naming another server", function()
+    local dir
+    before_each(function() dir = util.mkdtemp("moonpush-pid") end)
+    after_each(function() util.rm_rf(dir) end)
+
+    it("refuses to start when it names a live moonpush, and leaves the file alone", function()
+      local pf = dir .. "/moonpush.pid"
+      local first = server.start({ pid_file = pf })
+      assert.equals(first.pid .. "\n", wait_file(pf))
+      local ok, err = pcall(server.start, { pid_file = pf })
+      assert.is_false(ok, "the second server started")
+      err = tostring(err)
+      assert.truthy(err:find("exit code 1", 1, true), err)
+      assert.truthy(err:find("another moonpush is running with this pid_file", 1, true), err)
+      assert.truthy(err:find("pid=" .. first.pid, 1, true), err)
+      assert.equals(first.pid .. "\n", util.read_file(pf), "the refused server touched the pid file")
+      assert.equals(0, first:stop())
+      assert.is_false(exists(pf))
+    end)
+
+    it("replaces a stale one: a dead pid, a live process that is not moonpush, junk", function()
+      local pf = dir .. "/moonpush.pid"
+      local sh = io.popen("sh -c 'echo $$'")
+      local dead_pid = sh:read("*l")   -- that shell has exited
+      sh:close()
+      for _, stale in ipairs({ dead_pid, "1", "junk" }) do
+        util.write_file(pf, stale .. "\n")
+        local srv = server.start({ pid_file = pf })
+        assert.equals(srv.pid .. "\n", wait_file_not(pf, stale .. "\n"))
+        assert.equals(0, srv:stop())
+      end
+    end)
+
+    it("is left alone at exit when it no longer holds the server's pid", function()
+      local pf = dir .. "/moonpush.pid"
+      local srv = server.start({ pid_file = pf })
+      assert.equals(srv.pid .. "\n", wait_file(pf))
+      util.write_file(pf, "424242\n")   -- a newer server's, say
+      assert.equals(0, srv:stop())
+      assert.equals("424242\n", util.read_file(pf))
+    end)
   end)
 end)

@@ -3,8 +3,9 @@
 -- page (spec/helpers/browser_harness.js), creates clients there and checks
 -- what reached the application and what crossed the wire: delivery, resume
 -- after a cut in the middle of a stream, resets, acks after the handler,
--- close codes that stop reconnecting, getToken() on every reconnect, a
--- server restart, and the demo page (examples/web).
+-- close codes that stop reconnecting, getToken() on every reconnect, token
+-- refresh before expiry (and 4005 after a refused one), a server restart,
+-- and the demo page (examples/web).
 local server = require "helpers.server"
 local client = require "helpers.client"
 local routes = require "helpers.routes"
@@ -22,17 +23,32 @@ TOKENS["erin"] = { user = "erin", kind = "web", channels = { "*" } }
 
 -- Every websocket route the browser's clients connect to is built here: the
 -- page is served from another origin (the static server's port) than the
--- server, so an Origin check on websocket routes is configured in this one
--- place.
+-- server, and the server refuses a handshake from a page of another origin
+-- unless the route lists it (403 origin_not_allowed), so the routes list
+-- the origin of the browser started last (start_browser()).
+local page_origin
+
+local function start_browser()
+  local br = browser.start()
+  page_origin = br.origin
+  return br
+end
+
 local function websocket_route(path, extra)
-  local r = { path = path, type = "websocket", plugins = { routes.device_auth(TOKENS) } }
+  local r = { path = path, type = "websocket", plugins = { routes.device_auth(TOKENS) }, origins = { page_origin } }
   for k, v in pairs(extra or {}) do r[k] = v end
   return r
 end
 
+-- JWTs for the refresh specs (auth_jwt on /ws/jwt, no leeway).
+local JWT_SECRET = "0123456789abcdef0123456789abcdef-browser"
+local function jwt(claims) return require("helpers.jwt").sign(JWT_SECRET, claims) end
+local unix_now = require("helpers.jwt").now
+
 local function base_routes()
   return {
     websocket_route("/ws"),
+    websocket_route("/ws/jwt", { plugins = { { name = "auth_jwt", config = { secret = JWT_SECRET, leeway = 0 } } } }),
     -- resends come quickly, and far more often than a handler of 700 ms
     websocket_route("/ws/acked", { acks = { timeout_ms = 300, factor = 1, max_tries = 50, jitter = 0 } }),
     -- a device that does not ack within 2 sends is closed with 4004
@@ -81,10 +97,14 @@ local function wait_open_js(name, ms)
     J(name), J(name), J(name), ms or 8000, J(name .. " open and subscribed"))
 end
 
--- 200 frames of 4 KB in one request: far over max_outbound_bytes (64 KB)
--- before a browser can read them, so the server cuts the connection (4001).
+-- 200 frames in one request: about 24 KB queued at once, over
+-- max_outbound_bytes (MAX_OUT) before a browser can read them, so the server
+-- cuts the connection (4001). The body (about 15 KB) stays under
+-- max_body_bytes, which max_outbound_bytes must hold (the envelope of each
+-- message makes the frames bigger than the items).
+local MAX_BODY, MAX_OUT = 16384, 16384 + 512
 local function burst(srv, ch, from)
-  publish_n(srv, ch, from, from + 199, { pad = ("p"):rep(4000) })
+  publish_n(srv, ch, from, from + 199, { pad = ("p"):rep(20) })
 end
 
 -- 1..n
@@ -98,10 +118,10 @@ describe("JS client in Chromium", function()
   local br, srv, page
 
   lazy_setup(function()
-    br = browser.start()
+    br = start_browser()
     srv = server.start(config({
       -- a burst of big frames overflows a connection's queue (4001): the cut
-      limits = { max_outbound_bytes = 65536, socket_send_buffer = 4096 },
+      limits = { max_outbound_bytes = MAX_OUT, max_body_bytes = MAX_BODY, socket_send_buffer = 4096 },
       history = { max_messages = 10000, channels = { { pattern = "short:*", max_messages = 5 } } },
     }))
   end)
@@ -411,13 +431,58 @@ describe("JS client in Chromium", function()
     assert.matches("token=bob", r.connects[2])
     assert.same({ 1006, true }, { r.closes[1].code, r.closes[1].willReconnect })
   end)
+  -- Tokens that expire: the server says when in welcome.expires_in_ms; the
+  -- client sends {"type":"refresh"} with getToken()'s next answer at 80% of
+  -- it, reschedules on `refreshed`, and stays open past the first expiry; a
+  -- refused refresh is reported as error {code, refresh: true}, the server
+  -- closes with 4005 `token expired` at the old deadline, and the client
+  -- reconnects asking getToken() once more.
+  it("refreshes before expiry with a fresh getToken() and stays open", function()
+    local user = client.unique("r-")
+    local tokens = { jwt({ sub = user, exp = unix_now() + 3, channels = { "news" } }),
+                     jwt({ sub = user, exp = unix_now() + 600, channels = { "news" } }) }
+    local r = page:js(connect_js(srv, "f", "/ws/jwt", { tokens = tokens, channels = { "news" } }) .. wait_open_js("f") .. [[
+      const w = harness.client("f");
+      await harness.waitFor(() => harness.received("f", "refreshed").length === 1, 8000, "refreshed");
+      await harness.sleep(3500);   // past the first token's exp
+      return { sent: harness.sent("f", "refresh"), refreshed: harness.received("f", "refreshed"),
+               state: w.state, calls: harness.rec("f").tokenCalls, connects: harness.rec("f").connects.length,
+               closes: harness.rec("f").states.filter((s) => s.state === "closed") };]], 20)
+    assert.same({ { type = "refresh", token = tokens[2] } }, r.sent)
+    assert.is_true(r.refreshed[1].expires_in_ms > 590000, tostring(r.refreshed[1].expires_in_ms))
+    assert.same({ "open", 2, 1, 0 }, { r.state, r.calls, r.connects, #r.closes })
+    -- and it still receives
+    client.publish_ok(srv, { user = user, data = { still = "here" } })
+    local got = page:js(string.format([[
+      await harness.waitFor(() => harness.seqs("f", %s).length >= 1, 5000, "the message");
+      return harness.rec("f").messages.at(-1).data;]], J("user:" .. user)))
+    assert.same({ still = "here" }, got)
+  end)
+
+  it("after a refused refresh and 4005, reconnects with a fresh getToken()", function()
+    local user = client.unique("x-")
+    local tokens = { jwt({ sub = user, exp = unix_now() + 3 }),
+                     jwt({ sub = "someone-else", exp = unix_now() + 600 }),   -- refused: another user
+                     jwt({ sub = user, exp = unix_now() + 600 }) }
+    local r = page:js(connect_js(srv, "x", "/ws/jwt", { tokens = tokens, minDelayMs = 20, maxDelayMs = 100 })
+      .. wait_open_js("x") .. [[
+      await harness.waitFor(() => harness.rec("x").connects.length === 2 && harness.client("x").state === "open",
+                            10000, "reconnected");
+      const rec = harness.rec("x");
+      return { errors: rec.errors, calls: rec.tokenCalls, connects: rec.connects,
+               closes: rec.states.filter((s) => s.state === "closed") };]], 20)
+    assert.equals(3, r.calls)
+    assert.same({ code = "forbidden", refresh = true }, { code = r.errors[1].code, refresh = r.errors[1].refresh })
+    assert.same({ 4005, true }, { r.closes[1].code, r.closes[1].willReconnect })
+    assert.matches("token=" .. tokens[3]:gsub("%-", "%%-"), r.connects[2])
+  end)
 end)
 
 describe("JS client across a server restart", function()
   local br, srv, page
 
   lazy_setup(function()
-    br = browser.start()
+    br = start_browser()
   end)
 
   lazy_teardown(function()
@@ -475,7 +540,7 @@ describe("the demo page (examples/web)", function()
   end
 
   lazy_setup(function()
-    br = browser.start()
+    br = start_browser()
     srv = server.start(cors_config(br.origin))
   end)
 
@@ -519,16 +584,4 @@ describe("the demo page (examples/web)", function()
     local note = publish_from_page(plain, client.unique("no cors "))
     assert.matches("^sent without CORS", note)
   end)
-end)
-
--- Pending until the server side (welcome.expires_in_ms, the refresh frame,
--- refreshed, close 4005; being added on another branch) is in main. Then,
--- with a token that expires in ~2 s: the client sends {"type":"refresh"}
--- with getToken()'s second answer at 80% of expires_in_ms, reschedules on
--- `refreshed`, and stays open past the first expiry; with a getToken() whose
--- second answer the server refuses, it reports error {code, refresh: true},
--- sees 4005 `token expired`, and reconnects asking getToken() a third time.
-describe("JS client token refresh", function()
-  pending("refreshes before expiry with a fresh getToken() and stays open (needs the server's refresh frame)")
-  pending("after a refused refresh and 4005, reconnects with a fresh getToken() (needs close 4005)")
 end)

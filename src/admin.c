@@ -1,4 +1,5 @@
-/* admin.c — see admin.h. */
+/* admin.c — see admin.h. Failed TCP logins are limited per remote address
+ * by admin_guard.c; every TCP login, good or bad, is logged with its remote. */
 #include "admin.h"
 
 #include <arpa/inet.h>
@@ -14,6 +15,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "admin_guard.h"
 #include "buf.h"
 #include "log.h"
 #include "lua_host.h"
@@ -30,12 +32,19 @@ typedef struct admin_conn {
     mp_buf out;               /* answers not yet written ... */
     size_t out_off;           /* ... from here on */
     int tcp;                  /* must present the token first */
+    char addr[48];            /* TCP: the peer's address (the guard's key) ... */
+    char remote[64];          /* ... and address:port, for the log */
     int authed;
     int closing;              /* close once out is written */
 } admin_conn;
 
 static ev_io unix_watcher, tcp_watcher;
 static int unix_fd = -1, tcp_fd = -1;
+/* The socket file we created: a reload may change admin.socket, and another
+ * server may have put its own file at the path since; exit removes ours only. */
+static char unix_path[sizeof mp.cfg.admin_socket];
+static dev_t unix_dev;
+static ino_t unix_ino;
 static admin_conn *conns;
 static unsigned long next_session = 1;
 
@@ -114,6 +123,57 @@ static json_t *output_answer(const char *output)
     return o ? o : failure("could not encode the answer");
 }
 
+/* The first request on a TCP connection: the token, or the connection ends. */
+static void check_token(admin_conn *a, const char *token)
+{
+    size_t want = strlen(mp.cfg.admin_token);
+    if (token && strlen(token) == want && CRYPTO_memcmp(token, mp.cfg.admin_token, want) == 0) {
+        a->authed = 1;
+        mp_guard_succeeded(a->addr);
+        mp_info("admin: authenticated", "remote=%s", a->remote);
+        answer(a, json_pack("{s:b}", "ok", 1));
+        return;
+    }
+    int failures = mp_guard_failed(a->addr, ev_now(mp.loop));
+    mp_warn("admin: bad token", "remote=%s failures=%d retry_in=%d", a->remote, failures,
+            mp_guard_wait(a->addr, ev_now(mp.loop)));
+    answer(a, failure("bad token"));
+    a->closing = 1;
+}
+
+/* An address shut out after too many bad tokens: told when to come back,
+ * closed before it can send one. Returns 1 if so. */
+static int refuse_if_shut_out(admin_conn *a)
+{
+    int wait = mp_guard_wait(a->addr, ev_now(mp.loop));
+    if (!wait)
+        return 0;
+    char msg[160];
+    snprintf(msg, sizeof msg, "too many failed admin logins from %s: retry in %d s", a->addr, wait);
+    mp_warn("admin: login refused, too many failures", "remote=%s retry_in=%d", a->remote, wait);
+    answer(a, json_pack("{s:b, s:s, s:i}", "ok", 0, "error", msg, "retry_after", wait));
+    a->closing = 1;
+    flush_out(a);   /* may free a */
+    return 1;
+}
+
+static void keep_peer(admin_conn *a, const struct sockaddr_storage *sa)
+{
+    char host[INET6_ADDRSTRLEN] = "?";
+    int port = 0;
+    if (sa->ss_family == AF_INET) {
+        const struct sockaddr_in *s4 = (const void *)sa;
+        inet_ntop(AF_INET, &s4->sin_addr, host, sizeof host);
+        port = ntohs(s4->sin_port);
+    } else if (sa->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *s6 = (const void *)sa;
+        inet_ntop(AF_INET6, &s6->sin6_addr, host, sizeof host);
+        port = ntohs(s6->sin6_port);
+    }
+    snprintf(a->addr, sizeof a->addr, "%s", host);
+    snprintf(a->remote, sizeof a->remote, sa->ss_family == AF_INET6 ? "[%s]:%d" : "%s:%d", host, port);
+}
+
 static void handle_request(admin_conn *a, const char *line, size_t len)
 {
     json_error_t jerr;
@@ -127,15 +187,7 @@ static void handle_request(admin_conn *a, const char *line, size_t len)
     const char *code = json_string_value(json_object_get(req, "eval"));
     const char *prefix = json_string_value(json_object_get(req, "complete"));
     if (a->tcp && !a->authed) {
-        size_t want = strlen(mp.cfg.admin_token);
-        if (token && strlen(token) == want && CRYPTO_memcmp(token, mp.cfg.admin_token, want) == 0) {
-            a->authed = 1;
-            answer(a, json_pack("{s:b}", "ok", 1));
-        } else {
-            mp_warn("admin: bad token", NULL);
-            answer(a, failure("bad token"));
-            a->closing = 1;
-        }
+        check_token(a, token);
     } else if (code) {
         char *output = NULL;
         int rc = mp_lua_admin_eval(a->session, code, &output);
@@ -208,7 +260,9 @@ static void on_admin_write(struct ev_loop *loop, ev_io *w, int revents)
 static void on_admin_accept(struct ev_loop *loop, ev_io *w, int revents)
 {
     (void)revents;
-    int fd = accept4(w->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    struct sockaddr_storage sa = {0};
+    socklen_t salen = sizeof sa;
+    int fd = accept4(w->fd, (struct sockaddr *)&sa, &salen, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0)
         return;
     admin_conn *a = calloc(1, sizeof *a);
@@ -223,26 +277,76 @@ static void on_admin_accept(struct ev_loop *loop, ev_io *w, int revents)
     a->rio.data = a->wio.data = a;
     a->next = conns;
     conns = a;
+    if (a->tcp) {
+        keep_peer(a, &sa);
+        if (refuse_if_shut_out(a))
+            return;
+    }
     ev_io_start(loop, &a->rio);
+}
+
+/* A file already at the socket path: a live server's socket (a connect is
+ * answered, or its backlog is full), which is not ours to take; or a stale
+ * one from a server that died (nobody listens), removed. Anything else there
+ * is left alone. Returns 0 when the path is free now. */
+static int claim_unix_path(const char *path, const struct sockaddr_un *sa)
+{
+    struct stat st;
+    if (lstat(path, &st) < 0)
+        return errno == ENOENT ? 0 : -1;
+    if (!S_ISSOCK(st.st_mode)) {
+        mp_error("the admin socket path exists and is not a socket: remove it or set admin.socket", "path=%s", path);
+        return -1;
+    }
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int rc = fd >= 0 ? connect(fd, (const struct sockaddr *)sa, sizeof *sa) : -1;
+    int why = errno;
+    if (fd >= 0)
+        close(fd);
+    if (rc == 0 || why == EAGAIN) {
+        mp_error("another moonpush is serving this admin socket: stop it first, or give this server "
+                 "its own admin.socket", "path=%s", path);
+        return -1;
+    }
+    if (why != ECONNREFUSED) {
+        mp_error("cannot tell whether a server owns the admin socket", "path=%s error=\"%s\"", path, strerror(why));
+        return -1;
+    }
+    mp_info("removing a stale admin socket (nobody listens on it)", "path=%s", path);
+    return unlink(path) < 0 && errno != ENOENT ? -1 : 0;
 }
 
 static int listen_unix(const char *path)
 {
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
-    unlink(path);   /* a stale socket from a previous run */
+    if (claim_unix_path(path, &sa) < 0)
+        return -1;
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     /* Created 0600 from the start: no window where others could connect. */
     mode_t old = umask(0177);
     int ok = fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0 && listen(fd, 16) == 0;
     umask(old);
-    if (!ok) {
+    struct stat st;
+    if (!ok || lstat(path, &st) < 0) {
         mp_error("cannot open the admin socket", "path=%s error=\"%s\"", path, strerror(errno));
         if (fd >= 0)
             close(fd);
         return -1;
     }
+    snprintf(unix_path, sizeof unix_path, "%s", path);
+    unix_dev = st.st_dev;
+    unix_ino = st.st_ino;
     return fd;
+}
+
+/* Removes the socket file if it is still the one we created. */
+static void remove_unix_path(void)
+{
+    struct stat st;
+    if (unix_path[0] && lstat(unix_path, &st) == 0 && st.st_dev == unix_dev && st.st_ino == unix_ino)
+        unlink(unix_path);
+    unix_path[0] = '\0';
 }
 
 static int listen_tcp(const char *host, int port)
@@ -292,7 +396,7 @@ void mp_admin_stop(void)
     if (unix_fd >= 0) {
         ev_io_stop(mp.loop, &unix_watcher);
         close(unix_fd);
-        unlink(mp.cfg.admin_socket);
+        remove_unix_path();
         unix_fd = -1;
     }
     if (tcp_fd >= 0) {

@@ -8,10 +8,14 @@
 #ifndef MP_ADMIN_H
 #define MP_ADMIN_H
 
-/* Opens the configured admin listeners. Returns -1 (logged) if one cannot. */
+/* Opens the configured admin listeners. Returns -1 (logged) if one cannot,
+ * and when a live server answers on the admin socket's path: a second
+ * server with the same config must not take the first one's admin away (a
+ * stale socket, nobody listening, is replaced). */
 int mp_admin_start(void);
 
-/* Closes the listeners, every admin connection, and removes the socket file. */
+/* Closes the listeners, every admin connection, and removes the socket file
+ * if it is still the one this server created (same inode). */
 void mp_admin_stop(void);
 
 #endif

@@ -1,7 +1,13 @@
 /* http.c — see http.h. http_parser callbacks fill one bounded arena; a
  * complete request is dispatched from on_message_complete (or, for an
  * upgrade, right after the parser stops so the bytes behind the request go to
- * the WebSocket). */
+ * the WebSocket).
+ *
+ * Trailers (fields after the last chunk of a chunked body) reach the same
+ * header callbacks as headers. They are ignored: counted against
+ * limits.max_header_bytes, never stored, never seen by a handler or a plugin
+ * (a trailer must not authenticate a request whose headers were already
+ * judged). docs/protocol.md says so. */
 #include "http.h"
 
 #include <ctype.h>
@@ -37,6 +43,8 @@ typedef struct mp_http {
     char *body;
     size_t body_len, body_cap;
     int has_length;              /* Content-Length or chunked */
+    int in_trailer;              /* headers are complete: fields now are trailers */
+    size_t trailer_len;          /* trailer bytes seen (and dropped), bounded */
     int started;                 /* bytes of a request have arrived */
     int upgrade;                 /* dispatch after the parser stops */
     int in_execute;              /* free is deferred while the parser runs */
@@ -101,6 +109,8 @@ static int on_message_begin(http_parser *p)
     h->part = PART_NONE;
     h->body_len = 0;
     h->has_length = 0;
+    h->in_trailer = 0;
+    h->trailer_len = 0;
     h->started = 1;
     h->started_at = mp_clock_mono();   /* ev_now is the iteration's start: see clock.h */
     h->route_path = NULL;
@@ -120,9 +130,20 @@ static int on_url(http_parser *p, const char *at, size_t n)
     return arena_append(h, at, n);
 }
 
+/* A trailer field or value: dropped, but its size still counts. */
+static int skip_trailer(mp_http *h, size_t n)
+{
+    h->trailer_len += n;
+    if (h->trailer_len > mp.cfg.max_header_bytes)
+        return reject(h, 431, "headers_too_large", "chunked trailers exceed limits.max_header_bytes");
+    return 0;
+}
+
 static int on_header_field(http_parser *p, const char *at, size_t n)
 {
     mp_http *h = p->data;
+    if (h->in_trailer)
+        return skip_trailer(h, n);
     if (h->part != PART_FIELD) {
         if (h->nhdr == MP_HTTP_MAX_HEADERS)
             return reject(h, 431, "headers_too_large", "more than 64 request headers");
@@ -138,6 +159,8 @@ static int on_header_field(http_parser *p, const char *at, size_t n)
 static int on_header_value(http_parser *p, const char *at, size_t n)
 {
     mp_http *h = p->data;
+    if (h->in_trailer)
+        return skip_trailer(h, n);
     if (h->part != PART_VALUE) {
         if (switch_part(h, PART_VALUE) < 0)
             return -1;
@@ -169,6 +192,7 @@ static int on_headers_complete(http_parser *p)
     mp_http *h = p->data;
     if (switch_part(h, PART_NONE) < 0)
         return -1;
+    h->in_trailer = 1;   /* any field from now on is a trailer */
     for (int i = 0; i < h->nhdr; i++) {
         for (char *s = h->arena + h->name_off[i]; *s; s++)
             *s = (char)tolower((unsigned char)*s);
@@ -429,6 +453,15 @@ static void dispatch(mp_http *h, const uint8_t *rest, size_t rest_len)
 {
     mp_conn *c = h->conn;
     mp.stats.http_requests++;
+    /* on_headers_complete ended every piece with a NUL. A request that
+     * comes here otherwise is answered, never read past its arena. */
+    if (!h->arena || h->part != PART_NONE || h->arena[h->arena_len - 1] != '\0') {
+        h->started = 0;
+        h->reject_status = 400;   /* no keep-alive after this */
+        mp_http_error(c, 400, "bad_request", "malformed HTTP request");
+        mp_conn_close_after_flush(c);
+        return;
+    }
     mp_http_header headers[MP_HTTP_MAX_HEADERS];
     for (int i = 0; i < h->nhdr; i++) {
         headers[i].name = h->arena + h->name_off[i];
@@ -551,16 +584,27 @@ void mp_http_session_free(mp_conn *c)
 void mp_http_feed(mp_conn *c, const uint8_t *data, size_t len)
 {
     mp_http *h = c->http;
-    h->in_execute = 1;
-    size_t used = http_parser_execute(&h->parser, &settings, (const char *)data, len);
-    h->in_execute = 0;
-    if (h->free_pending) {
-        http_free(h);
-        return;
-    }
-    if (h->upgrade) {
-        dispatch(h, data + used, len - used);   /* may free h: touch nothing after */
-        return;
+    for (;;) {
+        h->in_execute = 1;
+        size_t used = http_parser_execute(&h->parser, &settings, (const char *)data, len);
+        h->in_execute = 0;
+        if (h->free_pending) {
+            http_free(h);
+            return;
+        }
+        if (!h->upgrade)
+            break;
+        /* The parser stopped behind an upgrade request. Accepted, the rest
+         * belongs to the WebSocket and h is freed; refused (answered as
+         * HTTP on a live connection), the rest is the next request. */
+        dispatch(h, data + used, len - used);
+        if (c->http != h || c->state != MP_CONN_HTTP)
+            return;   /* h may be freed: touch nothing */
+        h->upgrade = 0;
+        data += used;
+        len -= used;
+        if (len == 0)
+            return;
     }
     if (h->reject_status) {
         mp_http_error(c, h->reject_status, h->reject_code, h->reject_msg);

@@ -872,17 +872,16 @@ static mp_identity *read_identity(int idx)
     id->kind = copy_field(&cursor, idx, "kind");
     copy_list(&cursor, idx, "allow", id->allow, nallow);
     copy_list(&cursor, idx, "subscribe", id->subscribe, nsub);
+    id->expires = num_field(idx, NULL, "expires");
     return id;
 }
 
-int mp_lua_auth(const mp_http_req *req, mp_identity **out, mp_denial *deny)
+/* Reads core.auth's or core.refresh's answer (identity, denial) after a
+ * guarded_pcall that returned rc; pops back to top. Returns 0 or -1. */
+static int read_auth_answer(int rc, int top, mp_identity **out, mp_denial *deny)
 {
-    int top = lua_gettop(L);
-    push_hot_fn(HOT_AUTH);
-    lua_pushinteger(L, req->route_index + 1);
-    push_request(req);
     int result = -1;
-    if (guarded_pcall(req->route->budget, 2, 2, "auth") != 0) {
+    if (rc != 0) {
         failed_call(deny);
     } else if (lua_istable(L, -2)) {
         *out = read_identity(lua_gettop(L) - 1);
@@ -895,6 +894,28 @@ int mp_lua_auth(const mp_http_req *req, mp_identity **out, mp_denial *deny)
     }
     lua_settop(L, top);
     return result;
+}
+
+int mp_lua_auth(const mp_http_req *req, mp_identity **out, mp_denial *deny)
+{
+    int top = lua_gettop(L);
+    push_hot_fn(HOT_AUTH);
+    lua_pushinteger(L, req->route_index + 1);
+    push_request(req);
+    return read_auth_answer(guarded_pcall(req->route->budget, 2, 2, "auth"), top, out, deny);
+}
+
+static void push_conn(const mp_conn_info *c);
+
+int mp_lua_refresh(int route_index, const mp_conn_info *conn, const char *token, mp_identity **out,
+                   mp_denial *deny)
+{
+    int top = lua_gettop(L);
+    push_core_fn("refresh");
+    lua_pushinteger(L, route_index + 1);
+    push_conn(conn);
+    lua_pushstring(L, token);
+    return read_auth_answer(guarded_pcall(route_budget(route_index), 3, 2, "auth"), top, out, deny);
 }
 
 /* ---- publish: route hooks ----------------------------------------------- */
@@ -1461,6 +1482,27 @@ int mp_identity_allows(const mp_identity *id, const char *name)
         size_t plen = strlen(p);
         if (plen > 0 && p[plen - 1] == '*') {
             if (strncmp(name, p, plen - 1) == 0)
+                return 1;
+        } else if (strcmp(name, p) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+int mp_identity_allows_device(const mp_identity *id, const char *name)
+{
+    static const char personal[] = "user:";
+    const size_t plen = sizeof personal - 1;
+    if (strncmp(name, personal, plen) != 0)
+        return mp_identity_allows(id, name);
+    if (strcmp(name + plen, id->user) == 0)
+        return 1;
+    for (int i = 0; i < id->nallow; i++) {
+        const char *p = id->allow[i];
+        size_t n = strlen(p);
+        if (n > 0 && p[n - 1] == '*') {
+            if (n - 1 >= plen && strncmp(name, p, n - 1) == 0)
                 return 1;
         } else if (strcmp(name, p) == 0) {
             return 1;

@@ -22,6 +22,7 @@ typedef struct mp_identity {
     char **allow;         /* channel patterns it may subscribe / publish to */
     int nsubscribe;
     char **subscribe;     /* channels asked for at connect (query `channels`) */
+    double expires;       /* unix seconds after which it is void; 0: never */
 } mp_identity;
 
 typedef struct mp_denial {
@@ -54,10 +55,20 @@ typedef struct mp_conn_info {
  * -1 with a reason in err. */
 int mp_lua_init(const char *config_path, mp_config *cfg, char *err, size_t errlen);
 
-/* Runs the route's connect/publish rate limit and auth chain. Returns 0
- * with *out set (caller frees), or -1 with deny filled. A route without an
- * auth hook allows everything (*out has allow = {"*"}). */
+/* Runs the route's Origin check (websocket), connect/publish rate limit and
+ * auth chain, and checks the identity (schema, role of the route, expiry;
+ * core.lua). Returns 0 with *out set (caller frees), or -1 with deny filled.
+ * A route without an auth hook (config.lua lets only `anonymous = true`
+ * routes have none) allows everything: the publisher "anonymous" with
+ * allow = {"*"}. */
 int mp_lua_auth(const mp_http_req *req, mp_identity **out, mp_denial *deny);
+
+/* A client's refresh frame on a WebSocket route: runs the route's auth chain
+ * over the new token (no connect rate limit: the frame already passed the
+ * message one). Returns 0 with *out (caller frees; user and expires are what
+ * matter), or -1 with deny. */
+int mp_lua_refresh(int route_index, const mp_conn_info *conn, const char *token, mp_identity **out,
+                   mp_denial *deny);
 
 /* Runs the route's route hooks over n messages (channel names and JSON
  * data). Returns 0 with out[0..n) set (caller frees each; out[i]->data may
@@ -115,6 +126,12 @@ int mp_lua_plugin_stats(mp_plugin_stat *out, int max);
 
 /* 1 if name matches one of the identity's patterns ("*", "prefix*", exact). */
 int mp_identity_allows(const mp_identity *id, const char *name);
+
+/* The same for a device (WebSocket) identity: its own user:<user> is always
+ * allowed, and another user's personal channel only by a pattern that names
+ * the user: namespace itself ("user:bob", "user:*", "user:b*"): "*" or "u*"
+ * never reach other users' personal channels. */
+int mp_identity_allows_device(const mp_identity *id, const char *name);
 
 void mp_lua_close(void);
 void mp_config_free(mp_config *cfg);

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include "admin.h"
@@ -32,6 +33,7 @@
 
 #define MOONPUSH_VERSION "0.1.0"
 #define RECONNECT_SPREAD_MS 5000   /* clients told to come back within this */
+#define FD_MARGIN 100              /* fds besides connections: listeners, admin, logs, Redis, watches */
 
 mp_server mp;
 
@@ -105,6 +107,34 @@ static void on_stop_signal(struct ev_loop *loop, ev_signal *w, int revents)
 
 static ev_timer sweep_timer;
 
+/* A start that stops short: what the config load made is let go (the Lua
+ * state holds lua-cjson's buffer, malloc'd, which LeakSanitizer reported
+ * once per refused config). Returns the exit code. */
+static int refuse_start(void)
+{
+    if (mp.store)
+        mp_store_free(mp.store);
+    mp.store = NULL;
+    mp_tls_free_all();
+    mp_lua_close();
+    mp_config_free(&mp.cfg);
+    return 1;
+}
+
+/* Each connection is a file descriptor: past the open-files limit accept()
+ * fails long before max_connections (docs/operations.md, "Limits you will
+ * meet"). The server does not raise its own limit; it says so at start. */
+static void warn_if_few_fds(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY)
+        return;
+    if ((rlim_t)mp.cfg.max_connections + FD_MARGIN > rl.rlim_cur)
+        mp_warn("max_connections exceeds the open-files limit: connections past it will be refused; raise "
+                "ulimit -n (LimitNOFILE=) or lower max_connections", "max_connections=%d nofile=%llu margin=%d",
+                mp.cfg.max_connections, (unsigned long long)rl.rlim_cur, FD_MARGIN);
+}
+
 /* Expired history and cursors go once a second: work is what is due. */
 static void on_sweep(struct ev_loop *loop, ev_timer *w, int revents)
 {
@@ -154,11 +184,11 @@ int main(int argc, char **argv)
     char err[512];
     if (mp_lua_init(config_path, &mp.cfg, err, sizeof err) < 0) {
         mp_error("invalid config", "file=%s error=\"%s\"", config_path, mp_log_q(err));
-        return 1;
+        return refuse_start();
     }
     if (mp_tls_load(&mp.cfg, err, sizeof err) < 0) {   /* --check-config checks the TLS files too */
         mp_error("invalid config", "file=%s error=\"%s\"", config_path, mp_log_q(err));
-        return 1;
+        return refuse_start();
     }
     if (check_only) {
         mp_tls_free_all();
@@ -172,7 +202,7 @@ int main(int argc, char **argv)
     mp_log_level = mp.cfg.log_level;
     if (mp_log_configure(mp.cfg.log_json, mp.cfg.log_file) < 0) {
         mp_error("cannot open the log file", "file=%s", mp.cfg.log_file);
-        return 1;
+        return refuse_start();
     }
     make_boot_id();
     srandom((unsigned)strtoul(mp.boot_id, NULL, 16));
@@ -181,16 +211,24 @@ int main(int argc, char **argv)
     mp.store = mp_reload_open_store();
     if (!mp.store) {
         mp_error("cannot create the store (invalid history policy?)", NULL);
-        return 1;
+        return refuse_start();
     }
     ev_timer_init(&sweep_timer, on_sweep, 1., 1.);
     ev_timer_start(mp.loop, &sweep_timer);
-    if (mp_net_listen() < 0 || mp_admin_start() < 0)
-        return 1;
+    /* The pid file and the admin socket first: when another server runs
+     * with this config, say so before touching anything of its. */
+    if (mp_pidfile_check(mp.cfg.pid_file) < 0)
+        return refuse_start();
+    if (mp_admin_start() < 0 || mp_net_listen() < 0) {
+        mp_admin_stop();
+        return refuse_start();
+    }
     if (mp_pidfile_write(mp.cfg.pid_file) < 0) {
         mp_error("cannot write the pid file", "file=%s error=\"%s\"", mp.cfg.pid_file, strerror(errno));
-        return 1;
+        mp_admin_stop();
+        return refuse_start();
     }
+    warn_if_few_fds();
     mp_net_start();
     ev_signal_init(&sigint_watcher, on_stop_signal, SIGINT);
     ev_signal_init(&sigterm_watcher, on_stop_signal, SIGTERM);

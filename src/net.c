@@ -475,13 +475,23 @@ static void on_pong_timeout(mp_tlist *l, mp_tnode *n)
 
 /* No progress for LINGER_SECONDS while closing. During a shutdown drain a
  * client with frames still queued keeps its place until the grace period
- * (timeouts.shutdown_ms) ends the process: slow is not dead. */
+ * (timeouts.shutdown_ms) ends the process: slow is not dead.
+ *
+ * Bytes still in our queue mean the peer took none of its bytes in that
+ * time (any it took would have let a write through and touched the timer):
+ * it is not reading. A plain close would leave the kernel holding what it
+ * already has, probing a zero window for minutes, while the peer sees
+ * neither its data nor an end; a reset (SO_LINGER 0) ends it now. */
 static void on_linger_timeout(mp_tlist *l, mp_tnode *n)
 {
     mp_conn *c = conn_of_tnode(n);
     if (mp.stopping && !mp_outq_empty(&c->out) && c->state == MP_CONN_CLOSING) {
         mp_tlist_touch(l, n);
         return;
+    }
+    if (!mp_outq_empty(&c->out)) {
+        struct linger reset = {.l_onoff = 1, .l_linger = 0};
+        setsockopt(c->io.fd, SOL_SOCKET, SO_LINGER, &reset, sizeof reset);
     }
     mp_conn_abort(c);
 }

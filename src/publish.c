@@ -3,6 +3,7 @@
 #include "publish.h"
 
 #include <jansson.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -230,9 +231,28 @@ static void publish_all(mp_conn *c, item *items, size_t count, int batch)
     }
 }
 
+/* During a drain (SIGTERM) WebSockets are closing, so a publish would reach
+ * nobody and be lost with the process: refuse it, so that the publisher
+ * retries elsewhere or once a new server is up (the drain ends within
+ * timeouts.shutdown_ms, hence the Retry-After). */
+static int refuse_if_stopping(mp_conn *c)
+{
+    if (!mp.stopping)
+        return 0;
+    mp_denial d = {.status = 503, .code = "shutting_down",
+                   .message = "the server is shutting down: nothing was published; retry after Retry-After seconds"};
+    d.retry_after = (int)ceil(mp.cfg.shutdown_grace);
+    if (d.retry_after < 1)
+        d.retry_after = 1;
+    mp_http_deny(c, &d);
+    return -1;
+}
+
 void mp_publish_handle(mp_http_req *req)
 {
     mp_conn *c = req->conn;
+    if (refuse_if_stopping(c) < 0)
+        return;
     if (!content_type_ok(req)) {
         mp_http_error(c, 415, "unsupported_media_type", "publish bodies are application/json");
         return;

@@ -5,6 +5,7 @@
 #include <jansson.h>
 #include <nettle/base64.h>
 #include <nettle/sha1.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +13,7 @@
 #include <sys/socket.h>
 #include <wslay/wslay.h>
 
+#include "deadlines.h"
 #include "delivery.h"
 #include "devices.h"
 #include "hub.h"
@@ -46,6 +48,7 @@ typedef struct mp_ws {
     uint8_t in_recv;                /* wslay_event_recv is on the stack */
     uint8_t detached;               /* the connection let go while in_recv */
     uint16_t device_tag;            /* of its (user, device) hash: index probes compare it first */
+    mp_deadline expiry;             /* when the identity expires (on the heap only if it does) */
     mp_identity ident;              /* strings in data[] below; no subscribe list */
     char data[];
 } mp_ws;
@@ -192,11 +195,50 @@ void mp_ws_continue_replays(mp_conn *c)
 void mp_ws_free_all(void)
 {
     mp_devices_free(&devices);
+    mp_deadlines_stop();
 }
 
 void mp_ws_remap_routes(const int *map)
 {
     mp_net_each_ws(remap_one, (void *)map);
+}
+
+/* ---- token expiry --------------------------------------------------------- */
+
+/* Identities that expire (auth_jwt's exp, or a plugin's `expires`) are on
+ * one heap of deadlines with one timer (deadlines.h), set at the handshake
+ * and moved by a refresh; the timer closes a connection whose identity ran
+ * out with 4005. */
+static int deadlines_started;
+
+static void on_token_expired(mp_deadline *d)
+{
+    mp_ws *ws = (mp_ws *)(void *)((char *)d - offsetof(mp_ws, expiry));
+    mp_conn_close_ws(ws->conn, 4005, "token expired");   /* a no-op once it is closing */
+}
+
+/* Puts the session's deadline at `expires` (unix seconds; 0: never). */
+static int set_expiry(mp_ws *ws, double expires)
+{
+    if (expires <= 0) {
+        mp_deadlines_remove(&ws->expiry);
+        return 0;
+    }
+    if (!deadlines_started) {
+        mp_deadlines_init(mp.loop, on_token_expired);
+        deadlines_started = 1;
+    }
+    return mp_deadlines_set(&ws->expiry, expires);
+}
+
+/* Milliseconds until the session's identity expires, for the welcome and
+ * refreshed frames; -1 if it never does. */
+static json_int_t expires_in_ms(const mp_ws *ws)
+{
+    if (!ws->expiry.slot)
+        return -1;
+    double ms = (ws->expiry.at - ev_time()) * 1000.0;
+    return ms > 0 ? (json_int_t)ms : 0;
 }
 
 /* ---- client frames ------------------------------------------------------ */
@@ -242,7 +284,7 @@ static void handle_subscribe(mp_conn *c, const char *name, long long since, cons
     mp_ws *ws = c->ws;
     char personal[MP_NAME_MAX + 8];
     snprintf(personal, sizeof personal, "user:%s", ws->ident.user);
-    if (strcmp(name, personal) != 0 && !mp_identity_allows(&ws->ident, name)) {
+    if (!mp_identity_allows_device(&ws->ident, name)) {
         send_error(c, "forbidden", "this connection may not subscribe to that channel", name);
         return;
     }
@@ -295,6 +337,51 @@ static void handle_ack(mp_conn *c, json_t *root, const char *name)
         mp_conn_info info = conn_info(c);
         mp_lua_ack_event(ws->route_index, &info, name, (unsigned long long)seq);
     }
+}
+
+/* {"type":"refresh","token":"..."}: the route's auth chain judges the new
+ * token as at a handshake; if it is good and for the same user, the
+ * connection's deadline moves to the new identity's expiry. The channels
+ * stay those of the handshake. A refusal leaves the deadline where it was. */
+static void handle_refresh(mp_conn *c, json_t *root)
+{
+    mp_ws *ws = c->ws;
+    const char *token = json_string_value(json_object_get(root, "token"));
+    if (!token || !*token) {
+        send_error(c, "bad_frame", "a refresh needs a string \"token\"", NULL);
+        return;
+    }
+    if (ws->route_index < 0) {   /* a reload removed its route: no plugin can judge the token */
+        send_error(c, "forbidden", "this connection's route is gone: reconnect", NULL);
+        return;
+    }
+    mp_conn_info info = conn_info(c);
+    mp_identity *id = NULL;
+    mp_denial deny;
+    if (mp_lua_refresh(ws->route_index, &info, token, &id, &deny) < 0) {
+        if (deny.status >= 500 && deny.status != 503) {
+            mp_conn_close_ws(c, 1011, "internal error");
+            return;
+        }
+        send_error(c, deny.code, deny.message, NULL);
+        return;
+    }
+    if (strcmp(id->user, ws->ident.user) != 0) {
+        free(id);
+        send_error(c, "forbidden", "the new token is for another user", NULL);
+        return;
+    }
+    double expires = id->expires;
+    free(id);
+    if (set_expiry(ws, expires) < 0) {
+        send_error(c, "unavailable", "server out of memory", NULL);
+        return;
+    }
+    json_t *o = json_pack("{s:s}", "type", "refreshed");
+    json_int_t left = expires_in_ms(ws);
+    if (o && left >= 0)
+        json_object_set_new(o, "expires_in_ms", json_integer(left));
+    mp_ws_send_json(c, o);
 }
 
 /* A frame type the core does not know goes to the route's on_message hooks. */
@@ -361,6 +448,8 @@ static void handle_text(mp_conn *c, const uint8_t *msg, size_t len)
             handle_subscribe(c, channel, jsince ? (long long)json_integer_value(jsince) : -1, epoch);
     } else if (strcmp(type, "ack") == 0) {
         handle_ack(c, root, channel);
+    } else if (strcmp(type, "refresh") == 0) {
+        handle_refresh(c, root);
     } else {
         handle_plugin_frame(c, msg, len);
     }
@@ -407,6 +496,7 @@ static const char *close_reason(uint16_t code)
     case 1011: return "internal error";
     case 4000: return "idle timeout";
     case 4001: return "slow consumer";
+    case 4005: return "token expired";
     default:   return "";
     }
 }
@@ -665,6 +755,7 @@ void mp_ws_session_free(mp_conn *c)
     if (!ws)
         return;
     mp_devices_remove(&devices, c);   /* first: it reads c->ws */
+    mp_deadlines_remove(&ws->expiry);
     mp_acks_free(ws->acks);
     ws->acks = NULL;
     mp_hub_unsubscribe_all(&ws->subs);
@@ -730,7 +821,7 @@ static int check_initial_channels(mp_conn *c, const mp_identity *id)
             mp_http_error(c, 400, "bad_channel", "channel names are 1-128 bytes of A-Z a-z 0-9 _ - . : @");
             return -1;
         }
-        if (!mp_identity_allows(id, name)) {
+        if (!mp_identity_allows_device(id, name)) {
             snprintf(msg, sizeof msg, "this token may not subscribe to channel %s", name);
             mp_http_error(c, 403, "forbidden", msg);
             return -1;
@@ -759,10 +850,14 @@ static void send_welcome(mp_conn *c)
     }
     char conn_id[24];
     snprintf(conn_id, sizeof conn_id, "%llu", (unsigned long long)c->id);
-    mp_ws_send_json(c, json_pack("{s:s, s:s, s:s, s:s, s:s, s:o, s:o, s:b}", "type", "welcome", "conn", conn_id,
-                           "user", ws->ident.user, "device", ws->ident.device,
-                           "kind", ws->ident.kind, "channels", chans, "epochs", epochs,
-                           "acks", ws->acks != NULL));
+    json_t *welcome = json_pack("{s:s, s:s, s:s, s:s, s:s, s:o, s:o, s:b}", "type", "welcome", "conn", conn_id,
+                                "user", ws->ident.user, "device", ws->ident.device,
+                                "kind", ws->ident.kind, "channels", chans, "epochs", epochs,
+                                "acks", ws->acks != NULL);
+    json_int_t left = expires_in_ms(ws);
+    if (welcome && left >= 0)
+        json_object_set_new(welcome, "expires_in_ms", json_integer(left));
+    mp_ws_send_json(c, welcome);
 }
 
 /* Closes the user's other connections with the same device on this route
@@ -867,6 +962,11 @@ void mp_ws_handshake(mp_http_req *req, const uint8_t *rest, size_t rest_len)
         free(ws);
         ws = NULL;
     }
+    if (ws && set_expiry(ws, id->expires) < 0) {
+        mp_acks_free(ws->acks);
+        free(ws);
+        ws = NULL;
+    }
     if (!ws) {
         free(id);
         mp_http_error(c, 503, "unavailable", "server out of memory");
@@ -878,6 +978,7 @@ void mp_ws_handshake(mp_http_req *req, const uint8_t *rest, size_t rest_len)
                      "Sec-WebSocket-Accept: %s\r\n\r\n", accept);
     mp_frame *f = mp_frame_copy(head, (size_t)n);
     if (!f) {
+        mp_deadlines_remove(&ws->expiry);
         mp_acks_free(ws->acks);
         free(ws);
         free(id);

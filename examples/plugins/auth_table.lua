@@ -15,8 +15,8 @@
 --   reload_interval = 5,                -- seconds between checks of the file
 -- }
 -- Entries with `user` are devices (websocket routes), entries with `name`
--- are publishers (publish routes); a token of the other kind is unknown on a
--- route. The file runs in an empty environment: plain data only.
+-- are publishers (publish, history, presence routes); a token of the other
+-- kind is unknown on a route. Identities go out with their role. The file runs in an empty environment: plain data only.
 --
 -- Reloading: a hook looks at the file at most once per reload_interval (one
 -- stat via LuaFileSystem when it is installed, else one read of the file and
@@ -69,11 +69,16 @@ local function stamp_of(path)
   return read_file(path)
 end
 
+local ID_KEYS = { user = true, name = true, device = true, kind = true, channels = true }
+
 local function check_identity(token, id)
   local where = "token " .. (#token > 4 and token:sub(1, 4) .. "..." or "...")
   if type(id) ~= "table" then return nil, where .. ": identity must be a table" end
   local is_user, is_pub = type(id.user) == "string" and id.user ~= "", type(id.name) == "string" and id.name ~= ""
   if is_user == is_pub then return nil, where .. ": set exactly one of user (device) or name (publisher)" end
+  for k in pairs(id) do
+    if not ID_KEYS[k] then return nil, where .. ": unknown key " .. tostring(k) end
+  end
   if id.channels ~= nil then
     if type(id.channels) ~= "table" then return nil, where .. ": channels must be a list" end
     for _, c in pairs(id.channels) do
@@ -167,7 +172,7 @@ local function current(conf)
 end
 
 local function copy_identity(id)
-  local out = {}
+  local out = { role = id.user and "device" or "publisher" }
   for k, v in pairs(id) do out[k] = v end
   if type(id.channels) == "table" then
     local ch = {}
@@ -187,7 +192,7 @@ function _M.auth(req, conf)
     return nil, { status = 503, code = "unavailable", message = "token table unavailable" }
   end
   local id = entry.tokens[token]
-  local want = req.route_type == "publish" and "name" or "user"
+  local want = req.route_type == "websocket" and "user" or "name"
   if not id or id[want] == nil then
     return nil, { status = 401, code = "unauthorized", message = "unknown token" }
   end

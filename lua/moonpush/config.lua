@@ -19,7 +19,7 @@ local DEFAULTS = {
     max_body_bytes = 1048576,
     max_batch = 1000,
     max_message_bytes = 65536,
-    max_outbound_bytes = 1048576,
+    max_outbound_bytes = 4194304,  -- at least; see outbound_budget below
     max_subscriptions = 64,
     max_channels = 1000000,
     socket_send_buffer = 131072,   -- SO_SNDBUF of a WebSocket: caps kernel memory per slow client
@@ -41,7 +41,10 @@ local TOP_KEYS = { listen = true, max_connections = true, limits = true, timeout
                    plugin_dir = true, plugin_path = true, plugin_budget = true, routes = true,
                    history = true, admin = true, log = true, pid_file = true }
 local ROUTE_KEYS = { path = true, type = true, plugins = true, budget = true, acks = true,
-                     duplicate_devices = true, cors = true }
+                     duplicate_devices = true, cors = true, anonymous = true, origins = true }
+-- Routes that hand out or take channel data: without an auth plugin anyone
+-- could publish to (or read) every channel, so that must be asked for.
+local ANONYMOUS_TYPES = { publish = true, history = true, presence = true }
 local ACK_DEFAULTS = { timeout_ms = 5000, factor = 2, max_tries = 5, jitter = 0.2 }
 local HISTORY_DEFAULTS = { max_messages = 100, max_age_ms = 3600000, max_channels = 100000,
                            max_bytes = 268435456, channel_idle_ms = 600000, max_cursors = 1000000,
@@ -96,6 +99,31 @@ local function check_section(cfg, name)
     end
   end
   return out
+end
+
+-- The largest frame a subscriber can be sent: one message whose data is a
+-- whole publish body (limits.max_body_bytes), in its envelope
+-- ({"type":"message","channel":...,"seq":...,"id":...,"data":...}: at most
+-- 352 bytes for 128-byte names) behind a WebSocket header (10). A queue
+-- bound below it closes every subscriber of such a message with 4001, even
+-- one reading at full speed, so it is refused. Unset, the bound holds four
+-- such messages (and at least 4 MiB): a reader at full speed keeps up with
+-- a publisher sending them one after another.
+local ENVELOPE_BYTES = 512
+local DEFAULT_OUTBOUND_MIN = 4194304
+
+local function outbound_budget(given, limits)
+  local largest = limits.max_body_bytes + ENVELOPE_BYTES
+  if given == nil then
+    return math.max(DEFAULT_OUTBOUND_MIN, 4 * largest)   -- size_t in C: no int bound
+  end
+  if given < largest then
+    return nil, format("limits.max_outbound_bytes (%d) is smaller than the largest message a route can deliver " ..
+      "(limits.max_body_bytes %d + %d bytes of envelope = %d): every subscriber of such a message would be " ..
+      "closed 4001 (slow consumer); raise max_outbound_bytes (unset, it is max(4 MiB, 4 x that)) or lower " ..
+      "max_body_bytes", given, limits.max_body_bytes, ENVELOPE_BYTES, largest)
+  end
+  return given
 end
 
 local function parse_listen(s)
@@ -242,6 +270,26 @@ local function check_cors(c, rtype, where)
   return { origins = origins, max_age = max_age, headers = table.concat(headers, ", ") }
 end
 
+-- origins = { "https://app.example.com", "http://localhost:8000" } or { "*" }
+-- on websocket routes: pages that may open a WebSocket besides the server's
+-- own origin. Returns a set (nil if not given), or nil, err.
+local function check_origins(where, r)
+  local o = r.origins
+  if o == nil then return nil end
+  if r.type ~= "websocket" then return nil, where .. ".origins applies to websocket routes only" end
+  if o == "*" then o = { "*" } end
+  if type(o) ~= "table" then return nil, where .. ".origins must be a list of origins (\"https://host[:port]\") or \"*\"" end
+  local set = {}
+  for k, v in pairs(o) do
+    if type(k) ~= "number" or (v ~= "*" and not valid_origin(v)) then
+      return nil, format("%s.origins: %s is not an origin: scheme://host[:port] with no path, or \"*\"",
+                         where, tostring(v))
+    end
+    set[v] = true
+  end
+  return set
+end
+
 local function check_route(i, r, plugin_dirs)
   local where = format("routes[%d]", i)
   if type(r) ~= "table" then return nil, where .. " must be a table" end
@@ -263,6 +311,23 @@ local function check_route(i, r, plugin_dirs)
   if r.type == "websocket" and not chain.has_auth then
     return nil, where .. ": a websocket route needs a plugin with an auth hook"
   end
+  if r.anonymous ~= nil then
+    if type(r.anonymous) ~= "boolean" then return nil, where .. ".anonymous must be true or false" end
+    if not ANONYMOUS_TYPES[r.type] then
+      return nil, where .. ".anonymous applies to publish, history and presence routes only"
+    end
+    if r.anonymous and chain.has_auth then
+      return nil, where .. ".anonymous = true: this route has an auth plugin (remove one or the other)"
+    end
+  end
+  if ANONYMOUS_TYPES[r.type] and not chain.has_auth and r.anonymous ~= true then
+    return nil, format("%s (%s): a %s route without an auth plugin lets anyone %s every channel; " ..
+                       "add an auth plugin (e.g. auth_token with publishers), or set anonymous = true " ..
+                       "if that is what you want", where, path, r.type,
+                       r.type == "publish" and "publish to" or "read")
+  end
+  local origins, oerr = check_origins(where, r)
+  if oerr then return nil, oerr end
   local acks
   if r.acks ~= nil and r.acks ~= false then
     if r.type ~= "websocket" then return nil, where .. ".acks applies to websocket routes only" end
@@ -291,7 +356,8 @@ local function check_route(i, r, plugin_dirs)
     if not cors then return nil, err end
   end
   return { path = path, type = r.type, chain = chain, has_auth = chain.has_auth, budget = r.budget,
-           acks = acks, allow_duplicates = dup == "allow", cors = cors }
+           acks = acks, allow_duplicates = dup == "allow", cors = cors, anonymous = r.anonymous == true,
+           origins = origins }
 end
 
 -- history = { max_messages, max_age_ms, ..., channels = { { pattern, max_messages, max_age_ms } } }
@@ -391,6 +457,8 @@ function _M.load(path)
 
   out.limits, err = check_section(cfg, "limits")
   if not out.limits then return nil, err end
+  out.limits.max_outbound_bytes, err = outbound_budget(cfg.limits and cfg.limits.max_outbound_bytes, out.limits)
+  if not out.limits.max_outbound_bytes then return nil, err end
   out.timeouts, err = check_section(cfg, "timeouts")
   if not out.timeouts then return nil, err end
   if out.timeouts.ping_ms >= out.timeouts.idle_ms then

@@ -9,6 +9,7 @@
 --   routes_for_c()                 path, type, hook flags, budget per route
 --   plugin_files()                 what to watch, and each file's stamp when loaded
 --   auth(i, raw)                   handshake / publish request
+--   refresh(i, conn, token)        a connection's refresh frame (a new token)
 --   route(i, path, publisher, remote, list, channel, data)  publish: rewrite / reject
 --   format(i, channel, seq, id, data_json)    delivery: one string per route and message
 --   event(i, name, conn, arg)      on_connect / on_close / on_message
@@ -253,16 +254,88 @@ end
 
 -- ---- auth (+ the connect / publish rate limits) -----------------------------
 
-local function identity_for_c(route, req, id)
+-- What a route takes: a websocket route devices, every other route (publish,
+-- history, presence, metrics) publishers. A token minted for one kind of
+-- client is refused on the other (docs/plugins.md, "Identities").
+local function route_role(route)
+  return route.type == "websocket" and "device" or "publisher"
+end
+
+local IDENTITY_KEYS = { user = true, name = true, device = true, kind = true, channels = true,
+                        role = true, expires = true }
+local IDENTITY_KEY_LIST = "user, name, device, kind, channels, role, expires"
+
+-- An identity the core cannot read is the plugin's bug, never "anonymous":
+-- 500 plugin_error to the client, the plugin and the key in the log.
+local function bad_identity(plugin, what)
+  local msg = "auth plugin " .. tostring(plugin) .. " returned a bad identity: " .. what
+  return nil, { status = 500, code = "plugin_error", message = "plugin " .. tostring(plugin) .. " failed",
+                log = msg }
+end
+
+local function nonempty(v)
+  if type(v) == "number" and v == math.floor(v) then v = tostring(v) end
+  if type(v) == "string" and v ~= "" then return v end
+  return nil
+end
+
+-- Checks an identity against the schema and the route's role. Returns the
+-- role, or nil, denial.
+local function check_identity(route, id, plugin)
+  for k in pairs(id) do
+    if not IDENTITY_KEYS[k] then
+      return bad_identity(plugin, format("unknown key %q (known: %s)", tostring(k), IDENTITY_KEY_LIST))
+    end
+  end
+  local role = id.role
+  if role ~= nil and role ~= "device" and role ~= "publisher" then
+    return bad_identity(plugin, "role must be \"device\" or \"publisher\"")
+  end
+  local user, name = nonempty(id.user), nonempty(id.name)
+  if id.user ~= nil and not user then return bad_identity(plugin, "user must be a non-empty string") end
+  if id.name ~= nil and not name then return bad_identity(plugin, "name must be a non-empty string") end
+  -- Without a role the keys tell: user alone is a device, name alone a
+  -- publisher; an identity with both serves either kind of route.
+  if not role then
+    if user and name then role = route_role(route)
+    else role = (user and "device") or (name and "publisher") end
+  end
+  if not role then return bad_identity(plugin, "no user (device) or name (publisher)") end
+  if role == "device" and not user then return bad_identity(plugin, "a device identity needs user") end
+  if role == "publisher" and not name then return bad_identity(plugin, "a publisher identity needs name") end
+  for _, k in ipairs({ "device", "kind" }) do
+    if id[k] ~= nil and type(id[k]) ~= "string" then return bad_identity(plugin, k .. " must be a string") end
+  end
+  if id.channels ~= nil then
+    if type(id.channels) ~= "table" then return bad_identity(plugin, "channels must be a list of patterns") end
+    for _, p in ipairs(id.channels) do
+      if type(p) ~= "string" then return bad_identity(plugin, "channels must be a list of patterns") end
+    end
+  end
+  local expires = id.expires
+  if expires ~= nil and (type(expires) ~= "number" or expires ~= expires) then
+    return bad_identity(plugin, "expires must be a number (unix seconds)")
+  end
+  local want = route_role(route)
+  if role ~= want then
+    return denial(403, "forbidden", format("a %s token is not accepted on a %s route (it takes %s tokens)",
+                                           role, route.type, want))
+  end
+  if expires and expires * 1000 <= now_ms() then return denial(401, "unauthorized", "token expired") end
+  return role
+end
+
+local function identity_for_c(route, req, id, role)
   local allow = {}
   if type(id.channels) == "table" then
-    for _, p in ipairs(id.channels) do allow[#allow + 1] = tostring(p) end
+    for _, p in ipairs(id.channels) do allow[#allow + 1] = p end
   end
   return {
-    user = tostring(id.user or id.name or "anonymous"),
+    user = role == "publisher" and nonempty(id.name) or nonempty(id.user),
     device = tostring(id.device or req.query.device or "default"),
     kind = tostring(id.kind or "default"),
     allow = allow,
+    expires = id.expires,
     subscribe = route.type == "websocket" and split_channels(req.query.channels) or {},
   }
 end
@@ -273,10 +346,31 @@ local function ratelimit(route, ctx)
   return true
 end
 
+-- Cross-site WebSocket hijacking: a browser sends the page's Origin with
+-- every handshake, cookies included. Without `origins` only a page from the
+-- server's own origin (Origin's host:port equal to Host) may connect; a
+-- request without Origin (not a browser) passes: Origin guards browsers'
+-- ambient credentials, which other clients do not send for someone else.
+local function origin_allowed(route, req)
+  local origin = req.headers.origin
+  if origin == nil then return true end
+  local list = route.origins
+  if list then
+    if list["*"] or list[origin] then return true end
+  end
+  local host = req.headers.host
+  local o_host = match(origin, "^https?://([^/]+)$")
+  return o_host ~= nil and host ~= nil and o_host:lower() == host:lower()
+end
+
 function _M.auth(route_index, raw)
   local route = _M.config.routes[route_index]
   local req = build_request(route, raw)
   local chain = route.chain
+  if route.type == "websocket" and not origin_allowed(route, req) then
+    return denial(403, "origin_not_allowed", "Origin " .. tostring(req.headers.origin):sub(1, 100) ..
+                  " may not open a WebSocket here: list it in the route's origins")
+  end
   if chain.hooks.ratelimit and route.type == "websocket" then
     local ok, d = ratelimit(route, { phase = "connect", route = route.path, remote_addr = req.remote_addr,
                                      ip = req.ip, token = req.token })
@@ -287,17 +381,43 @@ function _M.auth(route_index, raw)
     local decided, v, d = with_config(chain, "auth", 401, req)
     if not decided then return denial(401, "unauthorized", "no auth plugin accepted the request") end
     if v == nil then return nil, d end
-    if type(v) ~= "table" then return denial(500, "plugin_error", "an auth plugin returned a non-table identity") end
+    if type(v) ~= "table" then return bad_identity(_M.running, "not a table") end
     id = v
   else
-    id = { channels = { "*" } }
+    -- Only a route that opted in (anonymous = true) or one that reads
+    -- nothing private (metrics) gets here: config.lua refuses the rest.
+    id = { name = "anonymous", channels = { "*" } }
   end
+  local role, d = check_identity(route, id, _M.running)
+  if not role then return nil, d end
   if chain.hooks.ratelimit and route.type == "publish" then
-    local ok, d = ratelimit(route, { phase = "publish", route = route.path, remote_addr = req.remote_addr,
-                                     ip = req.ip, token = req.token, publisher = id.name or id.user })
-    if not ok then return nil, d end
+    local ok, rd = ratelimit(route, { phase = "publish", route = route.path, remote_addr = req.remote_addr,
+                                      ip = req.ip, token = req.token, publisher = id.name or id.user })
+    if not ok then return nil, rd end
   end
-  return identity_for_c(route, req, id)
+  return identity_for_c(route, req, id, role)
+end
+
+-- A connection's refresh frame: the route's auth chain judges the new token
+-- as if at a handshake of the same connection (req.refresh = true tells a
+-- plugin that cares). The route may have been removed by a reload meanwhile.
+function _M.refresh(route_index, conn, token)
+  local route = _M.config.routes[route_index]
+  if not route then return denial(403, "forbidden", "this connection's route is gone: reconnect") end
+  local remote = conn.remote_addr
+  local req = {
+    method = "GET", path = route.path, route = route.path, route_type = route.type,
+    query = { token = token }, query_string = "", headers = {},
+    remote_addr = remote, ip = match(remote or "", "^(.*):%d+$"), token = token, refresh = true,
+  }
+  local decided, v, d = with_config(route.chain, "auth", 401, req)
+  if not decided then return denial(401, "unauthorized", "no auth plugin accepted the token") end
+  if v == nil then return nil, d end
+  if type(v) ~= "table" then return bad_identity(_M.running, "not a table") end
+  local role, cd = check_identity(route, v, _M.running)
+  if not role then return nil, cd end
+  req.query.device = conn.device
+  return identity_for_c(route, req, v, role)
 end
 
 -- ---- publish: route hooks ---------------------------------------------------

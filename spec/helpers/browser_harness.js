@@ -70,7 +70,7 @@ const harness = {
       rec.states.push({ t: now(), ...rest });
       rec.log.push({ t: now(), ev: "state", ...rest });
     });
-    c.on("error", (e) => rec.errors.push({ code: e.code, message: e.message, channel: e.channel }));
+    c.on("error", (e) => rec.errors.push({ code: e.code, message: e.message, channel: e.channel, refresh: e.refresh }));
     c.on("frame", (f) => rec.frames.push(f));
     clients.set(name, { c, rec });
     return name;

@@ -58,7 +58,6 @@ function M.default_config()
       max_body_bytes = 1048576,
       max_batch = 1000,
       max_message_bytes = 65536,
-      max_outbound_bytes = 1048576,
       max_subscriptions = 64,
     },
     timeouts = {
@@ -158,6 +157,22 @@ end
 
 local function sleep(s) cqueues.sleep(s) end
 M.sleep = sleep
+
+-- The specs' default config with `edit(cfg)` applied, through
+-- `moonpush --check-config` (at most 20 s). Returns what it printed and its
+-- exit code.
+function M.check_config(edit)
+  local dir = util.mkdtemp("moonpush-check")
+  local cfg = M.default_config()
+  edit(cfg)
+  writefile(dir .. "/moonpush.lua", "return " .. serialize(cfg) .. "\n")
+  local p = io.popen(string.format("timeout -k 2 20 %s --check-config %s 2>&1; echo \"__rc=$?\"",
+    util.shq(M.BIN), util.shq(dir .. "/moonpush.lua")))
+  local out = p:read("*a")
+  p:close()
+  util.rm_rf(dir)
+  return out, tonumber(out:match("__rc=(%d+)%s*$"))
+end
 
 -- A port the kernel just handed out (bound to 0, read back, closed).
 function M.free_port()
@@ -296,6 +311,25 @@ function Server:stop(timeout)
 end
 
 local function mkdtemp() return util.mkdtemp("moonpush-spec") end
+
+-- Runs the binary once (at most 20 s) on the default config with
+-- `edit(cfg)` applied: `args` follows the binary, "%s" standing for the
+-- config file (default "--check-config %s"); `env` ("NAME=value ...") goes
+-- before it. Returns what it printed (stdout and stderr) and its exit code.
+function M.run_config(edit, args, env)
+  local dir = mkdtemp()
+  local cfg = M.default_config()
+  cfg.listen = "127.0.0.1:" .. M.free_port()
+  if edit then edit(cfg) end
+  local path = dir .. "/moonpush.lua"
+  writefile(path, "return " .. serialize(cfg) .. "\n")
+  local p = io.popen(string.format("%s timeout -k 2 20 %s %s 2>&1; echo \"__rc=$?\"", env or "",
+    util.shq(M.BIN), string.format(args or "--check-config %s", util.shq(path))))
+  local out = p:read("*a")
+  p:close()
+  sh("rm -rf '" .. dir .. "'")
+  return (out:gsub("__rc=%d+%s*$", "")), tonumber(out:match("__rc=(%d+)%s*$"))
+end
 
 -- Start a server with the default config deep-merged with `overrides`.
 -- opts.config_fn(cfg) may edit the merged table before it is written;
