@@ -232,7 +232,7 @@ describe("TLS slow consumer", function()
   it("is closed with 4001 and its stream stays well-formed", function()
     local dir = util.mkdtemp("moonpush-tls")
     local cert, key = make_cert(dir, "a")
-    local srv = start(dir, cert, key, { limits = { max_outbound_bytes = 65536, socket_send_buffer = 4096 } })
+    local srv = start(dir, cert, key, { limits = { max_outbound_bytes = 65536, max_body_bytes = 8192, socket_send_buffer = 4096 } })
     finally(function() srv:stop(); util.rm_rf(dir) end)
     local ch = client.unique("slow")
     local slow = client.raw_ws({ port = srv.tls_port }, { token = "bob", device = client.unique("slow"),
