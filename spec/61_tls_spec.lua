@@ -17,13 +17,7 @@ local cqueues = require "cqueues"
 local cjson = client.json
 local shq = util.shq
 
-local function sh_out(cmd)
-  local p = io.popen(cmd .. " 2>&1; echo \"__rc=$?\"")
-  local out = p:read("*a")
-  p:close()
-  local rc = tonumber(out:match("__rc=(%d+)%s*$"))
-  return (out:gsub("__rc=%d+%s*$", "")), rc
-end
+local sh_out = util.run
 
 -- A self-signed P-256 certificate and key in dir, named name.pem/name.key.
 local function make_cert(dir, name, cn)
@@ -110,7 +104,7 @@ local function closed_after(s, limit)
   return nil
 end
 
-local function start(dir, cert, key, overrides)
+local function start(cert, key, overrides)
   local tls_port = server.free_port()
   local srv = server.start(overrides, {
     listen = function(port)
@@ -123,13 +117,23 @@ local function start(dir, cert, key, overrides)
   return srv
 end
 
+-- A server with its own fresh certificate, stopped (and its directory
+-- removed) when the test ends. Returns srv, dir, cert, key.
+local function fresh_server(overrides)
+  local dir = util.mkdtemp("moonpush-tls")
+  local cert, key = make_cert(dir, "a")
+  local srv = start(cert, key, overrides)
+  finally(function() srv:stop(); util.rm_rf(dir) end)
+  return srv, dir, cert, key
+end
+
 describe("TLS listener", function()
   local dir, cert, key, srv
 
   setup(function()
     dir = util.mkdtemp("moonpush-tls")
     cert, key = make_cert(dir, "a")
-    srv = start(dir, cert, key, { timeouts = { request_ms = 1500 } })
+    srv = start(cert, key, { timeouts = { request_ms = 1500 } })
   end)
 
   teardown(function()
@@ -230,10 +234,7 @@ describe("TLS slow consumer", function()
   -- bytes already inside a pending record, so the client, reading at last,
   -- sees well-formed frames up to the close frame.
   it("is closed with 4001 and its stream stays well-formed", function()
-    local dir = util.mkdtemp("moonpush-tls")
-    local cert, key = make_cert(dir, "a")
-    local srv = start(dir, cert, key, { limits = { max_outbound_bytes = 65536, max_body_bytes = 8192, socket_send_buffer = 4096 } })
-    finally(function() srv:stop(); util.rm_rf(dir) end)
+    local srv = fresh_server({ limits = { max_outbound_bytes = 65536, max_body_bytes = 8192, socket_send_buffer = 4096 } })
     local ch = client.unique("slow")
     local slow = client.raw_ws({ port = srv.tls_port }, { token = "bob", device = client.unique("slow"),
                                                           channels = ch, rcvbuf = 4096, tls = client_ctx() })
@@ -264,10 +265,7 @@ end)
 
 describe("TLS shutdown", function()
   it("drains a wss client on SIGTERM: queued messages, the reconnect hint, close 1001, exit 0", function()
-    local dir = util.mkdtemp("moonpush-tls")
-    local cert, key = make_cert(dir, "a")
-    local srv = start(dir, cert, key)
-    finally(function() srv:stop(); util.rm_rf(dir) end)
+    local srv = fresh_server()
     local ch = client.unique("bye")
     local secure = wss(srv.tls_port, "bob", ch)
     for i = 1, 3 do client.publish_ok(srv, { channel = ch, data = i }) end
@@ -281,11 +279,8 @@ end)
 
 describe("TLS certificate reload on SIGHUP", function()
   it("serves the new certificate to new connections; an open wss keeps receiving", function()
-    local dir = util.mkdtemp("moonpush-tls")
-    local cert, key = make_cert(dir, "live")
+    local srv, dir, cert, key = fresh_server()
     local old_fp = fingerprint_of_file(cert)
-    local srv = start(dir, cert, key)
-    finally(function() srv:stop(); util.rm_rf(dir) end)
     assert.equal(old_fp, served_fingerprint(srv.tls_port))
 
     local ch = client.unique("reload")
