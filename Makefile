@@ -2,8 +2,8 @@
 #
 #   make          build ./moonpush (installs missing Debian packages first)
 #   make run      build and start with examples/moonpush.lua (no Redis needed)
-#   make test     build, run the C unit tests and every busted spec;
-#                 ends with "N passed, N failed"
+#   make test     build, run the C unit tests, the layer check and every
+#                 busted spec; ends with "N passed, N failed"
 #   make bench    benchmark scenarios, appended to docs/benchmarks.md
 #   make asan     rebuild with address+undefined sanitizers and run every test
 #   make check-asan   the same into build-asan/ (the normal build stays), and
@@ -88,8 +88,10 @@ run: all
 test-deps:
 	@$(MAKE) --no-print-directory deps PKGS="$(TEST_PKGS)"
 
+# tests/layers.sh: no src/ file includes a header of a higher layer
+# (the order is in src/README.md); it reports like a C test.
 test: all test-deps $(CTESTS)
-	@sh tests/run_all.sh $(CTESTS)
+	@sh tests/run_all.sh $(CTESTS) tests/layers.sh
 
 # Rebuilds everything with sanitizers and runs every test on that build;
 # `make clean all` goes back to the normal build.

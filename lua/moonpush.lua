@@ -1,6 +1,6 @@
 -- moonpush: the module plugins require. C-backed helpers come from
 -- "moonpush.host" (src/lua_api.c; inside the server lua_host.c adds
--- publish/online/channel_info); JSON is lua-cjson. See docs/plugins.md.
+-- publish/online/connections/channel_info); JSON is lua-cjson. See docs/plugins.md.
 
 local host = require "moonpush.host"
 local cjson = require "cjson.safe"

@@ -53,7 +53,7 @@
 
 local moonpush = require "moonpush"
 
-local type, pairs, ipairs, tostring, setmetatable = type, pairs, ipairs, tostring, setmetatable
+local type, ipairs, tostring, setmetatable = type, ipairs, tostring, setmetatable
 local match, sub = string.match, string.sub
 local floor = math.floor
 
@@ -68,14 +68,27 @@ local null = moonpush.json.null
 local _M = { name = "auth_jwt" }
 
 local MAX_TOKEN_BYTES = 8192
-local DEFAULT_LEEWAY = 30
-local CLAIM_DEFAULTS = { user = "sub", device = "device", kind = "kind", channels = "channels", name = "sub",
-                         role = "role" }
-local KNOWN_KEYS = {
-  secret = true, leeway = true, require_exp = true, issuer = true, audience = true,
-  publisher = true, require_role = true, claims = true,
-}
 local ROLES = { device = true, publisher = true }
+
+local function claim(default) return { type = "string", min_len = 1, default = default } end
+local NAMES = { type = { "string", "list" }, of = "string", min_len = 1 }   -- one name, or any of a list
+
+-- The options (docs/plugins.md, "Options: schema"): the loader checks them
+-- and fills in the defaults, so the hooks read conf.leeway, conf.claims.user...
+_M.schema = {
+  secret = { type = "string", required = true, min_len = 32, secret = true,
+             hint = "a string of at least 32 bytes (RFC 7518: HS256 keys are 256 bits or more)" },
+  leeway = { type = "number", min = 0, default = 30 },
+  require_exp = { type = "boolean", default = false },
+  issuer = NAMES,
+  audience = NAMES,
+  publisher = { type = "boolean", default = false },
+  require_role = { type = "boolean", default = false },
+  claims = { type = "table", default = {}, fields = {
+    user = claim("sub"), device = claim("device"), kind = claim("kind"), channels = claim("channels"),
+    name = claim("sub"), role = claim("role"),
+  } },
+}
 
 local function unauthorized(message)
   return nil, { status = 401, code = "unauthorized", message = message }
@@ -85,57 +98,12 @@ local function forbidden(message)
   return nil, { status = 403, code = "forbidden", message = message }
 end
 
--- A string, or a non-empty list of strings; returns a set or nil.
+-- issuer / audience (a string or a list of them, checked by the schema) as a set.
 local function string_set(v)
   if type(v) == "string" then return { [v] = true } end
-  if type(v) ~= "table" or #v == 0 then return nil end
   local set = {}
-  for k, s in pairs(v) do
-    if type(k) ~= "number" or type(s) ~= "string" then return nil end
-    set[s] = true
-  end
+  for _, s in ipairs(v) do set[s] = true end
   return set
-end
-
-function _M.validate(conf)
-  local unknown = moonpush.unknown_key(conf, KNOWN_KEYS)
-  if unknown then return nil, unknown end
-  if type(conf.secret) ~= "string" or conf.secret == "" then
-    return nil, "secret must be a non-empty string"
-  end
-  if #conf.secret < 32 then
-    return nil, "secret must be at least 32 bytes (RFC 7518: HS256 keys are 256 bits or more)"
-  end
-  if conf.leeway ~= nil and (type(conf.leeway) ~= "number" or conf.leeway < 0 or conf.leeway ~= conf.leeway) then
-    return nil, "leeway must be a number of seconds >= 0"
-  end
-  if conf.require_exp ~= nil and type(conf.require_exp) ~= "boolean" then
-    return nil, "require_exp must be a boolean"
-  end
-  if conf.publisher ~= nil and type(conf.publisher) ~= "boolean" then
-    return nil, "publisher must be a boolean"
-  end
-  if conf.require_role ~= nil and type(conf.require_role) ~= "boolean" then
-    return nil, "require_role must be a boolean"
-  end
-  if conf.issuer ~= nil and not string_set(conf.issuer) then
-    return nil, "issuer must be a string or a list of strings"
-  end
-  if conf.audience ~= nil and not string_set(conf.audience) then
-    return nil, "audience must be a string or a list of strings"
-  end
-  if conf.claims ~= nil then
-    if type(conf.claims) ~= "table" then return nil, "claims must be a table" end
-    for k, v in pairs(conf.claims) do
-      if not CLAIM_DEFAULTS[k] then
-        return nil, "claims." .. tostring(k) .. ": unknown (user, device, kind, channels, name, role)"
-      end
-      if type(v) ~= "string" or v == "" then
-        return nil, "claims." .. k .. " must be a claim name"
-      end
-    end
-  end
-  return true
 end
 
 -- Options derived from a config, computed once per config table.
@@ -144,14 +112,9 @@ local derived = setmetatable({}, { __mode = "k" })
 local function options(conf)
   local o = derived[conf]
   if o then return o end
-  local claims = {}
-  for k, v in pairs(CLAIM_DEFAULTS) do claims[k] = v end
-  for k, v in pairs(conf.claims or {}) do claims[k] = v end
   o = {
-    leeway = conf.leeway or DEFAULT_LEEWAY,
     issuers = conf.issuer and string_set(conf.issuer),
     audiences = conf.audience and string_set(conf.audience),
-    claims = claims,
   }
   derived[conf] = o
   return o
@@ -195,7 +158,7 @@ local function verify(token, conf, o)
   if not claims then return unauthorized("malformed token: payload is not a base64url JSON object") end
 
   local now = now_ms() / 1000
-  local leeway = o.leeway
+  local leeway = conf.leeway
   local exp, nbf, iat = claims.exp, claims.nbf, claims.iat
   if exp ~= nil then
     if not is_time(exp) then return unauthorized("malformed token: exp must be a number") end
@@ -260,7 +223,7 @@ function _M.auth(req, conf)
   local claims, denial = verify(token, conf, o)
   if not claims then return nil, denial end
 
-  local names = o.claims
+  local names = conf.claims
   local channels = claim_channels(claims, names.channels)
   if not channels then
     return unauthorized("malformed token: claim " .. names.channels .. " must be a list of strings")
@@ -273,7 +236,7 @@ function _M.auth(req, conf)
   elseif not ROLES[role] then
     return unauthorized("malformed token: claim " .. names.role .. " must be \"device\" or \"publisher\"")
   end
-  local expires = claims.exp and claims.exp + o.leeway or nil
+  local expires = claims.exp and claims.exp + conf.leeway or nil
 
   if role == "publisher" then
     local name = claim_string(claims, names.name)

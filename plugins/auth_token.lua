@@ -12,42 +12,24 @@
 -- ("device" from tokens, "publisher" from publishers), so the core refuses a
 -- token of one book on a route of the other kind even in a custom chain.
 
-local type, pairs, tostring, setmetatable = type, pairs, tostring, setmetatable
+local type, pairs, setmetatable = type, pairs, setmetatable
 
 local _M = { name = "auth_token" }
 
-local KEYS = {
-  tokens = { user = true, device = true, kind = true, channels = true },
-  publishers = { name = true, channels = true },
-}
-
-local function check_table(conf, key, required)
-  local t = conf[key]
-  if t == nil then return true end
-  if type(t) ~= "table" then return nil, key .. " must be a table of token = identity" end
-  for token, id in pairs(t) do
-    if type(token) ~= "string" or token == "" then return nil, key .. ": tokens must be non-empty strings" end
-    if type(id) ~= "table" then return nil, key .. "[" .. token .. "] must be a table" end
-    for k in pairs(id) do
-      if not KEYS[key][k] then
-        return nil, key .. "[...]: unknown key " .. tostring(k) .. " (" .. (key == "tokens" and "user, device, kind, channels" or "name, channels") .. ")"
-      end
-    end
-    if required and type(id[required]) ~= "string" then
-      return nil, key .. "[...]." .. required .. " must be a string"
-    end
-    if id.channels ~= nil and type(id.channels) ~= "table" then
-      return nil, key .. "[...].channels must be a list of channel patterns"
-    end
-  end
-  return true
+-- A book: token = identity. Tokens are secrets: messages never show them.
+local CHANNELS = { type = "list", of = "string", hint = "a list of channel patterns" }
+local function book(identity)
+  return { type = "table", keys = { type = "string", min_len = 1 }, secret_keys = true,
+           values = { type = "table", fields = identity } }
 end
 
+_M.schema = {
+  tokens = book({ user = { type = "string", required = true, min_len = 1 }, device = "string", kind = "string",
+                  channels = CHANNELS }),
+  publishers = book({ name = { type = "string", required = true, min_len = 1 }, channels = CHANNELS }),
+}
+
 function _M.validate(conf)
-  local ok, err = check_table(conf, "tokens", "user")
-  if not ok then return nil, err end
-  ok, err = check_table(conf, "publishers", "name")
-  if not ok then return nil, err end
   if conf.tokens == nil and conf.publishers == nil then
     return nil, "set tokens (devices) or publishers"
   end

@@ -23,7 +23,7 @@
 
 local moonpush = require "moonpush"
 
-local type, pairs, ipairs, tostring, setmetatable = type, pairs, ipairs, tostring, setmetatable
+local type, ipairs, tostring, setmetatable = type, ipairs, tostring, setmetatable
 local concat = table.concat
 local format, match, gsub = string.format, string.match, string.gsub
 
@@ -33,33 +33,27 @@ local log = moonpush.log
 local _M = { name = "format_json" }
 
 local ORDER = { "type", "channel", "seq", "id", "data" }
-local KNOWN_KEYS = { type = true, fields = true }
-local STANDARD = { type = true, channel = true, seq = true, id = true, data = true }
 
+-- Per standard field: a new name, or false to leave it out.
+local NAME = { type = { "string", "boolean" }, min_len = 1, hint = "a new name or false",
+               check = function(v) return v ~= true end }
+
+_M.schema = {
+  type = { type = "string", min_len = 1, default = "message" },
+  fields = { type = "table", default = {}, fields = {
+    type = NAME, channel = NAME, seq = NAME, id = NAME, data = NAME,
+  } },
+}
+
+-- Across fields: two fields must not come out under one name.
 function _M.validate(conf)
-  local unknown = moonpush.unknown_key(conf, KNOWN_KEYS)
-  if unknown then return nil, unknown end
-  if conf.type ~= nil and (type(conf.type) ~= "string" or conf.type == "") then
-    return nil, "type must be a non-empty string"
-  end
-  if conf.fields ~= nil then
-    if type(conf.fields) ~= "table" then return nil, "fields must be a table" end
-    local used = {}
-    for k, v in pairs(conf.fields) do
-      if not STANDARD[k] then
-        return nil, "fields." .. tostring(k) .. ": not a standard field (type, channel, seq, id, data)"
-      end
-      if v ~= false and (type(v) ~= "string" or v == "") then
-        return nil, "fields." .. k .. " must be a new name or false"
-      end
-    end
-    for _, k in pairs(ORDER) do
-      local out = conf.fields[k]
-      if out == nil then out = k end
-      if out then
-        if used[out] then return nil, "fields: two fields named " .. out end
-        used[out] = true
-      end
+  local used = {}
+  for _, k in ipairs(ORDER) do
+    local out = conf.fields[k]
+    if out == nil then out = k end
+    if out then
+      if used[out] then return nil, "fields: two fields named " .. out end
+      used[out] = true
     end
   end
   return true
@@ -76,14 +70,14 @@ local templates = setmetatable({}, { __mode = "k" })
 local function escape_percent(s) return (gsub(s, "%%", "%%%%")) end
 
 local function build_template(conf, seq_slot)
-  local fields = conf.fields or {}
+  local fields = conf.fields
   local out, sent = {}, 0
   for _, k in ipairs(ORDER) do
     local name = fields[k]
     if name == nil then name = k end
     local slot
     if k == "type" then
-      slot = name and escape_percent(json_encode(conf.type or "message")) or ""
+      slot = name and escape_percent(json_encode(conf.type)) or ""
     elseif name then
       slot = k == "seq" and seq_slot or "%s"
     else
@@ -102,7 +96,7 @@ end
 local function templates_for(conf)
   local t = templates[conf]
   if not t then
-    local fields = conf.fields or {}
+    local fields = conf.fields
     t = { int_seq = build_template(conf, "%d"), any_seq = build_template(conf, "%s"),
           seq = fields.seq ~= false, data = fields.data ~= false }
     templates[conf] = t

@@ -27,7 +27,7 @@
 
 local moonpush = require "moonpush"
 
-local type, pairs, tostring = type, pairs, tostring
+local type, tostring = type, tostring
 local concat = table.concat
 local format, match, gsub, gmatch = string.format, string.match, string.gsub, string.gmatch
 local floor = math.floor
@@ -38,30 +38,18 @@ local log = moonpush.log
 
 local _M = { name = "format_pos_legacy" }
 
-local KNOWN_KEYS = { tag = true, field = true, missing = true, ascii = true, line_end = true }
-local LINE_ENDS = { [""] = true, ["\n"] = true, ["\r\n"] = true }
-
-function _M.validate(conf)
-  local unknown = moonpush.unknown_key(conf, KNOWN_KEYS)
-  if unknown then return nil, unknown end
-  if conf.tag ~= nil and (type(conf.tag) ~= "string" or not match(conf.tag, "^[%w_%-]+$")) then
-    return nil, "tag must be letters, digits, _ and -"
-  end
-  local f = conf.field
-  if f ~= nil and (type(f) ~= "string" or f == "" or match(f, "^%.") or match(f, "%.$") or match(f, "%.%.")) then
-    return nil, "field must be a field name or a dotted path (a.b)"
-  end
-  if conf.missing ~= nil and (type(conf.missing) ~= "string" or match(conf.missing, "%c")) then
-    return nil, "missing must be a string without control characters"
-  end
-  if conf.ascii ~= nil and type(conf.ascii) ~= "boolean" then
-    return nil, "ascii must be a boolean"
-  end
-  if conf.line_end ~= nil and not LINE_ENDS[conf.line_end] then
-    return nil, [[line_end must be "", "\n" or "\r\n"]]
-  end
-  return true
+-- A field name or a dotted path: no empty part.
+local function dotted(f)
+  return not (match(f, "^%.") or match(f, "%.$") or match(f, "%.%."))
 end
+
+_M.schema = {
+  tag = { type = "string", pattern = "^[%w_%-]+$", default = "MSG", hint = "a word of letters, digits, _ and -" },
+  field = { type = "string", min_len = 1, check = dotted, hint = "a field name or a dotted path (a.b)" },
+  missing = { type = "string", pattern = "^%C*$", default = "", hint = "a string without control characters" },
+  ascii = { type = "boolean", default = false },
+  line_end = { type = "string", allowed = { "", "\n", "\r\n" }, default = "" },
+}
 
 local function number_text(v)
   if v == floor(v) and v > -2 ^ 53 and v < 2 ^ 53 then return format("%d", v) end
@@ -86,7 +74,7 @@ local function payload(msg, conf)
   end
   local v = dig(data, field)
   local t = type(v)
-  if v == nil or v == null then return conf.missing or "" end
+  if v == nil or v == null then return conf.missing end
   if t == "string" then return (gsub(v, "%c", " ")) end
   if t == "number" then return number_text(v) end
   if t == "boolean" then return tostring(v) end
@@ -101,9 +89,9 @@ function _M.format(msg, audience, conf)
   end
   local seq = msg.seq
   if type(seq) == "number" then seq = number_text(seq) end
-  local line = concat({ conf.tag or "MSG", tostring(msg.channel), tostring(seq), tostring(msg.id), text }, "|")
+  local line = concat({ conf.tag, tostring(msg.channel), tostring(seq), tostring(msg.id), text }, "|")
   if conf.ascii then line = gsub(line, "[\128-\255]", "?") end
-  return line .. (conf.line_end or "")
+  return line .. conf.line_end
 end
 
 return _M

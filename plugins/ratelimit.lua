@@ -30,7 +30,7 @@
 
 local moonpush = require "moonpush"
 
-local type, pairs, ipairs, tostring, tonumber = type, pairs, ipairs, tostring, tonumber
+local type, ipairs, tostring, tonumber = type, ipairs, tostring, tonumber
 local ceil = math.ceil
 local match, format = string.match, string.format
 
@@ -47,52 +47,25 @@ local KINDS = {
   { conf = "per_user", word = "user", field = "user" },
   { conf = "per_publisher", word = "publisher", field = "publisher" },
 }
-local PHASES = { connect = true, publish = true, message = true }
-local KNOWN_KEYS = { phases = true, scope = true }
-for _, k in ipairs(KINDS) do KNOWN_KEYS[k.conf] = true end
-
-local LIMIT_KEYS = { rate = true, burst = true }
 local MAX_KEY_BYTES = 256   -- MP_LIMITER_MAX_KEY_LEN
 
-local function check_limit(name, l)
-  if type(l) ~= "table" then return nil, name .. " must be { rate = R, burst = B }" end
-  local unknown = moonpush.unknown_key(l, LIMIT_KEYS)
-  if unknown then return nil, name .. ": " .. unknown end
-  if type(l.rate) ~= "number" or not (l.rate > 0) or l.rate == 1 / 0 then
-    return nil, name .. ".rate must be a number of events per second > 0"
-  end
-  if type(l.burst) ~= "number" or not (l.burst >= 1) or l.burst == 1 / 0 then
-    return nil, name .. ".burst must be a number >= 1"
-  end
-  return true
-end
+local LIMIT = { type = "table", fields = {
+  rate = { type = "number", required = true, above = 0, hint = "a number of events per second > 0" },
+  burst = { type = "number", required = true, min = 1 },
+} }
 
+_M.schema = {
+  per_ip = LIMIT, per_token = LIMIT, per_user = LIMIT, per_publisher = LIMIT,
+  phases = { type = "list", min_len = 1, allowed = { "connect", "publish", "message" } },   -- absent: all
+  scope = { type = "string", min_len = 1, max_len = 64 },
+}
+
+-- Across options: a ratelimit entry without any limit is a mistake.
 function _M.validate(conf)
-  local unknown = moonpush.unknown_key(conf, KNOWN_KEYS)
-  if unknown then return nil, unknown end
-  local any = false
   for _, k in ipairs(KINDS) do
-    if conf[k.conf] ~= nil then
-      local ok, err = check_limit(k.conf, conf[k.conf])
-      if not ok then return nil, err end
-      any = true
-    end
+    if conf[k.conf] ~= nil then return true end
   end
-  if not any then return nil, "set at least one of per_ip, per_token, per_user, per_publisher" end
-  if conf.phases ~= nil then
-    if type(conf.phases) ~= "table" or #conf.phases == 0 then
-      return nil, "phases must be a non-empty list of connect, publish, message"
-    end
-    for k, p in pairs(conf.phases) do
-      if type(k) ~= "number" or not PHASES[p] then
-        return nil, "phases: unknown phase " .. tostring(p) .. " (connect, publish, message)"
-      end
-    end
-  end
-  if conf.scope ~= nil and (type(conf.scope) ~= "string" or conf.scope == "" or #conf.scope > 64) then
-    return nil, "scope must be a string of 1-64 bytes"
-  end
-  return true
+  return nil, "set at least one of per_ip, per_token, per_user, per_publisher"
 end
 
 local function applies(conf, phase)

@@ -29,8 +29,7 @@
 
 local moonpush = require "moonpush"
 
-local type, pairs, ipairs, tostring = type, pairs, ipairs, tostring
-local floor = math.floor
+local type, ipairs = type, ipairs
 local find, gsub, match, sub, format = string.find, string.gsub, string.match, string.sub, string.format
 
 local json_encode, json_decode = moonpush.json.encode, moonpush.json.decode
@@ -38,42 +37,27 @@ local null = moonpush.json.null
 
 local _M = { name = "route_default" }
 
-local KNOWN_KEYS = { require_fields = true, max_data_bytes = true, prefix = true, kinds = true }
 local MAX_CHANNEL_BYTES = 128
 local PERSONAL = "user:"
 
-local function string_list(v)
-  if type(v) ~= "table" or #v == 0 then return false end
-  for k, s in pairs(v) do
-    if type(k) ~= "number" or type(s) ~= "string" or s == "" then return false end
+-- A prefix: channel characters and {publisher}, shorter than a channel.
+local function good_prefix(p)
+  local literal = gsub(p, "{publisher}", "")
+  if not match(literal, "^[%w_%-%.:@]*$") then
+    return nil, "channel characters (A-Z a-z 0-9 _ - . : @) and {publisher}"
   end
+  if #literal >= MAX_CHANNEL_BYTES then return nil, "shorter than a channel name may be (128 bytes)" end
   return true
 end
 
-function _M.validate(conf)
-  local unknown = moonpush.unknown_key(conf, KNOWN_KEYS)
-  if unknown then return nil, unknown end
-  if conf.require_fields ~= nil and not string_list(conf.require_fields) then
-    return nil, "require_fields must be a non-empty list of field names"
-  end
-  local m = conf.max_data_bytes
-  if m ~= nil and (type(m) ~= "number" or m < 1 or m ~= floor(m)) then
-    return nil, "max_data_bytes must be a positive integer"
-  end
-  local p = conf.prefix
-  if p ~= nil then
-    if type(p) ~= "string" or p == "" then return nil, "prefix must be a non-empty string" end
-    local literal = gsub(p, "{publisher}", "")
-    if not match(literal, "^[%w_%-%.:@]*$") then
-      return nil, "prefix may hold channel characters (A-Z a-z 0-9 _ - . : @) and {publisher}"
-    end
-    if #literal >= MAX_CHANNEL_BYTES then return nil, "prefix is longer than a channel name may be" end
-  end
-  if conf.kinds ~= nil and not string_list(conf.kinds) then
-    return nil, "kinds must be a non-empty list of device kinds"
-  end
-  return true
-end
+local NAMES = { type = "list", min_len = 1, of = { type = "string", min_len = 1 } }
+
+_M.schema = {
+  require_fields = NAMES,
+  max_data_bytes = { type = "number", integer = true, min = 1 },
+  prefix = { type = "string", min_len = 1, check = good_prefix },
+  kinds = NAMES,
+}
 
 local function bad(status, code, message)
   return nil, { status = status, code = code, message = message }

@@ -41,11 +41,17 @@ local function load(at)
   return p
 end
 
-local function conf(extra)
+-- The operator's config: the secret plus `extra`.
+local function raw(extra)
   local c = { secret = SECRET }
   for k, v in pairs(extra or {}) do c[k] = v end
   return c
 end
+
+-- The config the hooks get in the server: raw(extra) checked against the
+-- plugin's schema, defaults filled in.
+local SCHEMA_OF = dofile(PLUGIN)
+local function conf(extra) return unit.config(SCHEMA_OF, raw(extra)) end
 
 local function assert_denied(status, pattern, id, err)
   unit.assert_denied(status, status == 401 and "unauthorized" or "forbidden", pattern, id, err)
@@ -58,38 +64,54 @@ describe("auth_jwt", function()
     plugin = load()
   end)
 
-  describe("validate", function()
-    it("accepts a config with only a long enough secret", function()
-      assert.is_true(plugin.validate(conf()))
+  describe("its options", function()
+    it("accept a config with only a long enough secret, and fill in the defaults", function()
+      assert.same({ secret = SECRET, leeway = 30, require_exp = false, publisher = false, require_role = false,
+                    claims = { user = "sub", device = "device", kind = "kind", channels = "channels",
+                               name = "sub", role = "role" } },
+                  unit.accepts(plugin, raw()))
     end)
 
-    it("accepts every documented option", function()
-      assert.is_true(plugin.validate(conf({
+    it("accept every documented option", function()
+      local c = unit.accepts(plugin, raw({
         leeway = 0, require_exp = true, issuer = { "a", "b" }, audience = "push", publisher = true,
         require_role = true,
         claims = { user = "uid", device = "dev", kind = "k", channels = "ch", name = "pub", role = "r" },
-      })))
+      }))
+      assert.equal(0, c.leeway)
+      assert.equal("uid", c.claims.user)
+    end)
+
+    it("keep claims not mapped at their defaults", function()
+      assert.same({ user = "uid", device = "device", kind = "kind", channels = "channels", name = "sub", role = "role" },
+                  unit.accepts(plugin, raw({ claims = { user = "uid" } })).claims)
     end)
 
     local bad = {
-      { "a missing secret", {} },
-      { "a non-string secret", { secret = 12345 } },
-      { "an empty secret", { secret = "" } },
-      { "a secret shorter than 32 bytes", { secret = "short-secret" } },
-      { "a negative leeway", conf({ leeway = -1 }) },
-      { "a string leeway", conf({ leeway = "30" }) },
-      { "a non-boolean require_exp", conf({ require_exp = "yes" }) },
-      { "a non-boolean publisher", conf({ publisher = 1 }) },
-      { "an issuer that is not a string or list", conf({ issuer = 7 }) },
-      { "an empty audience list", conf({ audience = {} }) },
-      { "an unknown claim mapping", conf({ claims = { scope = "r" } }) },
-      { "a non-boolean require_role", conf({ require_role = "yes" }) },
-      { "a claim mapped to a non-string", conf({ claims = { user = 1 } }) },
-      { "a misspelt key", conf({ leway = 10 }) },
+      { "a missing secret", {}, 'option "secret" is required' },
+      { "a non-string secret", { secret = 12345 }, 'option "secret" must be a string of at least 32 bytes' },
+      { "an empty secret", { secret = "" }, 'option "secret" must be' },
+      { "a secret shorter than 32 bytes", { secret = "short-secret" }, "got a string of 12 bytes" },
+      { "a negative leeway", raw({ leeway = -1 }), 'option "leeway" must be a number >= 0, got -1' },
+      { "a string leeway", raw({ leeway = "30" }), 'option "leeway" must be a number >= 0, got "30"' },
+      { "a non-boolean require_exp", raw({ require_exp = "yes" }), 'option "require_exp" must be true or false' },
+      { "a non-boolean publisher", raw({ publisher = 1 }), 'option "publisher" must be true or false, got 1' },
+      { "an issuer that is not a string or list", raw({ issuer = 7 }),
+        'option "issuer" must be a non-empty string or a non-empty list of strings, got 7' },
+      { "an empty audience list", raw({ audience = {} }), 'option "audience" must be' },
+      { "an unknown claim mapping", raw({ claims = { scope = "r" } }), 'unknown option "claims.scope"' },
+      { "a non-boolean require_role", raw({ require_role = "yes" }), 'option "require_role" must be true or false' },
+      { "a claim mapped to a non-string", raw({ claims = { user = 1 } }), 'option "claims.user" must be a non-empty string' },
+      { "a misspelt key", raw({ leway = 10 }), 'unknown option "leway" (did you mean "leeway"?)' },
     }
     for _, case in ipairs(bad) do
-      it("refuses " .. case[1], function() unit.refuses(plugin, case[2]) end)
+      it("refuse " .. case[1], function() unit.refuses(plugin, case[2], case[3]) end)
     end
+
+    it("never show the secret in a message", function()
+      local err = unit.refuses(plugin, { secret = "hunter2-is-my-password" })
+      assert.is_nil(err:find("hunter2", 1, true))
+    end)
   end)
 
   describe("a valid token", function()
@@ -373,19 +395,20 @@ describe("auth_jwt", function()
       .. ".dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"
 
     it("verifies its signature and then finds it expired today", function()
-      assert_denied(401, "^expired token$", plugin.auth(req(token), { secret = key }))
+      assert_denied(401, "^expired token$", plugin.auth(req(token), unit.config(plugin, { secret = key })))
     end)
 
     it("accepts it before its exp as a publisher named by iss", function()
       local p = load(1300819380 - 3600)
-      local id, err = p.auth(req(token), { secret = key, issuer = "joe", publisher = true, claims = { name = "iss" } })
+      local id, err = p.auth(req(token), unit.config(p, { secret = key, issuer = "joe", publisher = true,
+                                                          claims = { name = "iss" } }))
       assert.is_nil(err)
       assert.same({ role = "publisher", name = "joe", channels = {}, expires = 1300819380 + 30 }, id)
     end)
 
     it("refuses it as a device token: it has no sub", function()
       local p = load(1300819380 - 3600)
-      assert_denied(403, "no user", p.auth(req(token), { secret = key }))
+      assert_denied(403, "no user", p.auth(req(token), unit.config(p, { secret = key })))
     end)
   end)
 

@@ -36,35 +36,41 @@ describe("ratelimit", function()
     plugin = dofile(PLUGIN)
   end)
 
-  describe("validate", function()
-    it("accepts each kind of limit alone and all together", function()
+  describe("its options", function()
+    it("accept each kind of limit alone and all together", function()
       for _, k in ipairs({ "per_ip", "per_user", "per_publisher", "per_token" }) do
-        assert.is_true(plugin.validate({ [k] = { rate = 1, burst = 1 } }))
+        assert.same({ [k] = { rate = 1, burst = 1 } }, unit.accepts(plugin, { [k] = { rate = 1, burst = 1 } }))
       end
-      assert.is_true(plugin.validate({
+      unit.accepts(plugin, {
         per_ip = { rate = 0.5, burst = 10 }, per_user = { rate = 5, burst = 5 },
         per_publisher = { rate = 100, burst = 200 }, per_token = { rate = 1, burst = 2 },
         phases = { "connect", "message" }, scope = "shared",
-      }))
+      })
     end)
 
     local bad = {
-      { "a config without any limit", {} },
-      { "a limit that is not a table", { per_ip = 5 } },
-      { "a zero rate", { per_ip = { rate = 0, burst = 1 } } },
-      { "a negative rate", { per_ip = { rate = -1, burst = 1 } } },
-      { "an infinite rate", { per_ip = { rate = math.huge, burst = 1 } } },
-      { "a missing burst", { per_ip = { rate = 1 } } },
-      { "a burst below 1", { per_ip = { rate = 1, burst = 0.5 } } },
-      { "a misspelt limit key", { per_ip = { rat = 1, rate = 1, burst = 1 } } },
-      { "an unknown kind of limit", { per_ips = { rate = 1, burst = 1 } } },
-      { "an unknown phase", { per_ip = { rate = 1, burst = 1 }, phases = { "connect", "close" } } },
-      { "an empty phases list", { per_ip = { rate = 1, burst = 1 }, phases = {} } },
-      { "phases given as a string", { per_ip = { rate = 1, burst = 1 }, phases = "connect" } },
-      { "an empty scope", { per_ip = { rate = 1, burst = 1 }, scope = "" } },
+      { "a config without any limit", {}, "set at least one of per_ip, per_token, per_user, per_publisher" },
+      { "a limit that is not a table", { per_ip = 5 }, 'option "per_ip" must be a table, got 5' },
+      { "a zero rate", { per_ip = { rate = 0, burst = 1 } },
+        'option "per_ip.rate" must be a number of events per second > 0, got 0' },
+      { "a negative rate", { per_ip = { rate = -1, burst = 1 } }, 'option "per_ip.rate" must be' },
+      { "an infinite rate", { per_ip = { rate = math.huge, burst = 1 } }, "got inf" },
+      { "a missing burst", { per_ip = { rate = 1 } }, 'option "per_ip.burst" is required (a number >= 1)' },
+      { "a burst below 1", { per_ip = { rate = 1, burst = 0.5 } }, 'option "per_ip.burst" must be a number >= 1, got 0.5' },
+      { "a misspelt limit key", { per_ip = { rat = 1, rate = 1, burst = 1 } },
+        'unknown option "per_ip.rat" (did you mean "per_ip.rate"?)' },
+      { "an unknown kind of limit", { per_ips = { rate = 1, burst = 1 } },
+        'unknown option "per_ips" (did you mean "per_ip"?)' },
+      { "an unknown phase", { per_ip = { rate = 1, burst = 1 }, phases = { "connect", "close" } },
+        'option "phases[2]" must be one of "connect", "publish", "message", got "close"' },
+      { "an empty phases list", { per_ip = { rate = 1, burst = 1 }, phases = {} }, 'option "phases" must be a non-empty list' },
+      { "phases given as a string", { per_ip = { rate = 1, burst = 1 }, phases = "connect" },
+        'option "phases" must be a non-empty list of "connect", "publish", "message", got "connect"' },
+      { "an empty scope", { per_ip = { rate = 1, burst = 1 }, scope = "" }, 'option "scope" must be a string of 1-64 bytes' },
+      { "a scope over 64 bytes", { per_ip = { rate = 1, burst = 1 }, scope = string.rep("s", 65) }, 'option "scope"' },
     }
     for _, case in ipairs(bad) do
-      it("refuses " .. case[1], function() unit.refuses(plugin, case[2]) end)
+      it("refuse " .. case[1], function() unit.refuses(plugin, case[2], case[3]) end)
     end
   end)
 

@@ -24,30 +24,33 @@ describe("route_default", function()
     plugin = dofile(PLUGIN)
   end)
 
-  describe("validate", function()
-    it("accepts an empty config and every documented option", function()
-      assert.is_true(plugin.validate({}))
-      assert.is_true(plugin.validate({
-        require_fields = { "order" }, max_data_bytes = 100, prefix = "{publisher}:", kinds = { "pos", "web" },
-      }))
+  describe("its options", function()
+    it("accept an empty config and every documented option", function()
+      assert.same({}, unit.accepts(plugin, {}))
+      local all = { require_fields = { "order" }, max_data_bytes = 100, prefix = "{publisher}:", kinds = { "pos", "web" } }
+      assert.same(all, unit.accepts(plugin, all))
     end)
 
     local bad = {
-      { "an unknown key", { max_bytes = 10 } },
-      { "an empty require_fields", { require_fields = {} } },
-      { "require_fields with a non-string", { require_fields = { "a", 2 } } },
-      { "require_fields as a string", { require_fields = "order" } },
-      { "a zero max_data_bytes", { max_data_bytes = 0 } },
-      { "a fractional max_data_bytes", { max_data_bytes = 1.5 } },
-      { "an empty prefix", { prefix = "" } },
-      { "a prefix with characters channels cannot hold", { prefix = "a/b" } },
-      { "a prefix with a space", { prefix = "acme " } },
-      { "a prefix as long as a channel", { prefix = string.rep("p", 128) } },
-      { "kinds that are not a list of strings", { kinds = { pos = true } } },
-      { "an empty kinds list", { kinds = {} } },
+      { "an unknown key", { max_bytes = 10 }, 'unknown option "max_bytes" (known: kinds, max_data_bytes, prefix, require_fields)' },
+      { "an empty require_fields", { require_fields = {} },
+        'option "require_fields" must be a non-empty list of non-empty strings, got a table' },
+      { "require_fields with a non-string", { require_fields = { "a", 2 } },
+        'option "require_fields[2]" must be a non-empty string, got 2' },
+      { "require_fields as a string", { require_fields = "order" }, 'option "require_fields" must be a non-empty list' },
+      { "a zero max_data_bytes", { max_data_bytes = 0 }, 'option "max_data_bytes" must be an integer >= 1, got 0' },
+      { "a fractional max_data_bytes", { max_data_bytes = 1.5 }, 'option "max_data_bytes" must be an integer >= 1, got 1.5' },
+      { "an empty prefix", { prefix = "" }, 'option "prefix" must be a non-empty string, got ""' },
+      { "a prefix with characters channels cannot hold", { prefix = "a/b" },
+        'option "prefix" must be channel characters (A-Z a-z 0-9 _ - . : @) and {publisher}, got "a/b"' },
+      { "a prefix with a space", { prefix = "acme " }, 'option "prefix" must be channel characters' },
+      { "a prefix as long as a channel", { prefix = string.rep("p", 128) },
+        'option "prefix" must be shorter than a channel name may be (128 bytes)' },
+      { "kinds that are not a list of strings", { kinds = { pos = true } }, 'option "kinds" must be a non-empty list' },
+      { "an empty kinds list", { kinds = {} }, 'option "kinds" must be a non-empty list' },
     }
     for _, case in ipairs(bad) do
-      it("refuses " .. case[1], function() unit.refuses(plugin, case[2]) end)
+      it("refuse " .. case[1], function() unit.refuses(plugin, case[2], case[3]) end)
     end
   end)
 

@@ -72,18 +72,21 @@ describe("auth_table", function()
       assert.is_true(plugin.validate(conf({ reload_interval = 1 })))
     end)
 
+    -- through the server's loader: the schema, then validate
     local function refuses(c, pattern)
-      local ok, err = plugin.validate(c)
-      assert.is_nil(ok)
+      local err = unit.refuses(plugin, c)
       assert.matches(pattern, err)
+      return err
     end
 
-    it("refuses a config without file", function() refuses({}, "file must be") end)
-    it("refuses a non-string file", function() refuses({ file = 3 }, "file must be") end)
-    it("refuses an unknown key", function() refuses(conf({ path = "x" }), "unknown key") end)
+    it("refuses a config without file", function()
+      refuses({}, 'option "file" is required %(the path of a Lua file')
+    end)
+    it("refuses a non-string file", function() refuses({ file = 3 }, 'option "file" must be the path of a Lua file') end)
+    it("refuses an unknown key", function() refuses(conf({ path = "x" }), 'unknown option "path"') end)
     it("refuses a tiny or non-numeric reload_interval", function()
-      refuses(conf({ reload_interval = 0 }), "reload_interval")
-      refuses(conf({ reload_interval = "5" }), "reload_interval")
+      refuses(conf({ reload_interval = 0 }), 'option "reload_interval" must be a number of seconds >= 0.1')
+      refuses(conf({ reload_interval = "5" }), 'option "reload_interval" must be')
     end)
     it("refuses a file that does not exist", function() refuses({ file = file .. "-missing" }, "No such file") end)
 

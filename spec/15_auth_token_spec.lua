@@ -28,27 +28,38 @@ describe("auth_token", function()
     plugin = dofile(PLUGIN)
   end)
 
-  describe("validate", function()
-    it("accepts device tokens, publisher tokens, or both", function()
-      assert.is_true(plugin.validate({ tokens = CONF.tokens }))
-      assert.is_true(plugin.validate({ publishers = CONF.publishers }))
-      assert.is_true(plugin.validate(CONF))
+  describe("its options", function()
+    it("accept device tokens, publisher tokens, or both", function()
+      assert.same({ tokens = CONF.tokens }, unit.accepts(plugin, { tokens = CONF.tokens }))
+      assert.same({ publishers = CONF.publishers }, unit.accepts(plugin, { publishers = CONF.publishers }))
+      assert.same(CONF, unit.accepts(plugin, CONF))
     end)
 
     for _, case in ipairs({
-      { "a config with neither tokens nor publishers", {} },
-      { "tokens that are not a table", { tokens = "alice" } },
-      { "an empty token", { tokens = { [""] = { user = "a" } } } },
-      { "a non-string token", { tokens = { [1] = { user = "a" } } } },
-      { "an identity that is not a table", { tokens = { t = "alice" } } },
-      { "a device identity without user", { tokens = { t = { device = "phone" } } } },
-      { "a publisher identity without name", { publishers = { t = { channels = { "*" } } } } },
-      { "channels that are not a list", { tokens = { t = { user = "a", channels = "news" } } } },
-      { "a device identity with an unknown key", { tokens = { t = { user = "a", chanels = { "x" } } } } },
-      { "a publisher identity with a user", { publishers = { t = { name = "a", user = "b" } } } },
+      { "a config with neither tokens nor publishers", {}, "set tokens (devices) or publishers" },
+      { "tokens that are not a table", { tokens = "alice" }, 'option "tokens" must be a table, got "alice"' },
+      { "an empty token", { tokens = { [""] = { user = "a" } } }, 'option "tokens": every key must be a non-empty string' },
+      { "a non-string token", { tokens = { [1] = { user = "a" } } }, "got a number" },
+      { "an identity that is not a table", { tokens = { t = "alice" } }, 'option "tokens[...]" must be a table' },
+      { "a device identity without user", { tokens = { t = { device = "phone" } } }, 'option "tokens[...].user" is required' },
+      { "a publisher identity without name", { publishers = { t = { channels = { "*" } } } },
+        'option "publishers[...].name" is required' },
+      { "channels that are not a list", { tokens = { t = { user = "a", channels = "news" } } },
+        'option "tokens[...].channels" must be a list of channel patterns' },
+      { "channels that are not strings", { tokens = { t = { user = "a", channels = { 1 } } } },
+        'option "tokens[...].channels[1]" must be a string, got 1' },
+      { "a device identity with an unknown key", { tokens = { t = { user = "a", chanels = { "x" } } } },
+        'unknown option "tokens[...].chanels" (did you mean "tokens[...].channels"?)' },
+      { "a publisher identity with a user", { publishers = { t = { name = "a", user = "b" } } },
+        'unknown option "publishers[...].user"' },
     }) do
-      it("refuses " .. case[1], function() unit.refuses(plugin, case[2]) end)
+      it("refuse " .. case[1], function() unit.refuses(plugin, case[2], case[3]) end)
     end
+
+    it("never show a token in a message", function()
+      local err = unit.refuses(plugin, { tokens = { ["s3cret-token"] = { device = "phone" } } })
+      assert.is_nil(err:find("s3cret", 1, true))
+    end)
   end)
 
   it("maps a device token to its identity on a websocket route", function()

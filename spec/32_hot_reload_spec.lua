@@ -100,9 +100,7 @@ describe("moonpush plugin hot reload", function()
     open:close_all()
     local s = srv
     srv = nil
-    local rc, err = s:stop()
-    util.rm_rf(dir)
-    assert.equals(0, rc, err)
+    session.stop_and_remove(s, dir)
   end)
 
   local function deny_to_allow(write)

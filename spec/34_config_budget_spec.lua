@@ -7,6 +7,7 @@
 local server = require "helpers.server"
 local client = require "helpers.client"
 local util = require "helpers.util"
+local session = require "helpers.session"
 
 local shq, mkdtemp, writefile, readfile = util.shq, util.mkdtemp, util.write_file, util.read_file
 local replace = util.replace_file
@@ -103,9 +104,7 @@ describe("moonpush reloads under the budget", function()
   after_each(function()
     local s = srv
     srv = nil
-    local rc, err = s:stop()
-    util.rm_rf(dir)
-    assert.equals(0, rc, err)
+    session.stop_and_remove(s, dir)
   end)
 
   local function still_serves()

@@ -1,12 +1,22 @@
 /* main.c — start here.
  *
  * moonpush: publishers POST messages over HTTP, devices receive them over
- * WebSocket. Reading order for a newcomer:
- *   main()            loads the config through Lua (lua_host.c), listens (net.c)
+ * WebSocket. Reading order for a newcomer (src/README.md maps every file
+ * and the layers they sit in):
+ *   main()            loads the config through Lua (lua_host.c), opens the
+ *                     store (store.h; the memory store, store_mem.c),
+ *                     listens (net.c)
  *   net.c on_accept   a connection starts as HTTP
  *   http.c dispatch   routes a request: health, publish, or WebSocket upgrade
  *   ws.c handshake    auth plugin decides who it is; joins user:<id> in the hub
- *   publish.c         POST /publish -> hub.c mp_hub_publish: one frame, N refs
+ *   publish.c         POST /publish -> hub.c mp_hub_publish: the store hands
+ *                     out the seq and keeps the message; envelope.c encodes
+ *                     it once into a refcounted frame (frame.h); fanout
+ *                     pushes a reference into each subscriber's queue
+ *                     (outq.h): one frame, N refs
+ *   delivery.c        what a connection is owed beyond live fanout: history
+ *                     replay from the store on subscribe with `since` or a
+ *                     device cursor, acks and resend
  *   net.c on_prepare  once per loop iteration, writev every dirty queue
  */
 #include <errno.h>

@@ -6,7 +6,7 @@
  *
  *   - the command connection: every command of the shard goes down it,
  *     pipelined; replies come back in order, so callbacks run in the order
- *     the commands were issued (see the NOSCRIPT note in redis.c for the
+ *     the commands were issued (see the NOSCRIPT note in redis_req.c for the
  *     one exception);
  *   - the pub/sub connection: SUBSCRIBE / UNSUBSCRIBE (batched, once per
  *     loop iteration) and the messages they bring.
@@ -14,9 +14,10 @@
  * Each connects on its own, reconnects on its own with exponential backoff
  * and jitter, and reports up/down through mp_redis_events. A command
  * connection is "up" only after its handshake: AUTH, SELECT, the scripts
- * loaded, and the generation check (mp_redis_generation; redis.c says what
- * it is). Nothing blocks the loop: connects are non-blocking (a host name
- * is resolved once, in mp_redis_new), every wait has a timer.
+ * loaded, and the generation check (mp_redis_generation;
+ * redis_handshake.c says what it is). Nothing blocks the loop: connects
+ * are non-blocking (a host name is resolved once, in mp_redis_new), every
+ * wait has a timer.
  *
  * Requests: mp_redis_command / mp_redis_eval call their callback exactly
  * once: with the reply (possibly an error reply), or with NULL when the

@@ -45,7 +45,13 @@ if not has_jit then jit = nil end
 local _M = { name = "auth_table" }
 
 local DEFAULT_INTERVAL = 5
-local KNOWN_KEYS = { file = true, reload_interval = true }
+
+-- The options, checked by the server's loader before validate runs
+-- (docs/plugins.md, "Options: schema").
+_M.schema = {
+  file = { type = "string", required = true, min_len = 1, hint = "the path of a Lua file returning token = identity" },
+  reload_interval = { type = "number", min = 0.1, hint = "a number of seconds >= 0.1 (default 5)" },
+}
 
 -- file path -> { tokens = {...}, stamp = ..., checked = ms }
 local tables = {}
@@ -124,16 +130,8 @@ local function load_entry(path)
   return entry
 end
 
+-- Beyond the schema: the file must load (the options are checked already).
 function _M.validate(conf)
-  local unknown = moonpush.unknown_key(conf, KNOWN_KEYS)
-  if unknown then return nil, unknown end
-  if type(conf.file) ~= "string" or conf.file == "" then
-    return nil, "file must be the path of a Lua file returning token = identity"
-  end
-  local iv = conf.reload_interval
-  if iv ~= nil and (type(iv) ~= "number" or not (iv >= 0.1)) then
-    return nil, "reload_interval must be a number of seconds >= 0.1"
-  end
   local entry, err = load_entry(conf.file)
   if not entry then return nil, err end
   return true

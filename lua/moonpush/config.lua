@@ -306,7 +306,7 @@ local function check_route(i, r, plugin_dirs)
   if r.budget ~= nil and not positive_int(r.budget) then
     return nil, where .. ".budget must be " .. POSITIVE_INT .. " (Lua instructions per hook call)"
   end
-  local chain, err = plugins.load_chain(r.plugins or {}, plugin_dirs, where)
+  local chain, err = plugins.load_chain(r.plugins or {}, plugin_dirs, where, path)
   if not chain then return nil, err end
   if r.type == "websocket" and not chain.has_auth then
     return nil, where .. ": a websocket route needs a plugin with an auth hook"

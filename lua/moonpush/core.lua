@@ -13,14 +13,17 @@
 --   route(i, path, publisher, remote, list, channel, data)  publish: rewrite / reject
 --   format(i, channel, seq, id, data_json)    delivery: one string per route and message
 --   event(i, name, conn, arg)      on_connect / on_close / on_message
--- Every call runs under C's pcall and instruction budget.
+-- Every call runs under C's pcall and instruction budget; each plugin hook
+-- under an xpcall of its own, which keeps the traceback of an error.
 
 local config = require "moonpush.config"
 local plugins = require "moonpush.plugins"
 local cjson = require "cjson.safe"
 
-local type, ipairs, pairs, tostring, tonumber, pcall = type, ipairs, pairs, tostring, tonumber, pcall
-local char, gsub, gmatch, match, format = string.char, string.gsub, string.gmatch, string.match, string.format
+local type, ipairs, pairs, tostring, tonumber, xpcall, unpack = type, ipairs, pairs, tostring, tonumber, xpcall, unpack
+local char, gsub, gmatch, match, format, find, sub = string.char, string.gsub, string.gmatch, string.match,
+                                                     string.format, string.find, string.sub
+local traceback = debug.traceback
 local concat, sort = table.concat, table.sort
 
 local _M = { config = nil, path = nil }
@@ -81,10 +84,26 @@ local function normalise_denial(name, d, default_status)
                 tonumber(d.retry_after))
 end
 
--- A hook that raised: the client learns which plugin, the log learns why.
+-- Hooks run under xpcall with debug.traceback as the handler: a C
+-- function, so it runs even when the instruction budget's count hook has
+-- just aborted the call (a Lua handler would be aborted in turn). What it
+-- returns is cut to the plugin's own frames: the core's below them are the
+-- same for every error, and the log line has room for about 500 bytes.
+local function why(err)
+  if type(err) ~= "string" then return tostring(err) end
+  local cut = find(err, "\n\t%[C%]: in function 'xpcall'")
+  if cut then err = sub(err, 1, cut - 1) end
+  local at = find(err, "\nstack traceback:", 1, true)
+  if not at then return err end
+  -- frames name files by their base name: the message above names the path
+  return sub(err, 1, at) .. gsub(sub(err, at + 1), "[^%s<]*/([^/%s]+%.lua:)", "%1")
+end
+
+-- A hook that raised: the client learns which plugin, the log learns why
+-- (the error and its traceback).
 local function plugin_failed(name, err)
   return nil, { status = 500, code = "plugin_error", message = "plugin " .. name .. " failed",
-                log = name .. ": " .. tostring(err) }
+                log = name .. ": " .. why(err) }
 end
 
 -- Hook statistics by plugin name, for /metrics: calls, errors, time. Wall
@@ -128,8 +147,8 @@ local function with_config(chain, hook, default_status, a, b)
       st.errors = st.errors + 1   -- taken back below unless the call is aborted
       local t0 = now_ms()
       local ok, v, err
-      if b == nil then ok, v, err = pcall(fn, a, link.config)
-      else ok, v, err = pcall(fn, a, b, link.config) end
+      if b == nil then ok, v, err = xpcall(fn, traceback, a, link.config)
+      else ok, v, err = xpcall(fn, traceback, a, b, link.config) end
       st.ms = st.ms + (now_ms() - t0)
       if not ok then return true, plugin_failed(name, v) end
       st.errors = st.errors - 1
@@ -194,27 +213,31 @@ function _M.reload_config()
   return cfg, summary
 end
 
--- A changed plugin file: load it fresh, validate it against every route
--- config that uses it, and swap it into those links only if all pass.
+-- A changed plugin file: load it fresh, check it (its schema, then its
+-- validate) against every route config that uses it, and swap it, with the
+-- configs its schema filled, into those links only if all pass.
 function _M.reload_file(file)
-  local users = {}
+  local users, labels = {}, {}
   for _, r in ipairs(_M.config.routes) do
-    for _, link in ipairs(r.chain) do
-      if link.plugin.file == file then users[#users + 1] = link end
+    for i, link in ipairs(r.chain) do
+      if link.plugin.file == file then
+        users[#users + 1] = link
+        labels[#users] = plugins.link_label(r.path, { unpack(r.chain, 1, i - 1) }, link.name, i)
+      end
     end
   end
   if #users == 0 then return nil, "no route uses " .. file end
   local plugin, err = plugins.load_path(file, users[1].plugin.name)
   if not plugin then return nil, err end
-  for _, link in ipairs(users) do
-    if plugin.validate then
-      local ok, valid, why = pcall(plugin.validate, link.config)
-      if not ok or not valid then
-        return nil, format("%s: the new version refuses the route's config: %s", file, tostring(ok and why or valid))
-      end
+  local confs = {}
+  for n, link in ipairs(users) do
+    local conf, why = plugins.check_config(plugin, link.raw)
+    if not conf then
+      return nil, format("%s: the new version refuses the config of %s: %s", file, labels[n], why)
     end
+    confs[n] = conf
   end
-  for _, link in ipairs(users) do link.plugin = plugin end
+  for n, link in ipairs(users) do link.plugin, link.config = plugin, confs[n] end
   for _, r in ipairs(_M.config.routes) do plugins.refresh_flags(r.chain) end
   return #users
 end
@@ -541,9 +564,9 @@ function _M.event(route_index, name, conn, arg)
     if fn then
       _M.running = link.name
       local ok, err
-      if arg ~= nil then ok, err = pcall(fn, conn, arg, link.config)
-      else ok, err = pcall(fn, conn, link.config) end
-      if not ok then errors[#errors + 1] = link.name .. ": " .. tostring(err) end
+      if arg ~= nil then ok, err = xpcall(fn, traceback, conn, arg, link.config)
+      else ok, err = xpcall(fn, traceback, conn, link.config) end
+      if not ok then errors[#errors + 1] = link.name .. ": " .. why(err) end
     end
   end
   if #errors > 0 then return nil, { log = concat(errors, "; ") } end

@@ -1,13 +1,17 @@
 -- moonpush.plugins: finds, loads and validates plugins; builds route chains.
 --
 -- A plugin is a Lua file returning a table of hook functions (see
--- docs/plugins.md). A chain is the ordered list of { name, plugin, config }
--- a route names. A plugin may declare `validate(config)` returning true or
--- nil, err: it runs at load, so hooks can trust their config.
+-- docs/plugins.md). A chain is the ordered list of { name, plugin, config,
+-- raw } a route names: raw is the operator's config table, config the copy
+-- the hooks get. A plugin may declare its options in `schema` (checked by
+-- moonpush.schema, which fills the defaults into that copy) and rules
+-- across options in `validate(config)`, returning true or nil, err. Both
+-- run at load, so hooks can trust their config.
 
 local type, pairs, ipairs, tostring, setmetatable = type, pairs, ipairs, tostring, setmetatable
 local format, match, concat = string.format, string.match, table.concat
 local file_stamp = require("moonpush.host").file_stamp
+local schema = require "moonpush.schema"
 
 local _M = {}
 
@@ -46,6 +50,13 @@ function _M.load_path(file, name)
     return nil, file .. ": validate must be a function"
   end
   plugin.name = plugin.name or name
+  if plugin.schema ~= nil then
+    local sok, good, why = pcall(schema.check_schema, plugin.schema)
+    if not sok or not good then
+      return nil, format("%s: plugin %s has a bad schema: %s", file, tostring(plugin.name),
+                         tostring(sok and why or good))
+    end
+  end
   plugin.file = file
   plugin.stamp = stamp
   plugin.loaded_at = os.date("!%Y-%m-%dT%H:%M:%SZ")
@@ -82,7 +93,42 @@ function _M.refresh_flags(chain)
   chain.has_auth = hooks.auth == true
 end
 
-function _M.load_chain(list, dirs, where)
+-- The config a plugin's hooks get for the operator's table `raw`: checked
+-- against the plugin's schema (a copy with the defaults filled in; raw
+-- itself without a schema), then by its validate. Returns it, or nil and
+-- what is wrong.
+function _M.check_config(plugin, raw)
+  if raw == nil then raw = {} end
+  if type(raw) ~= "table" then return nil, "config must be a table" end
+  local conf = raw
+  if plugin.schema ~= nil then
+    local ok, filled, err = pcall(schema.apply, plugin.schema, raw)
+    if not ok then return nil, "checking the config raised: " .. tostring(filled) end
+    if not filled then return nil, err end
+    conf = filled
+  end
+  if plugin.validate then
+    local ok, valid, err = pcall(plugin.validate, conf)
+    if not ok then return nil, "validate raised: " .. tostring(valid) end
+    if not valid then return nil, tostring(err or "validate refused the config") end
+  end
+  return conf
+end
+
+-- How a config error names a link: "route /ws: plugin auth_jwt", plus its
+-- place in the chain ("(plugins[3])") when an earlier link of `chain` (the
+-- links before it) is the same plugin.
+function _M.link_label(route_path, chain, name, i)
+  local label = format("route %s: plugin %s", tostring(route_path), tostring(name))
+  for j = 1, #chain do
+    if chain[j].name == name then return format("%s (plugins[%d])", label, i) end
+  end
+  return label
+end
+
+-- where names the route in structural errors ("routes[2]"), route_path in
+-- config errors.
+function _M.load_chain(list, dirs, where, route_path)
   if type(list) ~= "table" then return nil, where .. ".plugins must be a list" end
   local chain = {}
   for i, entry in ipairs(list) do
@@ -93,15 +139,11 @@ function _M.load_chain(list, dirs, where)
     if not file then return nil, at .. ": " .. ferr end
     local plugin, err = _M.load_path(file, entry.name)
     if not plugin then return nil, at .. ": " .. err end
-    local conf = entry.config or {}
-    if type(conf) ~= "table" then return nil, at .. ".config must be a table" end
-    if plugin.validate then
-      local ok, valid, verr = pcall(plugin.validate, conf)
-      if not ok or not valid then
-        return nil, format("%s (%s): invalid config: %s", at, plugin.name, tostring(ok and verr or valid))
-      end
-    end
-    chain[#chain + 1] = { name = plugin.name, plugin = plugin, config = conf }
+    local raw = entry.config or {}
+    if type(raw) ~= "table" then return nil, at .. ".config must be a table" end
+    local conf, cerr = _M.check_config(plugin, raw)
+    if not conf then return nil, _M.link_label(route_path or where, chain, plugin.name, i) .. ": " .. cerr end
+    chain[#chain + 1] = { name = plugin.name, plugin = plugin, config = conf, raw = raw }
   end
   _M.refresh_flags(chain)
   return chain

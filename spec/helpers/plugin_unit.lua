@@ -3,7 +3,8 @@
 -- plugin through the server's own loader.
 --
 --   local unit = require "helpers.plugin_unit"
---   unit.refuses(plugin, { bad = "config" })
+--   local conf = unit.config(plugin, { secret = "..." })   -- as the loader fills it
+--   unit.refuses(plugin, { bad = "config" }, "unknown option")
 --   unit.assert_unauthorized("unknown token", plugin.auth(unit.auth_request("mallory"), conf))
 --   local p = unit.load_through_server("plugins/auth_token.lua", "auth_token")
 
@@ -20,11 +21,25 @@ function M.auth_request(token, extra)
   return r
 end
 
--- plugin.validate(conf) refuses: nil and a reason.
-function M.refuses(plugin, conf)
-  local ok, err = plugin.validate(conf)
+-- The config the server's loader makes of `conf` for `plugin` (its schema
+-- checked and defaults filled in, then its validate run): what the hooks
+-- get in the server. Fails the test if the loader refuses it.
+function M.config(plugin, conf)
+  local out, err = require("moonpush.plugins").check_config(plugin, conf)
+  assert.is_nil(err)
+  assert.is_table(out)
+  return out
+end
+M.accepts = M.config
+
+-- The loader refuses `conf` for `plugin` (schema or validate) with a reason
+-- matching `pattern` (plain text) when one is given. Returns the reason.
+function M.refuses(plugin, conf, pattern)
+  local ok, err = require("moonpush.plugins").check_config(plugin, conf)
   assert.is_nil(ok)
   assert.is_string(err)
+  if pattern then assert.matches(pattern, err, 1, true) end
+  return err
 end
 
 -- A hook's answer (nil, err) is a denial with that status, code and a

@@ -56,6 +56,14 @@ function M.stop(srv)
   luassert.equals(0, rc, err)
 end
 
+-- For a server per test with a temp dir of its own (plugin files): stop
+-- srv, remove dir whatever the exit code, then insist on exit code 0.
+function M.stop_and_remove(srv, dir)
+  local rc, err = srv:stop()
+  require("helpers.util").rm_rf(dir)
+  luassert.equals(0, rc, err)
+end
+
 -- One server for the enclosing describe block: start() (which returns the
 -- server) runs in lazy_setup, the server is stopped with exit code 0 in
 -- lazy_teardown, and the connections opened with ws(q) or passed to
