@@ -14,6 +14,7 @@
 #include <wslay/wslay.h>
 
 #include "deadlines.h"
+#include "deflate.h"
 #include "delivery.h"
 #include "devices.h"
 #include "hub.h"
@@ -45,8 +46,10 @@ typedef struct mp_ws {
     mp_conn *conn;
     uint16_t nsubs;                 /* subscriptions besides user:<id> */
     int16_t route_index;            /* the route it connected through; -1 if gone */
-    uint8_t in_recv;                /* wslay_event_recv is on the stack */
-    uint8_t detached;               /* the connection let go while in_recv */
+    /* One byte of flags: a byte more would cost 8 per connection (padding). */
+    uint8_t in_recv : 1;            /* wslay_event_recv is on the stack */
+    uint8_t detached : 1;           /* the connection let go while in_recv */
+    uint8_t deflate : 1;            /* permessage-deflate negotiated (deflate.h) */
     uint16_t device_tag;            /* of its (user, device) hash: index probes compare it first */
     mp_deadline expiry;             /* when the identity expires (on the heap only if it does) */
     mp_identity ident;              /* strings in data[] below; no subscribe list */
@@ -129,6 +132,27 @@ int mp_ws_accept_key(const char *key, char out[29])
 
 /* ---- accessors for the hub and events ------------------------------------ */
 
+mp_frame *mp_ws_wire_frame(mp_conn *c, mp_frame *f)
+{
+    const mp_ws *ws = c->ws;
+    if (!ws || !ws->deflate)
+        return f;
+    /* A route a reload removed, or that no longer sets permessage_deflate,
+     * leaves its connections (which negotiated it) with the defaults. */
+    int threshold = MP_DEFLATE_THRESHOLD, level = MP_DEFLATE_LEVEL;
+    if (ws->route_index >= 0 && ws->route_index < mp.cfg.nroutes && mp.cfg.routes[ws->route_index].deflate) {
+        const mp_route *r = &mp.cfg.routes[ws->route_index];
+        threshold = r->deflate_threshold;
+        level = r->deflate_level;
+    }
+    size_t plen;
+    mp_ws_frame_payload(f, &plen);
+    if (plen < (size_t)threshold)
+        return f;
+    mp_frame *z = mp_deflate_frame(f, level);
+    return z ? z : f;
+}
+
 const char *mp_ws_kind(const mp_conn *c)
 {
     return c->ws ? c->ws->ident.kind : "";
@@ -196,6 +220,7 @@ void mp_ws_free_all(void)
 {
     mp_devices_free(&devices);
     mp_deadlines_stop();
+    mp_deflate_free_all();
 }
 
 void mp_ws_remap_routes(const int *map)
@@ -595,6 +620,28 @@ static void frame_end_cb(wslay_event_context_ptr ctx, void *user)
     ws->rd->frame_size = 0;
 }
 
+/* A text message with RSV1 (wslay allows it only on connections that
+ * negotiated deflate): inflated into at most max_message_bytes, so a small
+ * message that would inflate past it closes 1009 like a big one does. wslay
+ * skipped the UTF-8 check for it; json_loadb in handle_text makes it. */
+static void handle_compressed(wslay_event_context_ptr ctx, mp_conn *c, const uint8_t *msg, size_t len)
+{
+    uint8_t *text = NULL;
+    size_t tlen = 0;
+    int rc = mp_inflate_message(msg, len, mp.cfg.max_message_bytes, &text, &tlen);
+    if (rc == MP_INFLATE_OK) {
+        handle_text(c, text, tlen);
+        free(text);
+    } else if (rc == MP_INFLATE_TOO_BIG) {
+        wslay_event_queue_close(ctx, 1009, NULL, 0);
+        wslay_event_shutdown_read(ctx);
+    } else if (rc == MP_INFLATE_BAD) {
+        mp_conn_close_ws(c, 1007, "bad compressed data");
+    } else {
+        mp_conn_close_ws(c, 1011, "internal error");
+    }
+}
+
 static void msg_cb(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *a, void *user)
 {
     mp_ws *ws = user;
@@ -608,6 +655,8 @@ static void msg_cb(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_
         wslay_event_send(ctx);
     if (a->opcode == WSLAY_BINARY_FRAME)
         wslay_event_queue_close(ctx, 1003, NULL, 0);
+    else if (a->opcode == WSLAY_TEXT_FRAME && c->state == MP_CONN_WS && wslay_get_rsv1(a->rsv))
+        handle_compressed(ctx, c, a->msg, a->msg_length);
     else if (a->opcode == WSLAY_TEXT_FRAME && c->state == MP_CONN_WS)
         handle_text(c, a->msg, a->msg_length);
 }
@@ -709,6 +758,9 @@ void mp_ws_feed(mp_conn *c, const uint8_t *data, size_t len)
             return;
         }
         wslay_event_config_set_max_recv_msg_length(ws->rd->wslay, mp.cfg.max_message_bytes);
+        /* RSV1 (compressed) only where deflate was negotiated; else 1002. */
+        if (ws->deflate)
+            wslay_event_config_set_allowed_rsv_bits(ws->rd->wslay, WSLAY_RSV1_BIT);
     }
     mp_ws_reader *rd = ws->rd;
     feed_ptr = data;
@@ -972,10 +1024,14 @@ void mp_ws_handshake(mp_http_req *req, const uint8_t *rest, size_t rest_len)
         mp_http_error(c, 503, "unavailable", "server out of memory");
         return;
     }
-    char head[256];
+    char ext[128] = "";
+    ws->deflate = route->deflate &&
+                  mp_deflate_negotiate(mp_http_header_get(req, "sec-websocket-extensions"), ext, sizeof ext);
+    char head[384];
     int n = snprintf(head, sizeof head,
                      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                     "Sec-WebSocket-Accept: %s\r\n\r\n", accept);
+                     "Sec-WebSocket-Accept: %s\r\n%s%s%s\r\n", accept,
+                     ws->deflate ? "Sec-WebSocket-Extensions: " : "", ext, ws->deflate ? "\r\n" : "");
     mp_frame *f = mp_frame_copy(head, (size_t)n);
     if (!f) {
         mp_deadlines_remove(&ws->expiry);
