@@ -204,6 +204,7 @@ static int l_admin_stats(lua_State *l)
     lua_createtable(l, 0, 32);
     set_num(l, "connections", mp.nconns);
     set_num(l, "websockets", mp.nws);
+    set_num(l, "sse_streams", mp.nsse);
     set_num(l, "channels", (double)mp_hub_channel_count());
     set_num(l, "uptime_s", ev_now(mp.loop) - mp.started);
     set_num(l, "connections_accepted", (double)st->connections_accepted);
@@ -506,6 +507,7 @@ static int read_routes(mp_config *cfg)
                 : strcmp(type, "history") == 0   ? MP_ROUTE_HISTORY
                 : strcmp(type, "presence") == 0  ? MP_ROUTE_PRESENCE
                 : strcmp(type, "metrics") == 0   ? MP_ROUTE_METRICS
+                : strcmp(type, "sse") == 0       ? MP_ROUTE_SSE
                                                  : MP_ROUTE_HEALTH;
         lua_pop(L, 2);
         r->budget = (int)num_field(t, NULL, "budget");
