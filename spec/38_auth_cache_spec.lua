@@ -1,0 +1,149 @@
+-- Integration: a keep-alive connection reuses its last auth answer (issue
+-- 13; docs/plugins.md "Auth answers on keep-alive connections"). The auth
+-- hook's calls are read from /metrics (moonpush_plugin_calls_total), scraped
+-- on another connection.
+local server = require "helpers.server"
+local client = require "helpers.client"
+local util = require "helpers.util"
+
+local ROOT = server.ROOT
+local FIXTURE = ROOT .. "/spec/fixtures/plugins/counting_auth.lua"
+
+describe("moonpush auth cache on keep-alive connections", function()
+  local srv, dir, file
+
+  local function config(tokbook)
+    return {
+      plugin_path = { dir, ROOT .. "/plugins" },
+      routes = {
+        { path = "/pub", type = "publish", plugins = { { name = "counting_auth" } } },
+        { path = "/tok", type = "publish", plugins = { { name = "auth_token", config = { publishers = tokbook } } } },
+        { path = "/rl", type = "publish", plugins = {
+            { name = "counting_auth" },
+            { name = "ratelimit", config = { per_token = { rate = 0.01, burst = 3 }, phases = { "publish" } } },
+        } },
+        { path = "/metrics", type = "metrics" },
+        { path = "/health", type = "health" },
+      },
+    }
+  end
+  local BOOK = { tokA = { name = "a", channels = { "*" } }, tokB = { name = "b", channels = { "*" } } }
+
+  local function metric(name, label)
+    local c = client.tcp(srv)
+    assert(c:send("GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"))
+    local resp = assert(c:response())
+    c:close()
+    assert.equals(200, resp.status)
+    local body = resp.body
+    local pat = "\n" .. name .. (label and ("{" .. label .. "}") or "") .. " "
+    local at = body:find(pat, 1, true)
+    if not at then return 0 end
+    return tonumber(body:match("^(%S+)", at + #pat))
+  end
+  local function calls() return metric("moonpush_plugin_calls_total", 'plugin="counting_auth"') end
+
+  local function publish(conn, path, token)
+    local body = '{"channel":"' .. client.unique("ac-") .. '","data":1}'
+    assert(conn:send("POST " .. path .. " HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" ..
+                     "Authorization: Bearer " .. token .. "\r\nContent-Length: " .. #body .. "\r\n\r\n" .. body))
+    local resp = assert(conn:response())
+    return resp.status, resp
+  end
+
+  local function wait_log(needle, before) return srv:wait_log(needle, before) end
+
+  before_each(function()
+    dir = util.mkdtemp("moonpush-ac")
+    file = dir .. "/counting_auth.lua"
+    util.write_file(file, util.read_file(FIXTURE))
+    srv = server.start(config(BOOK))
+  end)
+  after_each(function() srv:stop() end)
+
+  it("runs the auth hook once for many publishes on one connection", function()
+    local c0 = calls()
+    local conn = client.tcp(srv)
+    for _ = 1, 20 do assert.equals(200, publish(conn, "/pub", "good")) end
+    conn:close()
+    assert.equals(c0 + 1, calls())
+    assert.is_true(metric("moonpush_auth_cache_hits_total") >= 19)
+  end)
+
+  it("authenticates again for another token, and refuses a bad one after a good one", function()
+    local c0 = calls()
+    local conn = client.tcp(srv)
+    assert.equals(200, publish(conn, "/pub", "good"))
+    assert.equals(200, publish(conn, "/pub", "good2"))
+    assert.equals(401, publish(conn, "/pub", "bad"))
+    assert.equals(200, publish(conn, "/pub", "good"))
+    assert.equals(401, publish(conn, "/pub", "bad"))
+    conn:close()
+    assert.is_true(calls() >= c0 + 4)
+  end)
+
+  it("authenticates again once the identity has expired", function()
+    local c0 = calls()
+    local conn = client.tcp(srv)
+    assert.equals(200, publish(conn, "/pub", "short"))
+    assert.equals(200, publish(conn, "/pub", "short"))
+    assert.equals(c0 + 1, calls())
+    server.sleep(1.5)
+    assert.equals(200, publish(conn, "/pub", "short"))
+    assert.equals(c0 + 2, calls())
+    conn:close()
+  end)
+
+  it("never reuses an identity the plugin returned with cache = false", function()
+    local c0 = calls()
+    local conn = client.tcp(srv)
+    for _ = 1, 3 do assert.equals(200, publish(conn, "/pub", "nocache")) end
+    conn:close()
+    assert.equals(c0 + 3, calls())
+  end)
+
+  it("forgets its answers on a config reload (SIGHUP)", function()
+    local conn = client.tcp(srv)
+    assert.equals(200, publish(conn, "/pub", "good"))
+    local c0 = calls()
+    local before = util.count(srv:log(), "config reloaded")
+    assert.is_true(srv:signal("HUP"))
+    wait_log("config reloaded", before)
+    assert.equals(200, publish(conn, "/pub", "good"))
+    assert.equals(c0 + 1, calls())
+    conn:close()
+  end)
+
+  it("forgets its answers on a plugin hot reload", function()
+    local conn = client.tcp(srv)
+    assert.equals(200, publish(conn, "/pub", "good"))
+    assert.equals(200, publish(conn, "/pub", "good"))
+    local before = util.count(srv:log(), "plugin reloaded")
+    util.replace_file(file, (util.read_file(FIXTURE):gsub('local DENY = nil', 'local DENY = "good" ')))
+    wait_log("plugin reloaded", before)
+    assert.equals(401, publish(conn, "/pub", "good"))
+    conn:close()
+  end)
+
+  it("refuses a token revoked by a config reload on the same connection", function()
+    local conn = client.tcp(srv)
+    assert.equals(200, publish(conn, "/tok", "tokA"))
+    assert.equals(200, publish(conn, "/tok", "tokA"))
+    local cfg = server.merge(server.default_config(), config({ tokB = BOOK.tokB }))
+    cfg.listen = srv.config.listen
+    util.write_file(srv.cfgfile, "return " .. server.serialize(cfg) .. "\n")
+    local before = util.count(srv:log(), "config reloaded")
+    assert.is_true(srv:signal("HUP"))
+    wait_log("config reloaded", before)
+    assert.equals(401, publish(conn, "/tok", "tokA"))
+    assert.equals(200, publish(conn, "/tok", "tokB"))
+    conn:close()
+  end)
+
+  it("still applies the publish rate limit to every request", function()
+    local conn = client.tcp(srv)
+    for _ = 1, 3 do assert.equals(200, publish(conn, "/rl", "good")) end
+    assert.equals(429, publish(conn, "/rl", "good"))
+    conn:close()
+  end)
+end)
