@@ -22,6 +22,7 @@ describe("moonpush auth cache on keep-alive connections", function()
             { name = "counting_auth" },
             { name = "ratelimit", config = { per_token = { rate = 0.01, burst = 3 }, phases = { "publish" } } },
         } },
+        { path = "/history", type = "history", plugins = { { name = "counting_auth" } } },
         { path = "/metrics", type = "metrics" },
         { path = "/health", type = "health" },
       },
@@ -49,6 +50,18 @@ describe("moonpush auth cache on keep-alive connections", function()
                      "Authorization: Bearer " .. token .. "\r\nContent-Length: " .. #body .. "\r\n\r\n" .. body))
     local resp = assert(conn:response())
     return resp.status, resp
+  end
+
+  -- a request with the token in the query string only
+  local function get(conn, target)
+    assert(conn:send("GET " .. target .. " HTTP/1.1\r\nHost: x\r\n\r\n"))
+    return assert(conn:response()).status
+  end
+  local function post_query(conn, query)
+    local body = '{"channel":"' .. client.unique("ac-") .. '","data":1}'
+    assert(conn:send("POST /pub?" .. query .. " HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" ..
+                     "Content-Length: " .. #body .. "\r\n\r\n" .. body))
+    return assert(conn:response()).status
   end
 
   local function wait_log(needle, before) return srv:wait_log(needle, before) end
@@ -80,6 +93,23 @@ describe("moonpush auth cache on keep-alive connections", function()
     assert.equals(401, publish(conn, "/pub", "bad"))
     conn:close()
     assert.is_true(calls() >= c0 + 4)
+  end)
+
+  it("reuses a query-token answer for history reads of other channels", function()
+    local c0 = calls()
+    local conn = client.tcp(srv)
+    for i = 1, 5 do assert.equals(200, get(conn, "/history?channel=c" .. i .. "&token=good")) end
+    assert.equals(c0 + 1, calls())
+    assert.equals(401, get(conn, "/history?channel=c1&token=bad"))
+    conn:close()
+  end)
+
+  it("judges a request whose encoded parameter name decodes to token again", function()
+    local conn = client.tcp(srv)
+    assert.equals(200, post_query(conn, "token=good"))
+    -- the core decodes %74oken to token and keeps the first: req.token is "bad"
+    assert.equals(401, post_query(conn, "%74oken=bad&token=good"))
+    conn:close()
   end)
 
   it("authenticates again once the identity has expired", function()
