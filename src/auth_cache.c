@@ -10,20 +10,16 @@
 #include "lua_host.h"
 #include "server.h"
 
-/* Longer credentials are not cached (a JWT is well below this). */
-#define KEY_MAX 8192
-
 struct mp_auth_cache {
-    int route_index;
     uint64_t generation;      /* mp.stats.reloads when stored */
     mp_identity *id;
+    int route_index;
     size_t key_len;
-    char key[];               /* the auth inputs, length-prefixed pieces */
+    char key[];               /* the key's bytes (not a whole mp_auth_key) */
 };
 
-int mp_auth_cache_eligible(const mp_http_req *req)
+int mp_auth_cache_eligible(const mp_route *r)
 {
-    const mp_route *r = req->route;
     if (r->type == MP_ROUTE_WEBSOCKET || r->type == MP_ROUTE_SSE)
         return 0;
     /* core.auth runs the publish-phase rate limit after the auth chain:
@@ -33,17 +29,30 @@ int mp_auth_cache_eligible(const mp_http_req *req)
     return 1;
 }
 
-/* Appends "<len>:<bytes>" after a tag; -1 when out would overflow. */
-static int key_piece(char *out, size_t *len, char tag, const char *s, size_t n)
+void mp_auth_key_init(mp_auth_key *k, int route_index)
+{
+    k->route_index = route_index;
+    k->overflow = 0;
+    k->len = 0;
+}
+
+/* Appends "<tag><len>:<bytes>"; past the bound the key overflows. */
+static void key_piece(mp_auth_key *k, char tag, const char *s, size_t n)
 {
     char head[32];
     int h = snprintf(head, sizeof head, "%c%zu:", tag, n);
-    if (*len + (size_t)h + n > KEY_MAX)
-        return -1;
-    memcpy(out + *len, head, (size_t)h);
-    memcpy(out + *len + h, s, n);
-    *len += (size_t)h + n;
-    return 0;
+    if (k->overflow || k->len + (size_t)h + n > MP_AUTH_KEY_MAX) {
+        k->overflow = 1;
+        return;
+    }
+    memcpy(k->bytes + k->len, head, (size_t)h);
+    memcpy(k->bytes + k->len + h, s, n);
+    k->len += (size_t)h + n;
+}
+
+void mp_auth_key_header(mp_auth_key *k, const char *value)
+{
+    key_piece(k, 'a', value, strlen(value));
 }
 
 /* Whether a raw query parameter can reach the auth chain as `token` or
@@ -59,27 +68,19 @@ static int auth_param(const char *p, size_t name_len)
     return 0;
 }
 
-/* The request's auth inputs into out (KEY_MAX bytes); length or -1. */
-static long build_key(const mp_http_req *req, char *out)
+void mp_auth_key_query(mp_auth_key *k, const char *query)
 {
-    size_t len = 0;
-    for (int i = 0; i < req->nheaders; i++) {
-        const char *v = req->headers[i].value;
-        if (strcmp(req->headers[i].name, "authorization") == 0 && key_piece(out, &len, 'a', v, strlen(v)) < 0)
-            return -1;
-    }
-    for (const char *p = req->query; *p;) {
+    for (const char *p = query; *p;) {
         size_t n = strcspn(p, "&");
         size_t name_len = strcspn(p, "=&");
         if (name_len > n)
             name_len = n;
-        if (auth_param(p, name_len) && key_piece(out, &len, 'q', p, n) < 0)
-            return -1;
+        if (auth_param(p, name_len))
+            key_piece(k, 'q', p, n);
         p += n;
         if (*p == '&')
             p++;
     }
-    return (long)len;
 }
 
 /* Bytes of an identity's strings and list pointers after its struct. */
@@ -121,30 +122,27 @@ static mp_identity *identity_copy(const mp_identity *src)
     return id;
 }
 
-mp_identity *mp_auth_cache_get(const mp_auth_cache *cache, const mp_http_req *req)
+static int same_key(const mp_auth_cache *c, const mp_auth_key *k)
 {
-    if (!cache || cache->route_index != req->route_index || cache->generation != mp.stats.reloads)
+    return c->route_index == k->route_index && c->key_len == k->len && memcmp(c->key, k->bytes, k->len) == 0;
+}
+
+mp_identity *mp_auth_cache_get(const mp_auth_cache *cache, const mp_auth_key *k)
+{
+    if (!cache || k->overflow || cache->generation != mp.stats.reloads || !same_key(cache, k))
         return NULL;
     if (cache->id->expires > 0 && cache->id->expires <= mp_clock_wall())
-        return NULL;
-    char key[KEY_MAX];
-    long len = build_key(req, key);
-    if (len < 0 || (size_t)len != cache->key_len || memcmp(key, cache->key, (size_t)len) != 0)
         return NULL;
     return identity_copy(cache->id);
 }
 
-void mp_auth_cache_put(mp_auth_cache **cache, const mp_http_req *req, const mp_identity *id)
+void mp_auth_cache_put(mp_auth_cache **cache, const mp_auth_key *k, const mp_identity *id)
 {
     mp_auth_cache_free(*cache);
     *cache = NULL;
-    if (id->no_cache)
+    if (id->no_cache || k->overflow)
         return;
-    char key[KEY_MAX];
-    long len = build_key(req, key);
-    if (len < 0)
-        return;
-    mp_auth_cache *c = malloc(sizeof *c + (size_t)len);
+    mp_auth_cache *c = malloc(sizeof *c + k->len);
     if (!c)
         return;
     c->id = identity_copy(id);
@@ -152,10 +150,10 @@ void mp_auth_cache_put(mp_auth_cache **cache, const mp_http_req *req, const mp_i
         free(c);
         return;
     }
-    c->route_index = req->route_index;
     c->generation = mp.stats.reloads;
-    c->key_len = (size_t)len;
-    memcpy(c->key, key, (size_t)len);
+    c->route_index = k->route_index;
+    c->key_len = k->len;
+    memcpy(c->key, k->bytes, k->len);
     *cache = c;
 }
 

@@ -18,21 +18,44 @@
 #ifndef MP_AUTH_CACHE_H
 #define MP_AUTH_CACHE_H
 
-#include "http.h"
+#include <stddef.h>
+
+#include "server.h"
+
+/* Longer credentials are not cached (a JWT is well below this). */
+#define MP_AUTH_KEY_MAX 8192
 
 struct mp_identity;
 typedef struct mp_auth_cache mp_auth_cache;
 
-/* Whether req's route may use the cache at all. */
-int mp_auth_cache_eligible(const mp_http_req *req);
+/* A request's auth inputs, gathered by the HTTP layer: length-prefixed
+ * pieces, so no two different inputs read the same. */
+typedef struct mp_auth_key {
+    int route_index;
+    int overflow;              /* longer than MP_AUTH_KEY_MAX: never cached */
+    size_t len;
+    char bytes[MP_AUTH_KEY_MAX];
+} mp_auth_key;
 
-/* A copy of the cached identity (caller frees) if req's auth inputs match
- * the cached request's and it is still valid; else NULL. */
-struct mp_identity *mp_auth_cache_get(const mp_auth_cache *cache, const mp_http_req *req);
+void mp_auth_key_init(mp_auth_key *k, int route_index);
 
-/* Remembers a copy of id as the answer for req, replacing what *cache held.
- * An identity marked no_cache, or a key too long to keep, empties it. */
-void mp_auth_cache_put(mp_auth_cache **cache, const mp_http_req *req, const struct mp_identity *id);
+/* One Authorization header's value (every one the request has, in order). */
+void mp_auth_key_header(mp_auth_key *k, const char *value);
+
+/* The raw query string: its `token` and `device` parameters, and any whose
+ * name is encoded (it might decode to one of them), are part of the key. */
+void mp_auth_key_query(mp_auth_key *k, const char *query);
+
+/* Whether requests on this route may use the cache at all. */
+int mp_auth_cache_eligible(const mp_route *r);
+
+/* A copy of the cached identity (caller frees) if k equals the cached
+ * request's key and the answer is still valid; else NULL. */
+struct mp_identity *mp_auth_cache_get(const mp_auth_cache *cache, const mp_auth_key *k);
+
+/* Remembers a copy of id as the answer for k, replacing what *cache held.
+ * An identity marked no_cache, or an overflowed key, empties it. */
+void mp_auth_cache_put(mp_auth_cache **cache, const mp_auth_key *k, const struct mp_identity *id);
 
 void mp_auth_cache_free(mp_auth_cache *cache);
 

@@ -413,11 +413,23 @@ void mp_http_deny(mp_conn *c, const mp_denial *d)
 
 /* A keep-alive connection repeating its credentials gets its last answer
  * again (auth_cache.h says when that is safe) instead of a Lua call. */
+static void auth_key(const mp_http_req *req, mp_auth_key *k)
+{
+    mp_auth_key_init(k, req->route_index);
+    for (int i = 0; i < req->nheaders; i++)
+        if (strcmp(req->headers[i].name, "authorization") == 0)
+            mp_auth_key_header(k, req->headers[i].value);
+    mp_auth_key_query(k, req->query);
+}
+
 int mp_http_authenticate(const mp_http_req *req, mp_identity **out)
 {
     mp_http *h = req->conn->http;
-    int cacheable = h && mp_auth_cache_eligible(req);
-    if (cacheable && (*out = mp_auth_cache_get(h->auth_cache, req)) != NULL) {
+    int cacheable = h && mp_auth_cache_eligible(req->route);
+    mp_auth_key key;
+    if (cacheable)
+        auth_key(req, &key);
+    if (cacheable && (*out = mp_auth_cache_get(h->auth_cache, &key)) != NULL) {
         mp.stats.auth_cache_hits++;
         return 0;
     }
@@ -426,7 +438,7 @@ int mp_http_authenticate(const mp_http_req *req, mp_identity **out)
     mp_denial deny;
     if (mp_lua_auth(req, out, &deny) == 0) {
         if (cacheable)
-            mp_auth_cache_put(&h->auth_cache, req, *out);
+            mp_auth_cache_put(&h->auth_cache, &key, *out);
         return 0;
     }
     mp.stats.auth_denials++;
