@@ -3,7 +3,7 @@
  * moonpush: publishers POST messages over HTTP, devices receive them over
  * WebSocket. Reading order for a newcomer (src/README.md maps every file
  * and the layers they sit in):
- *   main()            loads the config through Lua (lua_host.c), opens the
+ *   main()            loads the config through Lua (lua_host*.c), opens the
  *                     store (store.h; the memory store, store_mem.c),
  *                     listens (net.c)
  *   net.c on_accept   a connection starts as HTTP
