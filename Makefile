@@ -16,13 +16,13 @@ CC      ?= cc
 PKGS    := libev-dev libwslay-dev libluajit-5.1-dev luajit libhiredis-dev \
            libhttp-parser-dev libjansson-dev libssl-dev nettle-dev uthash-dev \
            lua-busted lua-http lua-cjson redis-server pkg-config libedit-dev \
-           python3-prometheus-client
+           python3-prometheus-client zlib1g-dev
 # Only the browser specs need these: `make test` installs them, `make run` not.
 TEST_PKGS := chromium
 CFLAGS  ?= -O2 -g
 MP_CFLAGS = $(CFLAGS) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Isrc \
            $(shell pkg-config --cflags luajit 2>/dev/null)
-LDLIBS  = -lev -lwslay -lhttp_parser -ljansson -lnettle -lcrypto -ledit -lhiredis -lm \
+LDLIBS  = -lev -lwslay -lhttp_parser -ljansson -lnettle -lcrypto -ledit -lhiredis -lz -lm \
            $(shell pkg-config --libs luajit 2>/dev/null)
 
 SRC     := $(wildcard src/*.c)
@@ -32,7 +32,7 @@ CORE_OBJ := $(filter-out build/main.o,$(OBJ))
 CTESTS  := $(patsubst tests/%.c,build/tests/%,$(wildcard tests/test_*.c))
 # Fuzz harnesses (fuzz/, docs/fuzzing.md): `make test` replays each one over
 # its corpus and regressions as the C test build/tests/fuzz_<name>.
-FUZZ_HARNESSES := http ws publish frames config
+FUZZ_HARNESSES := http ws publish frames config deflate
 CTESTS  += $(FUZZ_HARNESSES:%=build/tests/fuzz_%)
 
 .PHONY: all deps test-deps run test bench quick asan clean install uninstall

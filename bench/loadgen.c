@@ -70,6 +70,7 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #ifndef IP_BIND_ADDRESS_NO_PORT
 #define IP_BIND_ADDRESS_NO_PORT 24
@@ -115,6 +116,8 @@ static struct {
     int quiet;
     int ack_every;
     double ack_flush;
+    int deflate;                 /* --deflate: offer permessage-deflate, inflate RSV1 frames */
+    int json;                    /* --json: realistic JSON data (an order) instead of an 'x' pad */
 } O = {
     .host = "127.0.0.1", .port = 8080, .path = "/ws", .pub_path = "/publish",
     .token = "bench", .pub_token = "publisher-secret", .channel = "bench",
@@ -353,6 +356,7 @@ typedef struct {
     uint64_t welcome, subscribed, error_frames, other_text, continuation, binary;
     uint64_t pings, pongs_rx, proto_err, masked, big_frames;
     uint64_t bytes_in, reads;
+    uint64_t text_frames, text_wire_bytes, compressed, inflate_err;  /* server text frames: count, header+payload bytes */
     uint64_t first_deliv_ns, last_deliv_ns;
     uint64_t deliveries_window; /* deliveries received inside [hist_from, publishing end] */
     uint64_t open_end, open_nonstalled_end, behind_conns, behind_msgs;
@@ -847,6 +851,37 @@ static void on_frame(wconn_t *c, int fin, int op, uint8_t *p, size_t len, uint64
     }
 }
 
+/* --deflate: a compressed message (RFC 7692, no context takeover: a fresh
+ * stream per message) inflated into a per-process buffer. NULL if bad. */
+static uint8_t *inflate_msg(const uint8_t *p, size_t len, size_t *out_len)
+{
+    static z_stream z;
+    static int ready;
+    static uint8_t buf[1 << 20];
+    static const uint8_t tail[4] = {0, 0, 0xff, 0xff};
+    if (!ready) {
+        if (inflateInit2(&z, -15) != Z_OK)
+            return NULL;
+        ready = 1;
+    } else if (inflateReset(&z) != Z_OK) {
+        return NULL;
+    }
+    z.next_out = buf;
+    z.avail_out = sizeof buf;
+    z.next_in = (Bytef *)p;
+    z.avail_in = (uInt)len;
+    int rc = inflate(&z, Z_SYNC_FLUSH);
+    if (rc == Z_OK && z.avail_in == 0) {
+        z.next_in = (Bytef *)tail;
+        z.avail_in = sizeof tail;
+        rc = inflate(&z, Z_SYNC_FLUSH);
+    }
+    if (rc != Z_OK && rc != Z_STREAM_END && rc != Z_BUF_ERROR)
+        return NULL;
+    *out_len = sizeof buf - z.avail_out;
+    return buf;
+}
+
 /* Parses as many whole frames as `p` holds. Returns bytes consumed. */
 static size_t ws_process(wconn_t *c, uint8_t *p, size_t len, uint64_t now)
 {
@@ -865,7 +900,8 @@ static size_t ws_process(wconn_t *c, uint8_t *p, size_t len, uint64_t now)
         int fin = f[0] & 0x80, op = f[0] & 0x0f, masked = f[1] & 0x80;
         uint64_t plen = f[1] & 0x7f;
         size_t hl = 2;
-        if (f[0] & 0x70)
+        int compressed = (f[0] & 0x70) == 0x40 && O.deflate && op == 0x1 && fin;
+        if ((f[0] & 0x70) && !compressed)
             W.st.proto_err++;
         if (plen == 126) {
             if (avail < 4)
@@ -907,6 +943,21 @@ static size_t ws_process(wconn_t *c, uint8_t *p, size_t len, uint64_t now)
         off += hl + have;
         if (have < plen)
             c->skip = plen - have;
+        if (op == 0x1) {
+            W.st.text_frames++;
+            W.st.text_wire_bytes += hl + plen;
+        }
+        if (compressed) {
+            size_t ilen;
+            uint8_t *text = have == plen ? inflate_msg(pl, have, &ilen) : NULL;
+            W.st.compressed++;
+            if (!text) {
+                W.st.inflate_err++;
+                continue;
+            }
+            on_frame(c, fin, op, text, ilen, now);
+            continue;
+        }
         on_frame(c, fin, op, pl, have, now);
     }
     return off;
@@ -1073,9 +1124,10 @@ static void conn_connected(wconn_t *c)
                       "Host: %s:%d\r\n"
                       "Upgrade: websocket\r\n"
                       "Connection: Upgrade\r\n"
-                      "Sec-WebSocket-Key: %s\r\n"
+                      "Sec-WebSocket-Key: %s\r\n%s"
                       "Sec-WebSocket-Version: 13\r\n\r\n",
-                      O.path, tok, c->idx, chans, O.host, O.ports[c->idx % O.nports], key64);
+                      O.path, tok, c->idx, chans, O.host, O.ports[c->idx % O.nports], key64,
+                      O.deflate ? "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n" : "");
     c->state = CS_HANDSHAKE;
     conn_send(c, req, (size_t)rl);
     if (c->state != CS_CLOSED)
@@ -1547,6 +1599,8 @@ static struct {
     srv_t s_base, s_loaded, s_go, s_end;
     double cpu_go, cpu_end;
     char *body;
+    char *json;                 /* --json: the data fields after "t" and "n" */
+    int json_len;
     uint64_t last_rep_t, last_rep_deliv, last_rep_pub;
 } P;
 
@@ -1686,6 +1740,52 @@ static int throttle_ok(void)
     return exp <= d || exp - d < (uint64_t)O.max_outstanding;
 }
 
+/* --json: the rest of each message's data, an order as a shop's backend
+ * would push it (ids, names, prices, line items) to about `size` bytes of
+ * data JSON in all. The same for every message: with no context takeover
+ * (permessage-deflate as the server speaks it) each message compresses on
+ * its own, so what matters is the redundancy inside one message, which
+ * this has as real JSON does (repeated keys, similar values), not the
+ * 'x' pad's. */
+static uint32_t xorshift(uint32_t *r)
+{
+    *r ^= *r << 13;
+    *r ^= *r >> 17;
+    *r ^= *r << 5;
+    return *r;
+}
+
+static void make_json(int size)
+{
+    static const char *names[] = {"Wireless Mouse", "USB-C Cable 2m", "Mechanical Keyboard", "27\\\" Monitor",
+                                  "Laptop Stand", "Webcam 1080p", "Noise Cancelling Headphones", "Desk Lamp"};
+    static const char *cities[] = {"Berlin", "Lyon", "Porto", "Krakow"};
+    char *j = malloc((size_t)size + 512);
+    if (!j)
+        die("out of memory");
+    uint32_t r = 2463534242u;
+#define NEXT() xorshift(&r)
+    int n = sprintf(j, "\"event\":\"order.updated\",\"order\":{\"id\":\"ord_%08x%04x\",\"status\":\"shipped\","
+                    "\"created_at\":\"2026-11-24T16:%02u:%02uZ\",\"currency\":\"EUR\",\"customer\":{\"id\":\"cus_%06x\","
+                    "\"name\":\"Jana Nowak\",\"email\":\"jana.nowak@example.com\",\"city\":\"%s\"},"
+                    "\"shipping\":{\"carrier\":\"DHL\",\"tracking\":\"JD%012u\",\"eta_days\":%u},\"items\":[",
+                    NEXT(), NEXT() & 0xffff, NEXT() % 60, NEXT() % 60, NEXT() & 0xffffff, cities[NEXT() % 4],
+                    NEXT() % 1000000000u, 1 + NEXT() % 5);
+    int first = 1;
+    /* a line item is ~110 bytes; stop while the rest ("]}" and "t","n") fits */
+    while (n + 150 < size - 40 || first) {
+        unsigned price = 199 + NEXT() % 40000;
+        n += sprintf(j + n, "%s{\"sku\":\"SKU-%05u\",\"name\":\"%s\",\"qty\":%u,\"unit_price\":%u.%02u,\"discount\":%u}",
+                     first ? "" : ",", NEXT() % 100000, names[NEXT() % 8], 1 + NEXT() % 4, price / 100, price % 100,
+                     NEXT() % 3 ? 0 : 5 + NEXT() % 20);
+        first = 0;
+    }
+#undef NEXT
+    n += sprintf(j + n, "],\"total\":%u.%02u}", 100 + (unsigned)size % 900, (unsigned)size % 100);
+    P.json = j;
+    P.json_len = n;
+}
+
 static void publish_one(pubconn_t *c, uint64_t t_data)
 {
     int64_t n = ++P.n_sent;
@@ -1699,14 +1799,23 @@ static void publish_one(pubconn_t *c, uint64_t t_data)
     } else {
         pre = sprintf(b, "{\"channel\":\"%s\",\"data\":", O.channel);
     }
-    int dl = sprintf(b + pre, "{\"t\":%" PRIu64 ",\"n\":%" PRId64 ",\"pad\":\"", t_data, n);
-    int pad = O.size - dl - 2; /* data JSON = dl + pad + `"}` */
-    if (pad < 0)
-        pad = 0;
-    memset(b + pre + dl, 'x', (size_t)pad);
-    int bl = pre + dl + pad;
-    memcpy(b + bl, "\"}}", 3);
-    bl += 3;
+    int bl;
+    if (O.json) {
+        int dl = sprintf(b + pre, "{\"t\":%" PRIu64 ",\"n\":%" PRId64 ",", t_data, n);
+        memcpy(b + pre + dl, P.json, (size_t)P.json_len);
+        bl = pre + dl + P.json_len;
+        memcpy(b + bl, "}}", 2);
+        bl += 2;
+    } else {
+        int dl = sprintf(b + pre, "{\"t\":%" PRIu64 ",\"n\":%" PRId64 ",\"pad\":\"", t_data, n);
+        int pad = O.size - dl - 2; /* data JSON = dl + pad + `"}` */
+        if (pad < 0)
+            pad = 0;
+        memset(b + pre + dl, 'x', (size_t)pad);
+        bl = pre + dl + pad;
+        memcpy(b + bl, "\"}}", 3);
+        bl += 3;
+    }
     int hl = snprintf(hdr, sizeof hdr,
                       "POST %s HTTP/1.1\r\n"
                       "Host: %s:%d\r\n"
@@ -2193,7 +2302,8 @@ static void report(void)
         ADD(deliveries); ADD(deliveries_hist); ADD(stalled_deliveries); ADD(gaps); ADD(reorders);
         ADD(unparsed); ADD(welcome); ADD(subscribed); ADD(error_frames); ADD(other_text);
         ADD(continuation); ADD(binary); ADD(pings); ADD(pongs_rx); ADD(proto_err); ADD(masked);
-        ADD(big_frames); ADD(bytes_in); ADD(reads); ADD(open_end); ADD(open_nonstalled_end);
+        ADD(big_frames); ADD(bytes_in); ADD(reads); ADD(text_frames); ADD(text_wire_bytes);
+        ADD(compressed); ADD(inflate_err); ADD(open_end); ADD(open_nonstalled_end);
         ADD(behind_conns); ADD(behind_msgs); ADD(deliveries_window);
         ADD(ack_conns); ADD(acks_sent); ADD(dups); ADD(untracked_channels);
 #undef ADD
@@ -2316,6 +2426,10 @@ static void report(void)
            ", masked %" PRIu64 ", bytes in %.1f MB in %" PRIu64 " reads\n",
            a.welcome, a.subscribed, a.error_frames, a.other_text, a.binary, a.continuation, a.pings,
            a.proto_err, a.masked, (double)a.bytes_in / 1e6, a.reads);
+    if (O.deflate || a.compressed)
+        printf("deflate   %" PRIu64 " of %" PRIu64 " text frames compressed (RSV1), %" PRIu64 " did not inflate;"
+               " %.0f wire bytes per text frame\n", a.compressed, a.text_frames, a.inflate_err,
+               a.text_frames ? (double)a.text_wire_bytes / (double)a.text_frames : 0.0);
     printf("closes    by server %" PRIu64 " codes %s; eof without close %" PRIu64 ", reset %" PRIu64
            ", read errors %" PRIu64 "; non-stalled closed %" PRIu64 "; open at end %" PRIu64 "\n",
            a.server_closes, closes, a.eof_closes, a.reset_closes, a.read_errors, a.closed_nonstalled,
@@ -2368,7 +2482,8 @@ static void report(void)
            " sched_lag_p99_us=%.0f pub_rtt_p99_us=%.0f lg_qdelay_p50_us=%.0f lg_qdelay_p99_us=%.0f server_exited=%d"
            " other_cpu_pct=%.0f steal_pct=%.0f softirq_pct=%.0f path=%s pub_path=%s ack_conns=%" PRIu64
            " ack_every=%d acks=%" PRIu64 " dups=%" PRIu64
-           " servers=%d handshakes_per_s=%.0f ksock_slab_kb_delta=%ld ksock_bytes_per_conn=%.0f tcp_buf_bytes_per_conn=%.0f\n",
+           " servers=%d handshakes_per_s=%.0f ksock_slab_kb_delta=%ld ksock_bytes_per_conn=%.0f tcp_buf_bytes_per_conn=%.0f"
+           " text_frames=%" PRIu64 " wire_bytes_per_text_frame=%.0f compressed_frames=%" PRIu64 " inflate_errors=%" PRIu64 "\n",
            O.label[0] ? O.label : "-", mode_name[O.mode], O.conns, P.K, O.size, O.rate, O.duration,
            O.stall_pct, O.users, a.welcomed, a.failed, (double)(P.t_ready - P.t_start) / 1e9, P.pub_ok,
            pub_per_s, P.pub_err + P.pub_lost, a.deliveries, dps, p50, p90, p99, p999, pmax, a.gaps,
@@ -2380,7 +2495,8 @@ static void report(void)
            (double)h_pct(&a.qdelay, 0.5) / us, (double)h_pct(&a.qdelay, 0.99) / us, srv_gone,
            other_pct, steal_pct, irq_pct, O.path, O.pub_path, a.ack_conns, O.ack_every, a.acks_sent, a.dups,
            O.nports, hs_per_s, ksock_ok ? P.s_loaded.sock_slab_kb - P.s_base.sock_slab_kb : -1L, ksock_per_conn,
-           tcpbuf_per_conn);
+           tcpbuf_per_conn, a.text_frames, a.text_frames ? (double)a.text_wire_bytes / (double)a.text_frames : 0.0,
+           a.compressed, a.inflate_err);
     fflush(stdout);
 }
 
@@ -2673,6 +2789,8 @@ static void usage(void)
 "  --procs K          worker processes holding the connections (0 = as the fd limit needs)\n"
 "  --duration S       measured seconds (10)       --warmup S   seconds not in the histogram (0)\n"
 "  --size B           bytes of each message's data JSON (100)\n"
+"  --json             data is a realistic JSON order of about --size bytes, not an 'x' pad\n"
+"  --deflate          offer permessage-deflate; inflate compressed (RSV1) frames\n"
 "  --rate R           messages/s, 0 = max the subscribers keep up with (0)\n"
 "  --stall PCT        percent of connections that stop reading after the welcome (0)\n"
 "  --users U          unicast: users u0..u<U-1>; connection i is user u<i%%U> (default conns)\n"
@@ -2711,7 +2829,7 @@ int main(int argc, char **argv)
         {"stall-drain", 1, 0, 15}, {"server-pid", 1, 0, 16}, {"label", 1, 0, 17},
         {"quiet", 0, 0, 'q'}, {"free-port", 0, 0, 18}, {"wait-health", 1, 0, 19},
         {"self-test", 0, 0, 20}, {"ack-every", 1, 0, 21}, {"ack-flush", 1, 0, 22}, {"ports", 1, 0, 23},
-        {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+        {"deflate", 0, 0, 24}, {"json", 0, 0, 25}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
     int o;
     double wait_s = -1;
     int want_free_port = 0;
@@ -2759,6 +2877,8 @@ int main(int argc, char **argv)
         case 21: O.ack_every = (int)arg_int("ack-every", optarg); break;
         case 22: O.ack_flush = arg_num("ack-flush", optarg); break;
         case 23: O.nports = int_list("ports", optarg, O.ports); break;
+        case 24: O.deflate = 1; break;
+        case 25: O.json = 1; break;
         default: usage();
         }
     }
@@ -2897,6 +3017,8 @@ int main(int argc, char **argv)
         P.pc[j].ring = calloc((size_t)O.window, sizeof(inflight_t));
     }
     P.body = malloc((size_t)O.size + 512);
+    if (O.json)
+        make_json(O.size);
     ev_timer_init(&P.report_timer, report_cb, 1.0, 1.0);
     ev_timer_start(P.loop, &P.report_timer);
     P.phase = PH_CONNECT;

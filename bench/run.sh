@@ -150,7 +150,9 @@ unicast-10k-lua-max-r1|--mode unicast --conns 10000 --users 10000 --rate 0 --dur
 unicast-10k-bare-max-r2|--mode unicast --conns 10000 --users 10000 --rate 0 --duration 8 --warmup 1 --path /ws --pub-path /publish|
 unicast-10k-lua-max-r2|--mode unicast --conns 10000 --users 10000 --rate 0 --duration 8 --warmup 1 --path /ws/lua --pub-path /publish/lua|
 unicast-10k-bare-max-r3|--mode unicast --conns 10000 --users 10000 --rate 0 --duration 8 --warmup 1 --path /ws --pub-path /publish|
-unicast-10k-lua-max-r3|--mode unicast --conns 10000 --users 10000 --rate 0 --duration 8 --warmup 1 --path /ws/lua --pub-path /publish/lua|"
+unicast-10k-lua-max-r3|--mode unicast --conns 10000 --users 10000 --rate 0 --duration 8 --warmup 1 --path /ws/lua --pub-path /publish/lua|
+broadcast-2k-json1k-plain|--mode broadcast --conns 2000 --rate 25 --duration 8 --warmup 1 --json --size 1000 --deflate --path /ws|
+broadcast-2k-json1k-deflate|--mode broadcast --conns 2000 --rate 25 --duration 8 --warmup 1 --json --size 1000 --deflate --path /ws/deflate|"
 fi
 
 # Snapshot what the server runs (binary, lua/, plugins/, the config) so edits or
@@ -305,6 +307,19 @@ compare() {
       # is the figure to quote on this noisy machine
       mr = median(ratios, npairs); mc = median(cpcts, npairs)
       printf "\nPlugin cost, median of %d alternating pairs: the Lua chain keeps %.2f of bare throughput (costs %.0f%%; target under 10%%); server CPU per delivery %+.0f%%.\n", npairs, mr, (1 - mr) * 100, mc
+    }
+    for (i = 1; i <= n; i++) {
+      b = seen[i]
+      if (b !~ /-json1k-plain$/) continue
+      s = b; sub(/-plain$/, "-deflate", s)
+      if (!((s, "wire_bytes_per_text_frame") in r) || r[b, "wire_bytes_per_text_frame"] + 0 <= 0) continue
+      cb = r[b, "srv_cpu_s_per_M"] + 0; cl = r[s, "srv_cpu_s_per_M"] + 0
+      cpct = 0
+      if (cb > 0) cpct = (cl / cb - 1) * 100
+      printf "\nCompression (%s vs %s, the same ~1 KB JSON order broadcast; both clients offer permessage-deflate, only the second route takes it): %s vs %s wire bytes per text frame = %.2f of plain; %s of %s frames compressed; server cpu-s per M deliveries %.2f vs %.2f (%+.0f%%).%s\n",
+        s, b, r[s, "wire_bytes_per_text_frame"], r[b, "wire_bytes_per_text_frame"],
+        r[s, "wire_bytes_per_text_frame"] / r[b, "wire_bytes_per_text_frame"], r[s, "compressed_frames"], r[s, "text_frames"],
+        cl, cb, cpct, disturbed(s, b)
     }
     target("idle-100k-6nodes", "rss_per_conn_bytes", "server RSS per idle connection at 100k", " B", "at most 1024 B", "<=", 1024)
     target("idle-100k-6nodes", "welcomed", "connections held", "", "100000, no failed handshake", ">=", 100000)

@@ -54,6 +54,11 @@ return {
       -- servers) are not affected. "*" lets every page in: only for token
       -- auth that a browser never sends on its own (no cookies).
       origins = { "http://127.0.0.1:8000", "http://localhost:8000" },
+      -- Compress messages of 256 bytes or more for clients that offer
+      -- permessage-deflate (browsers do): once per message, shared by every
+      -- such connection (docs/operations.md, Compression). Or
+      -- { threshold = BYTES, level = 1..9 }.
+      permessage_deflate = true,
       plugins = {
         { name = "auth_token", config = {
             tokens = {

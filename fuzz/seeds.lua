@@ -220,3 +220,22 @@ return {
 ]],
 }
 for name, bytes in pairs(config) do write("config", name, bytes) end
+
+---------------------------------------------------------------------------
+-- deflate: 'n' + a Sec-WebSocket-Extensions offer, or any other byte + a
+-- compressed message (raw deflate, RFC 7692: the 00 00 ff ff tail dropped)
+---------------------------------------------------------------------------
+package.path = "spec/?.lua;" .. package.path
+local zlib = require "helpers.zlib"
+local deflate = {
+  ["offer-chromium"] = "npermessage-deflate; client_max_window_bits",
+  ["offer-two"] = "npermessage-deflate; server_max_window_bits=10, permessage-deflate; client_no_context_takeover",
+  ["offer-quoted"] = 'npermessage-deflate; client_max_window_bits="15"; server_no_context_takeover',
+  ["offer-bad"] = "npermessage-deflate; client_max_window_bits=16; x=1, x-webkit-deflate-frame",
+  ["msg-subscribe"] = "m" .. zlib.deflate('{"type":"subscribe","channel":"news"}'),
+  ["msg-final-block"] = "m" .. zlib.deflate('{"type":"ack","channel":"news","seq":3}', { final = true }),
+  ["msg-bomb"] = "m" .. zlib.deflate(("{"):rep(100000)),
+  ["msg-empty"] = "m\0",
+  ["msg-garbage"] = "m\255\255\255\255garbage",
+}
+for name, bytes in pairs(deflate) do write("deflate", name, bytes) end

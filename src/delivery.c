@@ -97,7 +97,7 @@ static void got_batch(mp_store *st, int status, const mp_store_history *h, void 
     size_t pause_at = mp.cfg.max_outbound_bytes / 2;
     size_t i = 0;
     for (; i < h->count && r->c->out.bytes < pause_at; i++) {
-        if (mp_conn_send(r->c, h->items[i].frame) < 0)
+        if (mp_conn_send(r->c, mp_ws_wire_frame(r->c, h->items[i].frame)) < 0)
             return;
         r->last = h->items[i].seq;
         r->count++;

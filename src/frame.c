@@ -13,6 +13,7 @@ mp_frame *mp_frame_new(size_t cap)
         return NULL;
     f->refs = 1;
     f->published = 0;
+    f->deflated = NULL;
     f->off = 0;
     f->len = 0;
     f->cap = (uint32_t)cap;
@@ -31,8 +32,10 @@ mp_frame *mp_frame_copy(const void *data, size_t len)
 
 void mp_frame_unref(mp_frame *f)
 {
-    if (f && --f->refs == 0)
+    if (f && --f->refs == 0) {
+        mp_frame_unref(f->deflated);   /* never has one of its own: one level deep */
         free(f);
+    }
 }
 
 size_t mp_ws_header(uint8_t *out, int opcode, uint64_t len)

@@ -22,6 +22,7 @@ typedef struct mp_frame {
     uint32_t len;
     uint32_t cap;        /* bytes allocated for data */
     double published;    /* message frames: when published (wall clock s, clock.h); 0 otherwise */
+    struct mp_frame *deflated;  /* its permessage-deflate form, made on first need (deflate.h); owned */
     uint8_t data[];
 } mp_frame;
 

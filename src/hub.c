@@ -178,7 +178,7 @@ static uint32_t fanout(mp_channel *ch, uint64_t seq, const char *id, const char 
                 continue;
             }
         }
-        if (mp_conn_send(c, send) == 0) {
+        if (mp_conn_send(c, mp_ws_wire_frame(c, send)) == 0) {
             recipients++;
             if (s->tracks_acks && seq > s->sent_seq) {
                 s->sent_seq = seq;

@@ -77,6 +77,9 @@ int read_routes(mp_config *cfg)
         r->ack_jitter = num_field(t, NULL, "ack_jitter");
         r->ack_max_tries = (int)num_field(t, NULL, "ack_max_tries");
         r->cors = read_cors(t);
+        r->deflate = bool_field(t, "deflate");
+        r->deflate_threshold = (int)num_field(t, NULL, "deflate_threshold");
+        r->deflate_level = (int)num_field(t, NULL, "deflate_level");
         for (size_t h = 0; h < sizeof hooks / sizeof hooks[0]; h++)
             if (bool_field(t, hooks[h].name))
                 r->hooks |= hooks[h].flag;

@@ -9,6 +9,7 @@
 
 #include "buf.h"
 #include "clock.h"
+#include "deflate.h"
 #include "hub.h"
 #include "lua_host.h"
 #include "procstat.h"
@@ -234,6 +235,11 @@ static void render(mp_buf *t)
     counter(t, "moonpush_messages_replayed_total", "message frames sent from history (resume, resend)", s->messages_replayed);
     counter(t, "moonpush_messages_acked_total", "acks received", s->acks);
     counter(t, "moonpush_messages_resent_total", "message frames resent for want of an ack", s->resends);
+    const mp_deflate_stats *z = &mp_deflate_stats_now;
+    counter(t, "moonpush_deflate_frames_total", "compressed frames made (permessage-deflate; one per message, shared)", z->frames);
+    counter(t, "moonpush_deflate_bytes_in_total", "payload bytes of the messages compressed", z->bytes_in);
+    counter(t, "moonpush_deflate_bytes_out_total", "their compressed payload bytes", z->bytes_out);
+    counter(t, "moonpush_inflated_messages_total", "compressed client messages inflated", z->inflated);
     head(t, "moonpush_messages_dropped_total", "counter", "message frames not delivered, by reason");
     mp_buf_printf(t, "moonpush_messages_dropped_total{reason=\"slow_consumer\"} %llu\n", (unsigned long long)s->dropped_slow);
     mp_buf_printf(t, "moonpush_messages_dropped_total{reason=\"format_error\"} %llu\n", (unsigned long long)s->dropped_format);

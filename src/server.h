@@ -39,6 +39,9 @@ typedef struct mp_route {
     double ack_jitter;     /* +- fraction of each wait, so resends don't synchronise */
     int ack_max_tries;     /* sends of an unacked message before close 4004 */
     struct mp_cors *cors;  /* NULL: no CORS headers (cors.h) */
+    int deflate;           /* websocket: permessage-deflate offered to clients (deflate.h) */
+    int deflate_threshold; /* payloads shorter than this go plain */
+    int deflate_level;     /* zlib level 1..9 */
 } mp_route;
 
 /* History limits for channels whose name matches pattern (exact, prefix*, *). */

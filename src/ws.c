@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "deadlines.h"
+#include "deflate.h"
 #include "delivery.h"
 #include "devices.h"
 #include "server.h"
@@ -62,6 +63,27 @@ void send_error(mp_conn *c, const char *code, const char *message, const char *c
 }
 
 /* ---- accessors for the hub and events ------------------------------------ */
+
+mp_frame *mp_ws_wire_frame(mp_conn *c, mp_frame *f)
+{
+    const mp_ws *ws = c->ws;
+    if (!ws || !ws->deflate)
+        return f;
+    /* A route a reload removed, or that no longer sets permessage_deflate,
+     * leaves its connections (which negotiated it) with the defaults. */
+    int threshold = MP_DEFLATE_THRESHOLD, level = MP_DEFLATE_LEVEL;
+    if (ws->route_index >= 0 && ws->route_index < mp.cfg.nroutes && mp.cfg.routes[ws->route_index].deflate) {
+        const mp_route *r = &mp.cfg.routes[ws->route_index];
+        threshold = r->deflate_threshold;
+        level = r->deflate_level;
+    }
+    size_t plen;
+    mp_ws_frame_payload(f, &plen);
+    if (plen < (size_t)threshold)
+        return f;
+    mp_frame *z = mp_deflate_frame(f, level);
+    return z ? z : f;
+}
 
 const char *mp_ws_kind(const mp_conn *c)
 {
@@ -130,6 +152,7 @@ void mp_ws_free_all(void)
 {
     mp_devices_free(&devices);
     mp_deadlines_stop();
+    mp_deflate_free_all();
 }
 
 void mp_ws_remap_routes(const int *map)

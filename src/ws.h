@@ -59,6 +59,11 @@ void mp_ws_continue_replays(mp_conn *c);
 /* After a config reload: map[old route index] = new index, or -1. */
 void mp_ws_remap_routes(const int *map);
 
+/* The frame c gets for the shared message frame f: f itself, or on a
+ * connection that negotiated permessage-deflate and for a payload at its
+ * route's threshold or above, f's compressed form (made once, shared). */
+mp_frame *mp_ws_wire_frame(mp_conn *c, mp_frame *f);
+
 /* Queues a text frame holding len bytes of text (copied). */
 void mp_ws_send_text(mp_conn *c, const char *text, size_t len);
 

@@ -16,6 +16,7 @@
 #include <sys/socket.h>
 
 #include "deadlines.h"
+#include "deflate.h"
 #include "delivery.h"
 #include "devices.h"
 #include "hub.h"
@@ -248,10 +249,14 @@ void mp_ws_handshake(mp_http_req *req, const uint8_t *rest, size_t rest_len)
         mp_http_error(c, 503, "unavailable", "server out of memory");
         return;
     }
-    char head[256];
+    char ext[128] = "";
+    ws->deflate = route->deflate &&
+                  mp_deflate_negotiate(mp_http_header_get(req, "sec-websocket-extensions"), ext, sizeof ext);
+    char head[384];
     int n = snprintf(head, sizeof head,
                      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                     "Sec-WebSocket-Accept: %s\r\n\r\n", accept);
+                     "Sec-WebSocket-Accept: %s\r\n%s%s%s\r\n", accept,
+                     ws->deflate ? "Sec-WebSocket-Extensions: " : "", ext, ws->deflate ? "\r\n" : "");
     mp_frame *f = mp_frame_copy(head, (size_t)n);
     if (!f) {
         mp_deadlines_remove(&ws->expiry);

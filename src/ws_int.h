@@ -39,8 +39,10 @@ typedef struct mp_ws {
     mp_conn *conn;
     uint16_t nsubs;                 /* subscriptions besides user:<id> */
     int16_t route_index;            /* the route it connected through; -1 if gone */
-    uint8_t in_recv;                /* wslay_event_recv is on the stack */
-    uint8_t detached;               /* the connection let go while in_recv */
+    /* One byte of flags: a byte more would cost 8 per connection (padding). */
+    uint8_t in_recv : 1;            /* wslay_event_recv is on the stack */
+    uint8_t detached : 1;           /* the connection let go while in_recv */
+    uint8_t deflate : 1;            /* permessage-deflate negotiated (deflate.h) */
     uint16_t device_tag;            /* of its (user, device) hash: index probes compare it first */
     mp_deadline expiry;             /* when the identity expires (on the heap only if it does) */
     mp_identity ident;              /* strings in data[] below; no subscribe list */

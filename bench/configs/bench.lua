@@ -21,6 +21,8 @@
 --                 ack, unacked messages are resent (scenario 4)
 --   /ws/lua       bench_auth (bench/plugins: the token worked out in Lua) +
 --                 format_json (a format hook: one call per message per route)
+--   /ws/deflate   /ws with permessage_deflate = true (threshold 256 B, level 6):
+--                 loadgen --deflate against /ws is the compression pair
 --   /publish      auth_token; no per-message Lua
 --   /publish/lua  auth_token + route_default (a route hook: one call per
 --                 message; checks required fields and the data size)
@@ -72,6 +74,12 @@ return {
     {
       path = "/ws",
       type = "websocket",
+      plugins = { { name = "auth_token", config = { tokens = tokens } } },
+    },
+    {
+      path = "/ws/deflate",
+      type = "websocket",
+      permessage_deflate = true,
       plugins = { { name = "auth_token", config = { tokens = tokens } } },
     },
     {

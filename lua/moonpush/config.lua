@@ -41,7 +41,8 @@ local TOP_KEYS = { listen = true, max_connections = true, limits = true, timeout
                    plugin_dir = true, plugin_path = true, plugin_budget = true, routes = true,
                    history = true, admin = true, log = true, pid_file = true }
 local ROUTE_KEYS = { path = true, type = true, plugins = true, budget = true, acks = true,
-                     duplicate_devices = true, cors = true, anonymous = true, origins = true }
+                     duplicate_devices = true, cors = true, anonymous = true, origins = true,
+                     permessage_deflate = true }
 -- Routes that hand out or take channel data: without an auth plugin anyone
 -- could publish to (or read) every channel, so that must be asked for.
 local ANONYMOUS_TYPES = { publish = true, history = true, presence = true }
@@ -207,6 +208,32 @@ local function check_origins(where, r)
   return set
 end
 
+-- permessage_deflate = true or { threshold = BYTES, level = 1..9 } on
+-- websocket routes (docs/protocol.md, "Compression"). Returns the settings
+-- (nil when off), or nil, err.
+local DEFLATE_DEFAULTS = { threshold = 256, level = 6 }
+local function check_deflate(where, r)
+  local d = r.permessage_deflate
+  if d == nil or d == false then return nil end
+  where = where .. ".permessage_deflate"
+  if r.type ~= "websocket" then return nil, where .. " applies to websocket routes only" end
+  if d == true then d = {} end
+  if type(d) ~= "table" then return nil, where .. " must be true, false or { threshold = BYTES, level = 1..9 }" end
+  local bad = unknown_key(d, DEFLATE_DEFAULTS, where .. ".")
+  if bad then return nil, bad end
+  local out = {}
+  for k, default in pairs(DEFLATE_DEFAULTS) do
+    local v = d[k]
+    if v == nil then v = default end
+    local lo, hi = k == "level" and 1 or 0, k == "level" and 9 or 16777216
+    if type(v) ~= "number" or v ~= math.floor(v) or v < lo or v > hi then
+      return nil, format("%s.%s must be an integer from %d to %d, got %s", where, k, lo, hi, tostring(d[k]))
+    end
+    out[k] = v
+  end
+  return out
+end
+
 local function check_route(i, r, plugin_dirs)
   local where = format("routes[%d]", i)
   if type(r) ~= "table" then return nil, where .. " must be a table" end
@@ -267,6 +294,8 @@ local function check_route(i, r, plugin_dirs)
   if dup ~= "replace" and dup ~= "allow" then
     return nil, where .. ".duplicate_devices must be \"replace\" or \"allow\""
   end
+  local deflate, derr = check_deflate(where, r)
+  if derr then return nil, derr end
   local cors
   if r.cors ~= nil then
     cors, err = check_cors(r.cors, r.type, where)
@@ -274,7 +303,7 @@ local function check_route(i, r, plugin_dirs)
   end
   return { path = path, type = r.type, chain = chain, has_auth = chain.has_auth, budget = r.budget,
            acks = acks, allow_duplicates = dup == "allow", cors = cors, anonymous = r.anonymous == true,
-           origins = origins }
+           origins = origins, deflate = deflate }
 end
 
 -- history = { max_messages, max_age_ms, ..., channels = { { pattern, max_messages, max_age_ms } } }

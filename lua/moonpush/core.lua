@@ -269,7 +269,9 @@ function _M.routes_for_c()
                on_connect = h.on_connect, on_close = h.on_close, on_message = h.on_message,
                on_ack = h.on_ack,
                cors_origins = r.cors and r.cors.origins, cors_headers = r.cors and r.cors.headers,
-               cors_max_age = r.cors and r.cors.max_age }
+               cors_max_age = r.cors and r.cors.max_age,
+               deflate = r.deflate ~= nil, deflate_threshold = r.deflate and r.deflate.threshold,
+               deflate_level = r.deflate and r.deflate.level }
   end
   return out
 end
