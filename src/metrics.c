@@ -10,6 +10,8 @@
 #include "buf.h"
 #include "clock.h"
 #include "deflate.h"
+#include "delivery.h"
+#include "histogram.h"
 #include "hub.h"
 #include "lua_host.h"
 #include "procstat.h"
@@ -17,17 +19,7 @@
 #include "store.h"
 #include "ws.h"
 
-static const double bucket_bounds[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
-                                       0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
-#define NBUCKETS (sizeof bucket_bounds / sizeof bucket_bounds[0])
-
-typedef struct histogram {
-    uint64_t counts[NBUCKETS + 1];   /* the last one is +Inf */
-    uint64_t n;
-    double sum;
-} histogram;
-
-static histogram deliver_latency, ack_latency;
+static mp_histogram deliver_latency;
 static uint64_t delivered;
 
 static struct {
@@ -58,18 +50,6 @@ void mp_metrics_denied(const char *route_path, int status)
         c->auth_denials++;
 }
 
-static void observe(histogram *h, double v)
-{
-    if (v < 0)
-        v = 0;
-    size_t i = 0;
-    while (i < NBUCKETS && v > bucket_bounds[i])
-        i++;
-    h->counts[i]++;
-    h->n++;
-    h->sum += v;
-}
-
 /* The time the last writev finished, read once per writev that completed a
  * message frame (not once per frame, nor per recipient): frames completed by
  * one writev were all written at that moment. ev_now would not do: a frame
@@ -85,13 +65,8 @@ void mp_metrics_written(const mp_frame *f)
             written_at = mp_clock_wall();
         }
         delivered++;
-        observe(&deliver_latency, written_at - f->published);
+        mp_histogram_observe(&deliver_latency, written_at - f->published);
     }
-}
-
-void mp_metrics_ack_latency(double seconds)
-{
-    observe(&ack_latency, seconds);
 }
 
 /* ---- exposition --------------------------------------------------------- */
@@ -113,15 +88,15 @@ static void gauge(mp_buf *t, const char *name, const char *help, double v)
     mp_buf_printf(t, "%s %.17g\n", name, v);
 }
 
-static void histogram_text(mp_buf *t, const char *name, const char *help, const histogram *h)
+static void histogram_text(mp_buf *t, const char *name, const char *help, const mp_histogram *h)
 {
     head(t, name, "histogram", help);
     uint64_t cum = 0;
-    for (size_t i = 0; i < NBUCKETS; i++) {
+    for (size_t i = 0; i < MP_HISTOGRAM_BUCKETS; i++) {
         cum += h->counts[i];
-        mp_buf_printf(t, "%s_bucket{le=\"%g\"} %llu\n", name, bucket_bounds[i], (unsigned long long)cum);
+        mp_buf_printf(t, "%s_bucket{le=\"%g\"} %llu\n", name, mp_histogram_bounds[i], (unsigned long long)cum);
     }
-    cum += h->counts[NBUCKETS];
+    cum += h->counts[MP_HISTOGRAM_BUCKETS];
     mp_buf_printf(t, "%s_bucket{le=\"+Inf\"} %llu\n%s_sum %.9g\n%s_count %llu\n", name, (unsigned long long)cum, name,
         h->sum, name, (unsigned long long)h->n);
 }
@@ -259,7 +234,7 @@ static void render(mp_buf *t)
     counter(t, "moonpush_publish_refused_total", "messages the store refused (history.max_channels, max_bytes, unreachable): answered 503, sent to nobody", s->publishes_refused);
     counter(t, "moonpush_history_expired_total", "messages aged out of history", ss.expired);
     histogram_text(t, "moonpush_publish_to_deliver_seconds", "from publish until the frame was written to a socket", &deliver_latency);
-    histogram_text(t, "moonpush_publish_to_ack_seconds", "from publish until the device acked it", &ack_latency);
+    histogram_text(t, "moonpush_publish_to_ack_seconds", "from publish until the device acked it", &mp_delivery_ack_latency);
     plugin_counters(t);
     head(t, "moonpush_reloads_total", "counter", "config and plugin reloads, by result");
     mp_buf_printf(t, "moonpush_reloads_total{result=\"ok\"} %llu\n", (unsigned long long)s->reloads);

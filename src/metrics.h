@@ -32,9 +32,6 @@ void mp_metrics_denied(const char *route_path, int status);
  * and feed the publish-to-deliver histogram. */
 void mp_metrics_written(const mp_frame *f);
 
-/* An ack arrived, `seconds` after the acked message was published. */
-void mp_metrics_ack_latency(double seconds);
-
 /* GET on a `metrics` route. */
 void mp_metrics_handle(mp_http_req *req);
 
