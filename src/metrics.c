@@ -8,7 +8,6 @@
 #include <string.h>
 
 #include "buf.h"
-#include "clock.h"
 #include "deflate.h"
 #include "delivery.h"
 #include "histogram.h"
@@ -19,8 +18,6 @@
 #include "store.h"
 #include "ws.h"
 
-static mp_histogram deliver_latency;
-static uint64_t delivered;
 
 static struct {
     char path[64];
@@ -48,25 +45,6 @@ void mp_metrics_denied(const char *route_path, int status)
         c->ratelimit_denials++;
     else if (status == 401 || status == 403)
         c->auth_denials++;
-}
-
-/* The time the last writev finished, read once per writev that completed a
- * message frame (not once per frame, nor per recipient): frames completed by
- * one writev were all written at that moment. ev_now would not do: a frame
- * published and written in the same loop iteration would measure 0. */
-static double written_at;
-static uint64_t written_at_call = UINT64_MAX;
-
-void mp_metrics_written(const mp_frame *f)
-{
-    if (f->published > 0) {
-        if (written_at_call != mp.stats.writev_calls) {
-            written_at_call = mp.stats.writev_calls;
-            written_at = mp_clock_wall();
-        }
-        delivered++;
-        mp_histogram_observe(&deliver_latency, written_at - f->published);
-    }
 }
 
 /* ---- exposition --------------------------------------------------------- */
@@ -206,7 +184,7 @@ static void render(mp_buf *t)
     route_counters(t);
     counter(t, "moonpush_messages_published_total", "messages published", s->messages_published);
     counter(t, "moonpush_messages_queued_total", "message frames queued to connections (one per recipient)", s->frames_queued);
-    counter(t, "moonpush_messages_delivered_total", "message frames completely written to a socket", delivered);
+    counter(t, "moonpush_messages_delivered_total", "message frames completely written to a socket", mp_net_delivered);
     counter(t, "moonpush_messages_replayed_total", "message frames sent from history (resume, resend)", s->messages_replayed);
     counter(t, "moonpush_messages_acked_total", "acks received", s->acks);
     counter(t, "moonpush_messages_resent_total", "message frames resent for want of an ack", s->resends);
@@ -233,7 +211,7 @@ static void render(mp_buf *t)
     counter(t, "moonpush_history_trimmed_total", "messages dropped from history for their channel's max_messages", ss.trimmed);
     counter(t, "moonpush_publish_refused_total", "messages the store refused (history.max_channels, max_bytes, unreachable): answered 503, sent to nobody", s->publishes_refused);
     counter(t, "moonpush_history_expired_total", "messages aged out of history", ss.expired);
-    histogram_text(t, "moonpush_publish_to_deliver_seconds", "from publish until the frame was written to a socket", &deliver_latency);
+    histogram_text(t, "moonpush_publish_to_deliver_seconds", "from publish until the frame was written to a socket", &mp_net_deliver_latency);
     histogram_text(t, "moonpush_publish_to_ack_seconds", "from publish until the device acked it", &mp_delivery_ack_latency);
     plugin_counters(t);
     head(t, "moonpush_reloads_total", "counter", "config and plugin reloads, by result");

@@ -28,10 +28,6 @@ mp_route_counters *mp_metrics_route(const char *path);
 /* A plugin or auth denial answered on a route: counted by its status. */
 void mp_metrics_denied(const char *route_path, int status);
 
-/* A frame was fully written to a socket: message frames count as delivered
- * and feed the publish-to-deliver histogram. */
-void mp_metrics_written(const mp_frame *f);
-
 /* GET on a `metrics` route. */
 void mp_metrics_handle(mp_http_req *req);
 

@@ -25,6 +25,7 @@
 #include <stdint.h>
 
 #include "frame.h"
+#include "histogram.h"
 #include "outq.h"
 #include "tlist.h"
 
@@ -106,5 +107,10 @@ void mp_net_each_ws(void (*fn)(mp_conn *c, void *arg), void *arg);
 
 /* Frees every connection (exit path). */
 void mp_net_free_all(void);
+
+/* Message frames completely written to a socket, and the seconds from
+ * publish until then (metrics.c shows both). */
+extern uint64_t mp_net_delivered;
+extern mp_histogram mp_net_deliver_latency;
 
 #endif
