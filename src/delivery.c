@@ -219,7 +219,7 @@ static void on_ack_timeout(struct ev_loop *loop, ev_timer *w, int revents)
         mp.stats.ack_timeout_closes++;
         mp_info("ack timeout", "conn=%llu user=%s device=%s tries=%d", (unsigned long long)c->id,
                 a->id->user, a->id->device, a->sends);
-        mp_conn_close_ws(c, 4004, "ack timeout");
+        mp_conn_close_stream(c, 4004, "ack timeout");
         return;
     }
     a->sends++;

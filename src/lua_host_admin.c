@@ -120,7 +120,7 @@ static void kick_one(mp_conn *c, void *arg)
     if (mp_ws_describe(c, &d) < 0)
         return;
     if ((k->user && strcmp(d.user, k->user) == 0) || (!k->user && c->id == k->id)) {
-        mp_conn_close_ws(c, 4003, k->reason);
+        mp_conn_close_stream(c, 4003, k->reason);
         mp.stats.kicks++;
         k->count++;
     }
@@ -165,7 +165,7 @@ static void got_admin_history(mp_store *st, int status, const mp_store_history *
     lua_createtable(l, (int)h->count, 0);
     for (size_t i = 0; i < h->count; i++) {
         size_t len;
-        const uint8_t *p = mp_ws_frame_payload(h->items[i].frame, &len);
+        const uint8_t *p = mp_frame_ws_payload(h->items[i].frame, &len);
         lua_pushlstring(l, (const char *)p, len);
         lua_rawseti(l, -2, (int)i + 1);
     }

@@ -77,7 +77,7 @@ static void close_going_away(mp_conn *c, void *arg)
     int n = snprintf(hint, sizeof hint, "{\"type\":\"reconnect\",\"after_ms\":%ld}",
                      500 + random() % RECONNECT_SPREAD_MS);
     mp_ws_send_text(c, hint, (size_t)n);
-    mp_conn_close_ws(c, 1001, "server shutting down");
+    mp_conn_close_stream(c, 1001, "server shutting down");
 }
 
 /* Exits the loop once every connection has said goodbye, or at the grace limit. */

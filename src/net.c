@@ -94,7 +94,7 @@ static void enter_closing(mp_conn *c)
     mark_dirty(c);
 }
 
-void mp_conn_close_ws(mp_conn *c, uint16_t code, const char *reason)
+void mp_conn_close_stream(mp_conn *c, uint16_t code, const char *reason)
 {
     if (c->state != MP_CONN_WS)
         return;
@@ -102,7 +102,7 @@ void mp_conn_close_ws(mp_conn *c, uint16_t code, const char *reason)
         mp.stats.dropped_slow += mp_outq_drop_unstarted(&c->out);   /* it would never read them */
     if (code)
         c->close_code = code;
-    mp_frame *f = code ? mp_ws_close_frame(code, reason) : NULL;
+    mp_frame *f = code ? mp_frame_ws_close(code, reason) : NULL;
     if (f) {
         mp_outq_push(&c->out, f);
         mp_frame_unref(f);
@@ -226,7 +226,7 @@ static void close_slow(mp_conn *c)
         mp.stats.slow_consumer_closes++;
     mp_info("slow consumer closed", "conn=%llu queued_bytes=%zu code=%u",
             (unsigned long long)c->id, c->out.bytes, code);
-    mp_conn_close_ws(c, code, code == 4001 ? "slow consumer" : "internal error");
+    mp_conn_close_stream(c, code, code == 4001 ? "slow consumer" : "internal error");
     c->flags &= (uint8_t)~MP_CONN_SLOW;
 }
 
@@ -314,7 +314,7 @@ static void on_pong_timeout(mp_tlist *l, mp_tnode *n)
     mp_conn *c = conn_of_tnode(n);
     mp.stats.idle_timeout_closes++;
     mp_info("idle timeout", "conn=%llu remote=%s", (unsigned long long)c->id, mp_conn_remote(c));
-    mp_conn_close_ws(c, 4000, "idle timeout");
+    mp_conn_close_stream(c, 4000, "idle timeout");
 }
 
 /* No progress for LINGER_SECONDS while closing. During a shutdown drain a

@@ -10,7 +10,7 @@
  * iteration leaves in one syscall. A connection has one ev_io: it asks for
  * EV_WRITE only while the kernel pushed back (EAGAIN).
  *
- * Closing: mp_conn_close_ws() queues a close frame and lets the queue drain;
+ * Closing: mp_conn_close_stream() queues a close frame and lets the queue drain;
  * mp_conn_close_after_flush() does the same for an HTTP answer; both then
  * shut down writing and linger briefly to read the peer's remainder, so the
  * last frame is not lost to a reset. mp_conn_abort() drops everything. The
@@ -88,10 +88,11 @@ void mp_net_stop_accepting(void);
  * prepare pass; frames sent to it meanwhile are dropped. Returns 0 if queued. */
 int mp_conn_send(mp_conn *c, mp_frame *f);
 
-/* Sends a close frame with code and reason, then shuts the connection down
- * once the queue is written. Unregisters it from the hub at once. Code 0:
- * the close frame is queued already (wslay answered a client's close). */
-void mp_conn_close_ws(mp_conn *c, uint16_t code, const char *reason);
+/* Closes a streaming (WebSocket) connection: sends a close frame with code
+ * and reason, then shuts the connection down once the queue is written.
+ * Unregisters it from the hub at once. Code 0: the close frame is queued
+ * already (wslay answered a client's close). */
+void mp_conn_close_stream(mp_conn *c, uint16_t code, const char *reason);
 
 /* Stops reading requests; shuts down once the queued answer is written. */
 void mp_conn_close_after_flush(mp_conn *c);

@@ -38,7 +38,7 @@ mp_devices devices = {.view = device_view};
 
 void mp_ws_send_text(mp_conn *c, const char *text, size_t len)
 {
-    mp_frame *f = mp_ws_frame(MP_WS_TEXT, text, len);
+    mp_frame *f = mp_frame_ws(MP_WS_TEXT, text, len);
     if (f) {
         mp_conn_send(c, f);
         mp_frame_unref(f);
@@ -78,7 +78,7 @@ mp_frame *mp_ws_wire_frame(mp_conn *c, mp_frame *f)
         level = r->deflate_level;
     }
     size_t plen;
-    mp_ws_frame_payload(f, &plen);
+    mp_frame_ws_payload(f, &plen);
     if (plen < (size_t)threshold)
         return f;
     mp_frame *z = mp_deflate_frame(f, level);
@@ -171,7 +171,7 @@ static int deadlines_started;
 static void on_token_expired(mp_deadline *d)
 {
     mp_ws *ws = (mp_ws *)(void *)((char *)d - offsetof(mp_ws, expiry));
-    mp_conn_close_ws(ws->conn, 4005, "token expired");   /* a no-op once it is closing */
+    mp_conn_close_stream(ws->conn, 4005, "token expired");   /* a no-op once it is closing */
 }
 
 /* Puts the session's deadline at `expires` (unix seconds; 0: never). */

@@ -131,7 +131,7 @@ static void handle_refresh(mp_conn *c, json_t *root)
     mp_denial deny;
     if (mp_lua_refresh(ws->route_index, &info, token, &id, &deny) < 0) {
         if (deny.status >= 500 && deny.status != 503) {
-            mp_conn_close_ws(c, 1011, "internal error");
+            mp_conn_close_stream(c, 1011, "internal error");
             return;
         }
         send_error(c, deny.code, deny.message, NULL);
@@ -167,7 +167,7 @@ static void handle_plugin_frame(mp_conn *c, const uint8_t *msg, size_t len)
     mp_denial deny;
     if (mp_lua_on_message(c->ws->route_index, &info, (const char *)msg, len, &reply, &deny) < 0) {
         if (deny.status >= 500) {
-            mp_conn_close_ws(c, 1011, "internal error");
+            mp_conn_close_stream(c, 1011, "internal error");
             return;
         }
         send_error(c, deny.code, deny.message, NULL);
@@ -185,7 +185,7 @@ void handle_text(mp_conn *c, const uint8_t *msg, size_t len)
         mp_denial deny;
         if (mp_lua_message_ratelimit(c->ws->route_index, &info, &deny) < 0) {
             if (deny.status >= 500)
-                mp_conn_close_ws(c, 1011, "internal error");
+                mp_conn_close_stream(c, 1011, "internal error");
             else
                 send_error(c, deny.code, deny.message, NULL);
             return;

@@ -145,7 +145,7 @@ static void replace_duplicates(const mp_identity *id, int route_index)
     mp_conn *other;
     while ((other = mp_devices_find(&devices, id->user, id->device, route_index))) {
         mp.stats.replaced_closes++;
-        mp_conn_close_ws(other, 4002, "replaced by a newer connection");   /* leaves the index */
+        mp_conn_close_stream(other, 4002, "replaced by a newer connection");   /* leaves the index */
     }
 }
 

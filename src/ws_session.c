@@ -82,18 +82,18 @@ static int emit_control_frame(wslay_event_context_ptr ctx, mp_conn *c, const uin
     if ((b[0] & 0x0f) == MP_WS_CLOSE && len == 2 && !wslay_event_get_close_received(ctx)) {
         /* wslay closes a framing error (oversized or fragmented control
          * frame, bad opcode) without a code: it is a protocol error. */
-        f = mp_ws_close_frame(1002, close_reason(1002));
+        f = mp_frame_ws_close(1002, close_reason(1002));
     } else if ((b[0] & 0x0f) == MP_WS_CLOSE && is_close_echo(ctx, len >= 4 ? (uint16_t)(b[2] << 8 | b[3]) : 0)) {
         /* The answer to a client's close (wslay echoes the client's code, or
          * none): always 1000 "bye", as docs/protocol.md says. RFC 6455 5.5.1
          * lets the answer carry any code; echoing would send the client's
          * 1001 or 4000 back with our reasons ("server shutting down", "idle
          * timeout") for things that did not happen. */
-        f = mp_ws_close_frame(1000, close_reason(1000));
+        f = mp_frame_ws_close(1000, close_reason(1000));
     } else if ((b[0] & 0x0f) == MP_WS_CLOSE && len >= 4) {
         /* wslay's own close goes out with the documented reason. */
         uint16_t code = (uint16_t)(b[2] << 8 | b[3]);
-        f = mp_ws_close_frame(code, close_reason(code));
+        f = mp_frame_ws_close(code, close_reason(code));
     } else {
         f = mp_frame_copy(b, len);
     }
@@ -177,9 +177,9 @@ static void handle_compressed(wslay_event_context_ptr ctx, mp_conn *c, const uin
         wslay_event_queue_close(ctx, 1009, NULL, 0);
         wslay_event_shutdown_read(ctx);
     } else if (rc == MP_INFLATE_BAD) {
-        mp_conn_close_ws(c, 1007, "bad compressed data");
+        mp_conn_close_stream(c, 1007, "bad compressed data");
     } else {
-        mp_conn_close_ws(c, 1011, "internal error");
+        mp_conn_close_stream(c, 1011, "internal error");
     }
 }
 
@@ -287,7 +287,7 @@ void mp_ws_feed(mp_conn *c, const uint8_t *data, size_t len)
     mp_ws *ws = c->ws;
     mp_tlist_touch(&mp_idle_list, &c->tnode);     /* any byte counts as life */
     if (declares_oversize(ws, data, len)) {
-        mp_conn_close_ws(c, 1009, "message too big");
+        mp_conn_close_stream(c, 1009, "message too big");
         return;
     }
     if (!ws->rd) {
@@ -321,13 +321,13 @@ void mp_ws_feed(mp_conn *c, const uint8_t *data, size_t len)
     if (wslay_event_get_close_sent(rd->wslay)) {
         uint16_t sent = wslay_event_get_status_code_sent(rd->wslay);
         c->close_code = is_close_echo(rd->wslay, sent) ? 1000 : sent;   /* the echo went out as 1000 */
-        mp_conn_close_ws(c, 0, NULL);           /* the close frame is queued */
+        mp_conn_close_stream(c, 0, NULL);           /* the close frame is queued */
         return;
     }
     if (rc != 0) {
         mp_warn("wslay failed", "conn=%llu rc=%d", (unsigned long long)c->id, rc);
-        mp_conn_close_ws(c, rc == WSLAY_ERR_NOMEM ? 1011 : 1002,
-                         rc == WSLAY_ERR_NOMEM ? "internal error" : "protocol error");
+        mp_conn_close_stream(c, rc == WSLAY_ERR_NOMEM ? 1011 : 1002,
+                             rc == WSLAY_ERR_NOMEM ? "internal error" : "protocol error");
         return;
     }
     if (rd->fed == rd->framed && !rd->in_fragment && !wslay_event_want_write(rd->wslay))
@@ -337,7 +337,7 @@ void mp_ws_feed(mp_conn *c, const uint8_t *data, size_t len)
 void mp_ws_ping(mp_conn *c)
 {
     if (!ping_frame)
-        ping_frame = mp_ws_frame(MP_WS_PING, NULL, 0);
+        ping_frame = mp_frame_ws(MP_WS_PING, NULL, 0);
     if (ping_frame)
         mp_conn_send(c, ping_frame);
 }
