@@ -22,7 +22,7 @@ TEST_PKGS := chromium
 CFLAGS  ?= -O2 -g
 MP_CFLAGS = $(CFLAGS) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Isrc \
            $(shell pkg-config --cflags luajit 2>/dev/null)
-LDLIBS  = -lev -lwslay -lhttp_parser -ljansson -lnettle -lcrypto -ledit -lhiredis -lz -lm \
+LDLIBS  = -lev -lwslay -lhttp_parser -ljansson -lnettle -lssl -lcrypto -ledit -lhiredis -lz -lm \
            $(shell pkg-config --libs luajit 2>/dev/null)
 
 SRC     := $(wildcard src/*.c)

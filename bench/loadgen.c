@@ -27,7 +27,10 @@
  *     kernel socket memory (/proc/net/sockstat buffer pages, /proc/slabinfo
  *     socket objects) and its own CPU (getrusage) so a run says which side
  *     was the bottleneck;
- *   - printing a human summary and one "RESULT k=v ..." line for scripts.
+ *   - printing a human summary and one "RESULT k=v ..." line for scripts;
+ *   - --tls-port P: the device connections speak TLS to port P (no
+ *     certificate check), the publisher stays on the plain --port: the
+ *     connect-to-welcome times then include the TLS handshake.
  *
  * Process shape: parent = publisher + aggregator + sampler; workers = device
  * connections. Messages worker->parent: READY (all connections settled),
@@ -47,6 +50,8 @@
 #include <ev.h>
 #include <openssl/evp.h>
 #include <openssl/sha.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -114,6 +119,7 @@ static struct {
     int stall_rcvbuf;
     double stall_drain;
     int quiet;
+    int tls_port;                /* device connections over TLS to this port (0: plain) */
     int ack_every;
     double ack_flush;
     int deflate;                 /* --deflate: offer permessage-deflate, inflate RSV1 frames */
@@ -391,7 +397,7 @@ static void send_msg(int fd, uint32_t type, const void *body, uint32_t len)
 /* ------------------------------------------------------------------ */
 /* worker: WebSocket device connections                                */
 
-enum { CS_IDLE, CS_CONNECTING, CS_HANDSHAKE, CS_OPEN, CS_CLOSED };
+enum { CS_IDLE, CS_CONNECTING, CS_TLS, CS_HANDSHAKE, CS_OPEN, CS_CLOSED };
 
 typedef struct wconn {
     ev_io io;               /* first member: the callback casts back */
@@ -407,6 +413,8 @@ typedef struct wconn {
     int64_t last_n;
     uint8_t acks, nch;      /* welcome said "acks":true; channels tracked */
     struct chst *ch;        /* per channel: seq tracking and ack state, malloc'd */
+    SSL *ssl;               /* --tls-port */
+    uint8_t tls_want;       /* CS_TLS: EV_READ or EV_WRITE the handshake waits for */
 } wconn_t;
 
 /* Per channel of a connection: the highest seq received, which of the 64
@@ -452,6 +460,8 @@ static void conn_set_events(wconn_t *c)
     int want = 0;
     if (c->state == CS_CONNECTING)
         want = EV_WRITE;
+    else if (c->state == CS_TLS)
+        want = c->tls_want;
     else if (c->state == CS_HANDSHAKE || c->state == CS_OPEN) {
         if (!c->paused)
             want |= EV_READ;
@@ -485,11 +495,15 @@ static void conn_close(wconn_t *c)
 {
     if (c->state == CS_CLOSED || c->state == CS_IDLE)
         return;
-    int was_pending = (c->state == CS_CONNECTING || c->state == CS_HANDSHAKE ||
+    int was_pending = (c->state == CS_CONNECTING || c->state == CS_TLS || c->state == CS_HANDSHAKE ||
                        (c->state == CS_OPEN && !c->welcomed));
     if (c->cur_ev)
         ev_io_stop(W.loop, &c->io);
     c->cur_ev = 0;
+    if (c->ssl) {
+        SSL_free(c->ssl);
+        c->ssl = NULL;
+    }
     close(c->io.fd);
     c->io.fd = -1;
     free(c->in);
@@ -516,11 +530,40 @@ static void conn_close(wconn_t *c)
         open_next();
 }
 
+/* send() or SSL_write(), with SSL's "wait" outcomes as EAGAIN. */
+static ssize_t conn_write(wconn_t *c, const void *p, size_t len)
+{
+    if (!c->ssl)
+        return send(c->io.fd, p, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+    ERR_clear_error();
+    int n = SSL_write(c->ssl, p, (int)len);
+    if (n > 0)
+        return n;
+    int e = SSL_get_error(c->ssl, n);
+    errno = (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) ? EAGAIN : ECONNRESET;
+    return -1;
+}
+
+/* recv() or SSL_read(); 0 at EOF or close_notify. */
+static ssize_t conn_recv(wconn_t *c, void *p, size_t len)
+{
+    if (!c->ssl)
+        return recv(c->io.fd, p, len, 0);
+    ERR_clear_error();
+    int n = SSL_read(c->ssl, p, (int)len);
+    if (n > 0)
+        return n;
+    int e = SSL_get_error(c->ssl, n);
+    if (e == SSL_ERROR_ZERO_RETURN)
+        return 0;
+    errno = (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) ? EAGAIN : ECONNRESET;
+    return -1;
+}
+
 static void conn_flush(wconn_t *c)
 {
     while (c->out_off < c->out_len) {
-        ssize_t n = send(c->io.fd, c->out + c->out_off, c->out_len - c->out_off,
-                         MSG_NOSIGNAL | MSG_DONTWAIT);
+        ssize_t n = conn_write(c, c->out + c->out_off, c->out_len - c->out_off);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -1022,7 +1065,7 @@ static void conn_read(wconn_t *c)
         if (pend)
             memcpy(W.rbuf, c->in, pend);
         size_t cap = RBUF_SZ - pend;
-        ssize_t n = recv(c->io.fd, W.rbuf + pend, cap, 0);
+        ssize_t n = conn_recv(c, W.rbuf + pend, cap);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -1081,9 +1124,33 @@ static void conn_read(wconn_t *c)
             c->in = NULL;
             c->in_len = 0;
         }
-        if ((size_t)n < cap || c->paused)
-            return;
+        if (((size_t)n < cap && !c->ssl) || c->paused)
+            return;   /* TLS: one record per read, read until EAGAIN */
     }
+}
+
+static SSL_CTX *tls_ctx;   /* per worker, --tls-port */
+
+static void send_upgrade(wconn_t *c);
+
+/* Drives SSL_connect; the upgrade request follows once it is done. */
+static void tls_step(wconn_t *c)
+{
+    ERR_clear_error();
+    int rc = SSL_connect(c->ssl);
+    if (rc == 1) {
+        send_upgrade(c);
+        return;
+    }
+    int e = SSL_get_error(c->ssl, rc);
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+        c->tls_want = e == SSL_ERROR_WANT_READ ? EV_READ : EV_WRITE;
+        conn_set_events(c);
+        return;
+    }
+    W.st.connect_fail++;
+    kv_add(&W.st.conn_errno, ECONNREFUSED, 1);
+    conn_close(c);
 }
 
 static void conn_connected(wconn_t *c)
@@ -1098,6 +1165,19 @@ static void conn_connected(wconn_t *c)
         conn_close(c);
         return;
     }
+    if (O.tls_port) {
+        c->ssl = SSL_new(tls_ctx);
+        if (!c->ssl || SSL_set_fd(c->ssl, c->io.fd) != 1)
+            die("SSL_new failed");
+        c->state = CS_TLS;
+        tls_step(c);
+        return;
+    }
+    send_upgrade(c);
+}
+
+static void send_upgrade(wconn_t *c)
+{
     uint8_t key[16];
     for (int i = 0; i < 16; i += 8) {
         uint64_t r = rnd();
@@ -1141,6 +1221,10 @@ static void conn_cb(struct ev_loop *loop, ev_io *w, int revents)
     if (c->state == CS_CONNECTING) {
         if (revents & EV_WRITE)
             conn_connected(c);
+        return;
+    }
+    if (c->state == CS_TLS) {
+        tls_step(c);
         return;
     }
     if (revents & EV_WRITE) {
@@ -1406,8 +1490,14 @@ static void worker_main(int wid, int first, int count, int cmd_fd, int res_fd)
     }
     for (int p = 0; p < O.nports; p++) {
         W.dst[p].sin_family = AF_INET;
-        W.dst[p].sin_port = htons((uint16_t)O.ports[p]);
+        W.dst[p].sin_port = htons((uint16_t)(O.tls_port ? O.tls_port : O.ports[p]));
         inet_pton(AF_INET, O.host, &W.dst[p].sin_addr);
+    }
+    if (O.tls_port) {
+        tls_ctx = SSL_CTX_new(TLS_client_method());
+        if (!tls_ctx)
+            die("SSL_CTX_new failed");
+        SSL_CTX_set_verify(tls_ctx, SSL_VERIFY_NONE, NULL);   /* the bench's self-signed certificate */
     }
     ev_io_init(&W.cmd_io, worker_cmd, cmd_fd, EV_READ);
     ev_io_start(W.loop, &W.cmd_io);
@@ -2810,6 +2900,7 @@ static void usage(void)
 "  --ports P1,P2,..   several independent servers (idle mode): connection i goes to port i %% n\n"
 "  --server-pid PID[,PID..]  sample the server(s)' RSS/CPU from /proc (summed over the list)\n"
 "  --label NAME       name in the RESULT line   --quiet\n"
+"  --tls-port P       device connections over TLS to port P (publisher stays on --port)\n"
 "  --free-port        print a free 127.0.0.1 port and exit\n"
 "  --wait-health S    wait until GET /health answers 200 (exit 1 after S seconds)\n"
 "  --self-test        check the frame reader and histogram offline, exit 0 if they pass\n");
@@ -2829,7 +2920,7 @@ int main(int argc, char **argv)
         {"stall-drain", 1, 0, 15}, {"server-pid", 1, 0, 16}, {"label", 1, 0, 17},
         {"quiet", 0, 0, 'q'}, {"free-port", 0, 0, 18}, {"wait-health", 1, 0, 19},
         {"self-test", 0, 0, 20}, {"ack-every", 1, 0, 21}, {"ack-flush", 1, 0, 22}, {"ports", 1, 0, 23},
-        {"deflate", 0, 0, 24}, {"json", 0, 0, 25}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+        {"tls-port", 1, 0, 26}, {"deflate", 0, 0, 24}, {"json", 0, 0, 25}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
     int o;
     double wait_s = -1;
     int want_free_port = 0;
@@ -2876,6 +2967,7 @@ int main(int argc, char **argv)
         case 20: return self_test();
         case 21: O.ack_every = (int)arg_int("ack-every", optarg); break;
         case 22: O.ack_flush = arg_num("ack-flush", optarg); break;
+        case 26: O.tls_port = (int)arg_int("tls-port", optarg); break;
         case 23: O.nports = int_list("ports", optarg, O.ports); break;
         case 24: O.deflate = 1; break;
         case 25: O.json = 1; break;

@@ -3,6 +3,11 @@
 -- routes; defaults are listed in docs/operations.md.
 return {
   listen = "0.0.0.0:8080",
+  -- Several listeners, some with TLS (https://, wss://; docs/operations.md, TLS):
+  -- listen = {
+  --   "0.0.0.0:8080",
+  --   { addr = "0.0.0.0:8443", tls = { cert = "tls/fullchain.pem", key = "tls/privkey.pem" } },
+  -- },
   max_connections = 10000,   -- keep below `ulimit -n` - 100: the server warns at start if not
   -- pid_file = "moonpush.pid",  -- written once listening, removed at exit; a live
                                  -- moonpush named in it makes a second start refuse

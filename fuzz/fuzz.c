@@ -85,7 +85,7 @@ void fuzz_init(int json_logs)
         fuzz_fail("cannot create the store");
     int listening = -1;
     for (int i = 0; i < 10 && listening < 0; i++) {
-        mp.cfg.listen_port = free_port();
+        mp.cfg.listen_port = mp.cfg.listeners[0].port = free_port();
         listening = mp_net_listen();
     }
     if (listening < 0)

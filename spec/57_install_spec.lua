@@ -11,14 +11,7 @@ local util = require "helpers.util"
 local shq = util.shq
 local ROOT = server.ROOT
 
--- Runs a shell command; returns its output (stdout and stderr) and exit code.
-local function run(cmd)
-  local p = io.popen("(" .. cmd .. ") 2>&1; echo \"__rc=$?\"")
-  local out = p:read("*a")
-  p:close()
-  local rc = tonumber(out:match("__rc=(%d+)%s*$"))
-  return (out:gsub("__rc=%d+%s*$", "")), rc
-end
+local run = util.run
 
 -- make, not the make running `make test`: its jobserver flags stay out.
 -- -o moonpush: install the binary the other specs test, never rebuild it

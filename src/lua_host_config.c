@@ -172,13 +172,42 @@ static void read_limits(int idx, mp_config *cfg)
     cfg->shutdown_grace = num_field(idx, "timeouts", "shutdown_ms") / 1000.0;
 }
 
-/* The top level of the config table at idx: where to listen, the limits. */
+/* listeners = { { host, port, tls = { cert, key } | nil }, ... }, validated
+ * by config.lua (at most MP_MAX_LISTENERS, bounded strings). */
+static void read_listeners(int idx, mp_config *cfg)
+{
+    lua_getfield(L, idx, "listeners");
+    int n = (int)lua_objlen(L, -1);
+    cfg->nlisteners = 0;
+    for (int i = 0; i < n && i < MP_MAX_LISTENERS; i++) {
+        mp_listener_config *l = &cfg->listeners[cfg->nlisteners++];
+        lua_rawgeti(L, -1, i + 1);
+        int t = lua_gettop(L);
+        lua_getfield(L, t, "host");
+        snprintf(l->host, sizeof l->host, "%s", lua_isstring(L, -1) ? lua_tostring(L, -1) : "");
+        lua_pop(L, 1);
+        l->port = (int)num_field(t, NULL, "port");
+        l->cert[0] = l->key[0] = '\0';
+        lua_getfield(L, t, "tls");
+        if (lua_istable(L, -1)) {
+            str_field(t, "tls", "cert", l->cert, sizeof l->cert);
+            str_field(t, "tls", "key", l->key, sizeof l->key);
+        }
+        lua_pop(L, 1);
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+}
+
+/* The top level of the config table at idx: where to listen (listeners,
+ * TLS), the limits. */
 void read_config(int idx, mp_config *cfg)
 {
     lua_getfield(L, idx, "listen_host");
     snprintf(cfg->listen_host, sizeof cfg->listen_host, "%s", lua_tostring(L, -1));
     lua_pop(L, 1);
     cfg->listen_port = (int)num_field(idx, NULL, "listen_port");
+    read_listeners(idx, cfg);
     read_limits(idx, cfg);
 }
 

@@ -38,6 +38,7 @@
 #include "reload.h"
 #include "server.h"
 #include "store.h"
+#include "tls.h"
 #include "ws.h"
 
 #define MOONPUSH_VERSION "0.1.0"
@@ -124,6 +125,7 @@ static int refuse_start(void)
     if (mp.store)
         mp_store_free(mp.store);
     mp.store = NULL;
+    mp_tls_free_all();
     mp_lua_close();
     mp_config_free(&mp.cfg);
     return 1;
@@ -194,7 +196,12 @@ int main(int argc, char **argv)
         mp_error("invalid config", "file=%s error=\"%s\"", config_path, mp_log_q(err));
         return refuse_start();
     }
+    if (mp_tls_load(&mp.cfg, err, sizeof err) < 0) {   /* --check-config checks the TLS files too */
+        mp_error("invalid config", "file=%s error=\"%s\"", config_path, mp_log_q(err));
+        return refuse_start();
+    }
     if (check_only) {
+        mp_tls_free_all();
         printf("%s: ok (%d routes)\n", config_path, mp.cfg.nroutes);
         mp_lua_close();
         mp_config_free(&mp.cfg);
@@ -252,6 +259,7 @@ int main(int argc, char **argv)
     mp_hub_free_all();
     ev_timer_stop(mp.loop, &sweep_timer);
     mp_store_free(mp.store);
+    mp_tls_free_all();
     mp_lua_close();
     mp_config_free(&mp.cfg);
     mp_pidfile_remove();

@@ -17,17 +17,26 @@
 #include "http.h"
 #include "log.h"
 #include "server.h"
+#include "tls.h"
 #include "ws.h"
 
 #define LINGER_SECONDS 2.0   /* a closing peer's FIN, at most; shutdown waits no longer */
 #define ACCEPTS_PER_WAKEUP 64
 #define FLUSH_IOV 64
 #define FLUSH_ROUNDS 4      /* writev calls per connection per iteration */
+#define TLS_RECORD 16384    /* plaintext per SSL_write: one full TLS record */
+#define TLS_READS 4         /* SSL_read calls per wakeup (each a record at most) */
 
 mp_tlist mp_request_list, mp_idle_list, mp_pong_list, mp_linger_list;
 
-static int listen_fd = -1;
-static ev_io accept_watcher;
+/* One per cfg.listeners entry; index is the entry's (tls.h listener i). */
+typedef struct listener {
+    ev_io w;
+    int fd;
+    int index;
+} listener;
+static listener listeners[MP_MAX_LISTENERS];
+static int nlisteners;
 static ev_timer accept_pause;       /* out of file descriptors: retry shortly */
 static int spare_fd = -1;           /* given up to answer 503 when out of fds */
 static ev_tstamp last_emfile_log;
@@ -39,6 +48,14 @@ static uint64_t next_conn_id = 1;
 /* One read buffer for the whole process: data is handed to the HTTP parser or
  * wslay, which keep what they need, before the next read. */
 static uint8_t read_buf[64 * 1024];
+
+_Static_assert(offsetof(mp_conn, io) == 0, "on_io casts the watcher to its connection");
+
+/* The connection's SSL (TLS listener) or NULL, kept in io.data (net.h). */
+static inline SSL *conn_ssl(const mp_conn *c)
+{
+    return c->io.data;
+}
 
 static mp_conn *conn_of_tnode(mp_tnode *n)
 {
@@ -73,6 +90,10 @@ void mp_conn_abort(mp_conn *c)
     detach_session(c);
     ev_io_stop(mp.loop, &c->io);
     mp_tlist_remove(&c->tnode);
+    if (conn_ssl(c)) {
+        mp_tls_free(conn_ssl(c));
+        c->io.data = NULL;
+    }
     close(c->io.fd);
     mp.nconns--;
     c->state = MP_CONN_CLOSING;
@@ -98,8 +119,8 @@ void mp_conn_close_stream(mp_conn *c, uint16_t code, const char *reason)
 {
     if (c->state != MP_CONN_WS)
         return;
-    if (c->flags & MP_CONN_SLOW)
-        mp.stats.dropped_slow += mp_outq_drop_unstarted(&c->out);   /* it would never read them */
+    if (c->flags & MP_CONN_SLOW)   /* it would never read them */
+        mp.stats.dropped_slow += mp_outq_drop_uncommitted(&c->out, conn_ssl(c) ? mp_tls_committed(conn_ssl(c)) : 0);
     if (code)
         c->close_code = code;
     mp_frame *f = code ? mp_frame_ws_close(code, reason) : NULL;
@@ -146,6 +167,8 @@ static void finish_close(mp_conn *c)
 {
     c->flags &= (uint8_t)~MP_CONN_CLOSE_AFTER;
     c->flags |= MP_CONN_WR_SHUT;
+    if (conn_ssl(c))
+        mp_tls_shutdown(conn_ssl(c));   /* close_notify, if the socket takes it now */
     shutdown(c->io.fd, SHUT_WR);
     mp_tlist_touch(&mp_linger_list, &c->tnode);
 }
@@ -184,8 +207,54 @@ static void want_write(mp_conn *c, int on)
     ev_io_start(mp.loop, &c->io);
 }
 
-/* Writes what the kernel takes. Returns -1 if the connection died. */
-static int flush(mp_conn *c)
+/* Copies up to len unsent bytes, head first, into buf. */
+static size_t gather(const mp_outq *q, uint8_t *buf, size_t len)
+{
+    struct iovec iov[FLUSH_IOV];
+    int n = mp_outq_iov(q, iov, FLUSH_IOV);
+    size_t got = 0;
+    for (int i = 0; i < n && got < len; i++) {
+        size_t take = iov[i].iov_len < len - got ? iov[i].iov_len : len - got;
+        memcpy(buf + got, iov[i].iov_base, take);
+        got += take;
+    }
+    return got;
+}
+
+/* The TLS write path: frames are coalesced into one record per SSL_write
+ * (small messages would otherwise cost a record and a syscall each). After
+ * WANT_WRITE the record holds those bytes: they stay queued, unconsumed, and
+ * the retry gathers the same bytes again (maybe more behind them), which
+ * SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER allows. Returns -1 if it died. */
+static int write_tls(mp_conn *c)
+{
+    static uint8_t scratch[TLS_RECORD];   /* refilled before every call: shared */
+    for (int round = 0; round < FLUSH_ROUNDS && !mp_outq_empty(&c->out); round++) {
+        size_t n = gather(&c->out, scratch, sizeof scratch);
+        int w = mp_tls_write(conn_ssl(c), scratch, (int)n);
+        mp.stats.writev_calls++;
+        if (w == MP_TLS_WANT_WRITE || w == MP_TLS_WANT_READ) {
+            mp_tls_set_committed(conn_ssl(c), n);
+            if (w == MP_TLS_WANT_READ)
+                c->tls_flags |= MP_TLS_WRITE_WANTS_READ;
+            break;
+        }
+        if (w < 0) {
+            mp_debug("tls write failed", "conn=%llu remote=%s reason=\"%s\"", (unsigned long long)c->id,
+                     mp_conn_remote(c), mp_tls_reason());
+            mp_conn_abort(c);
+            return -1;
+        }
+        mp_tls_set_committed(conn_ssl(c), 0);
+        mp_outq_consume(&c->out, (size_t)w, count_written);
+        if (c->state == MP_CONN_CLOSING)
+            mp_tlist_touch(&mp_linger_list, &c->tnode);
+    }
+    return 0;
+}
+
+/* The plain write path: every queued frame in one writev. */
+static int write_plain(mp_conn *c)
 {
     struct iovec iov[FLUSH_IOV];
     for (int round = 0; round < FLUSH_ROUNDS && !mp_outq_empty(&c->out); round++) {
@@ -204,18 +273,36 @@ static int flush(mp_conn *c)
         if (c->state == MP_CONN_CLOSING && w > 0)
             mp_tlist_touch(&mp_linger_list, &c->tnode);   /* still reading: keep draining */
     }
+    return 0;
+}
+
+/* EV_WRITE is wanted while bytes wait for a writable socket, or while a TLS
+ * read does; not while a TLS write waits for a readable one (it would spin). */
+static int needs_write(const mp_conn *c)
+{
+    return (!mp_outq_empty(&c->out) && !(c->tls_flags & MP_TLS_WRITE_WANTS_READ)) ||
+           (c->tls_flags & MP_TLS_READ_WANTS_WRITE);
+}
+
+/* Writes what the kernel takes. Returns -1 if the connection died. */
+static int flush(mp_conn *c)
+{
+    if (conn_ssl(c)) {
+        if (c->tls_flags & (MP_TLS_HANDSHAKING | MP_TLS_WRITE_WANTS_READ))
+            return 0;   /* the io watcher drives these */
+        if (write_tls(c) < 0)
+            return -1;
+    } else if (write_plain(c) < 0) {
+        return -1;
+    }
     if ((c->flags & MP_CONN_REPLAY) && c->state == MP_CONN_WS &&
         c->out.bytes < MP_REPLAY_RESUME_BYTES(mp.cfg.max_outbound_bytes)) {
         c->flags &= (uint8_t)~MP_CONN_REPLAY;
         mp_ws_continue_replays(c);          /* may queue more and set the flag again */
     }
-    if (mp_outq_empty(&c->out)) {
-        want_write(c, 0);
-        if (c->flags & MP_CONN_CLOSE_AFTER)
-            finish_close(c);
-    } else {
-        want_write(c, 1);
-    }
+    want_write(c, needs_write(c));
+    if (mp_outq_empty(&c->out) && (c->flags & MP_CONN_CLOSE_AFTER))
+        finish_close(c);
     return 0;
 }
 
@@ -257,10 +344,105 @@ static void on_prepare(struct ev_loop *loop, ev_prepare *w, int revents)
 
 /* ---- input -------------------------------------------------------------- */
 
+static void feed(mp_conn *c, size_t n)
+{
+    switch (c->state) {
+    case MP_CONN_HTTP:
+        mp_http_feed(c, read_buf, n);
+        break;
+    case MP_CONN_WS:
+        mp_ws_feed(c, read_buf, n);
+        break;
+    default:
+        /* Closing. Once everything we had is out, the peer's next bytes
+         * (its close reply) or FIN mean it has read our last frame. */
+        if (c->flags & MP_CONN_WR_SHUT)
+            mp_conn_abort(c);
+        break;
+    }
+}
+
+/* Drives SSL_accept. Returns 0 once done, -1 while waiting or dead. */
+static int tls_handshake(mp_conn *c)
+{
+    int rc = mp_tls_handshake(conn_ssl(c));
+    if (rc == MP_TLS_WANT_READ || rc == MP_TLS_WANT_WRITE) {
+        want_write(c, rc == MP_TLS_WANT_WRITE);
+        return -1;
+    }
+    if (rc < 0) {
+        mp_info("tls handshake failed", "conn=%llu remote=%s reason=\"%s\"", (unsigned long long)c->id,
+                mp_conn_remote(c), rc == MP_TLS_CLOSED ? "closed by the peer" : mp_tls_reason());
+        mp_conn_abort(c);
+        return -1;
+    }
+    c->tls_flags &= (uint8_t)~MP_TLS_HANDSHAKING;
+    want_write(c, 0);
+    mp_debug("tls handshake done", "conn=%llu remote=%s", (unsigned long long)c->id, mp_conn_remote(c));
+    return 0;
+}
+
+/* Up to TLS_READS records. Without read-ahead OpenSSL takes from the socket
+ * only the record it decrypts, and read_buf holds a whole one: nothing is
+ * left buffered inside OpenSSL when this returns, so level-triggered
+ * EV_READ still says when more is there. */
+static void tls_read(mp_conn *c)
+{
+    c->tls_flags &= (uint8_t)~MP_TLS_READ_WANTS_WRITE;
+    for (int i = 0; i < TLS_READS; i++) {
+        int n = mp_tls_read(conn_ssl(c), read_buf, sizeof read_buf);
+        if (n == MP_TLS_WANT_READ)
+            break;
+        if (n == MP_TLS_WANT_WRITE) {
+            c->tls_flags |= MP_TLS_READ_WANTS_WRITE;
+            want_write(c, 1);
+            break;
+        }
+        if (n < 0) {
+            if (n == MP_TLS_ERROR)
+                mp_debug("tls read failed", "conn=%llu remote=%s reason=\"%s\"", (unsigned long long)c->id,
+                         mp_conn_remote(c), mp_tls_reason());
+            mp_conn_abort(c);
+            return;
+        }
+        feed(c, (size_t)n);
+        if (c->flags & MP_CONN_DEAD)
+            return;
+    }
+}
+
+static void on_io_tls(mp_conn *c, int revents)
+{
+    if (c->tls_flags & MP_TLS_HANDSHAKING) {
+        if (tls_handshake(c) < 0)
+            return;
+        revents = EV_READ;   /* the request may have come with the client's last flight */
+    }
+    if (revents & EV_WRITE) {
+        if (flush(c) < 0 || (c->flags & MP_CONN_DEAD))
+            return;
+        if (c->tls_flags & MP_TLS_READ_WANTS_WRITE)
+            revents |= EV_READ;
+    }
+    if (!(revents & EV_READ))
+        return;
+    if (c->tls_flags & MP_TLS_WRITE_WANTS_READ) {
+        c->tls_flags &= (uint8_t)~MP_TLS_WRITE_WANTS_READ;
+        mark_dirty(c);   /* retry the write in this iteration's flush pass */
+    }
+    tls_read(c);
+    if (!(c->flags & MP_CONN_DEAD))
+        want_write(c, needs_write(c));   /* a read that waited for EV_WRITE may be done */
+}
+
 static void on_io(struct ev_loop *loop, ev_io *w, int revents)
 {
     (void)loop;
-    mp_conn *c = w->data;
+    mp_conn *c = (mp_conn *)w;
+    if (conn_ssl(c)) {
+        on_io_tls(c, revents);
+        return;
+    }
     if ((revents & EV_WRITE) && (flush(c) < 0 || (c->flags & MP_CONN_DEAD)))
         return;
     if (!(revents & EV_READ))
@@ -276,28 +458,23 @@ static void on_io(struct ev_loop *loop, ev_io *w, int revents)
         mp_conn_abort(c);
         return;
     }
-    switch (c->state) {
-    case MP_CONN_HTTP:
-        mp_http_feed(c, read_buf, (size_t)n);
-        break;
-    case MP_CONN_WS:
-        mp_ws_feed(c, read_buf, (size_t)n);
-        break;
-    default:
-        /* Closing. Once everything we had is out, the peer's next bytes
-         * (its close reply) or FIN mean it has read our last frame. */
-        if (c->flags & MP_CONN_WR_SHUT)
-            mp_conn_abort(c);
-        break;
-    }
+    feed(c, (size_t)n);
 }
 
 /* ---- timeouts ----------------------------------------------------------- */
 
+/* The request timeout also bounds a TLS handshake: a client that connects
+ * and says nothing is closed like one that never finishes its request. */
 static void on_request_timeout(mp_tlist *l, mp_tnode *n)
 {
     (void)l;
-    mp_http_timeout(conn_of_tnode(n));
+    mp_conn *c = conn_of_tnode(n);
+    if (c->tls_flags & MP_TLS_HANDSHAKING) {
+        mp_info("tls handshake timeout", "conn=%llu remote=%s", (unsigned long long)c->id, mp_conn_remote(c));
+        mp_conn_abort(c);
+        return;
+    }
+    mp_http_timeout(c);
 }
 
 static void on_idle(mp_tlist *l, mp_tnode *n)
@@ -388,8 +565,9 @@ const char *mp_conn_remote(const mp_conn *c)
     return slots[mine].text;
 }
 
-/* Over the connection cap: one best-effort answer, then close. */
-static void reject_full(int fd)
+/* Over the connection cap: one best-effort answer, then close. A TLS
+ * listener's client gets no answer (it would take a handshake): just closed. */
+static void reject_full(int fd, int tls)
 {
     static const char body[] =
         "{\"error\":\"too_many_connections\",\"message\":\"server connection limit reached\"}";
@@ -397,8 +575,10 @@ static void reject_full(int fd)
     int n = snprintf(resp, sizeof resp,
                      "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
                      "Connection: close\r\nContent-Length: %zu\r\n\r\n%s", sizeof body - 1, body);
-    ssize_t w = write(fd, resp, (size_t)n);
-    (void)w;
+    if (!tls) {
+        ssize_t w = write(fd, resp, (size_t)n);
+        (void)w;
+    }
     close(fd);
     mp.stats.connections_rejected++;
 }
@@ -406,23 +586,25 @@ static void reject_full(int fd)
 static void resume_accepting(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)w; (void)revents;
-    if (listen_fd >= 0)
-        ev_io_start(loop, &accept_watcher);
+    for (int i = 0; i < nlisteners; i++)
+        if (listeners[i].fd >= 0)
+            ev_io_start(loop, &listeners[i].w);
 }
 
 /* Out of file descriptors: the pending connection would make accept() fail
  * again at once, spinning the loop. Give up the spare descriptor to accept
  * it and answer 503, then stop accepting for a moment. */
-static void out_of_fds(struct ev_loop *loop, int lfd)
+static void out_of_fds(struct ev_loop *loop, const listener *l)
 {
     if (spare_fd >= 0) {
         close(spare_fd);
-        int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd >= 0)
-            reject_full(fd);
+            reject_full(fd, mp_tls_enabled(l->index));
         spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     }
-    ev_io_stop(loop, &accept_watcher);
+    for (int i = 0; i < nlisteners; i++)
+        ev_io_stop(loop, &listeners[i].w);
     ev_timer_start(loop, &accept_pause);
     if (ev_now(loop) - last_emfile_log >= 1.0) {
         last_emfile_log = ev_now(loop);
@@ -431,22 +613,35 @@ static void out_of_fds(struct ev_loop *loop, int lfd)
     }
 }
 
+/* A connection on a TLS listener starts with the handshake; its request
+ * timeout (the caller starts it) bounds handshake and request together. */
+static int start_tls(mp_conn *c, const listener *l)
+{
+    c->io.data = mp_tls_new(l->index, c->io.fd);
+    if (!c->io.data)
+        return -1;
+    c->tls_flags = MP_TLS_HANDSHAKING;
+    return 0;
+}
+
 static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
 {
     (void)revents;
+    const listener *l = w->data;
+    int tls = mp_tls_enabled(l->index);
     for (int i = 0; i < ACCEPTS_PER_WAKEUP; i++) {
         struct sockaddr_storage sa;
         socklen_t salen = sizeof sa;
         int fd = accept4(w->fd, (struct sockaddr *)&sa, &salen, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
-                out_of_fds(loop, w->fd);
+                out_of_fds(loop, l);
             else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
                 mp_warn("accept failed", "error=\"%s\"", strerror(errno));
             return;
         }
         if (mp.nconns >= mp.cfg.max_connections || mp.stopping) {
-            reject_full(fd);
+            reject_full(fd, tls);
             continue;
         }
         mp_conn *c = calloc(1, sizeof *c);
@@ -461,8 +656,14 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
         keep_remote(c, &sa);
         mp_outq_init(&c->out);
         ev_io_init(&c->io, on_io, fd, EV_READ);
-        c->io.data = c;
+        c->io.data = NULL;   /* the SSL, on a TLS listener (start_tls) */
         if (mp_http_session_new(c) < 0) {
+            close(fd);
+            free(c);
+            continue;
+        }
+        if (tls && start_tls(c, l) < 0) {
+            mp_http_session_free(c);
             close(fd);
             free(c);
             continue;
@@ -474,18 +675,18 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
     }
 }
 
-int mp_net_listen(void)
+static int listen_on(const mp_listener_config *lc)
 {
     struct addrinfo hints = {0}, *res = NULL;
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
     hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
     char port[16];
-    snprintf(port, sizeof port, "%d", mp.cfg.listen_port);
-    const char *host = mp.cfg.listen_host[0] ? mp.cfg.listen_host : NULL;
+    snprintf(port, sizeof port, "%d", lc->port);
+    const char *host = lc->host[0] ? lc->host : NULL;
     int rc = getaddrinfo(host, port, &hints, &res);
     if (rc != 0) {
-        mp_error("cannot resolve listen address", "host=%s error=\"%s\"", mp.cfg.listen_host, gai_strerror(rc));
+        mp_error("cannot resolve listen address", "host=%s error=\"%s\"", lc->host, gai_strerror(rc));
         return -1;
     }
     int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -493,22 +694,40 @@ int mp_net_listen(void)
     if (fd >= 0)
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     if (fd < 0 || bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, 4096) < 0) {
-        mp_error("cannot listen", "addr=%s:%d error=\"%s\"", mp.cfg.listen_host, mp.cfg.listen_port, strerror(errno));
+        mp_error("cannot listen", "addr=%s:%d error=\"%s\"", lc->host, lc->port, strerror(errno));
         if (fd >= 0)
             close(fd);
         freeaddrinfo(res);
         return -1;
     }
     freeaddrinfo(res);
-    listen_fd = fd;
-    mp_info("listening", "addr=%s:%d", mp.cfg.listen_host, mp.cfg.listen_port);
+    return fd;
+}
+
+int mp_net_listen(void)
+{
+    for (int i = 0; i < mp.cfg.nlisteners; i++) {
+        const mp_listener_config *lc = &mp.cfg.listeners[i];
+        int fd = listen_on(lc);
+        if (fd < 0) {
+            mp_net_stop_accepting();
+            return -1;
+        }
+        listeners[i].fd = fd;
+        listeners[i].index = i;
+        nlisteners = i + 1;
+        mp_info("listening", "addr=%s:%d tls=%s", lc->host, lc->port, mp_tls_enabled(i) ? "yes" : "no");
+    }
     return 0;
 }
 
 void mp_net_start(void)
 {
-    ev_io_init(&accept_watcher, on_accept, listen_fd, EV_READ);
-    ev_io_start(mp.loop, &accept_watcher);
+    for (int i = 0; i < nlisteners; i++) {
+        ev_io_init(&listeners[i].w, on_accept, listeners[i].fd, EV_READ);
+        listeners[i].w.data = &listeners[i];
+        ev_io_start(mp.loop, &listeners[i].w);
+    }
     ev_timer_init(&accept_pause, resume_accepting, 0.1, 0.);
     spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     ev_prepare_init(&flush_watcher, on_prepare);
@@ -528,15 +747,16 @@ void mp_net_apply_timeouts(void)
 
 void mp_net_stop_accepting(void)
 {
-    ev_io_stop(mp.loop, &accept_watcher);
+    for (int i = 0; i < nlisteners; i++) {
+        ev_io_stop(mp.loop, &listeners[i].w);
+        if (listeners[i].fd >= 0)
+            close(listeners[i].fd);
+        listeners[i].fd = -1;
+    }
     ev_timer_stop(mp.loop, &accept_pause);
     if (spare_fd >= 0) {
         close(spare_fd);
         spare_fd = -1;
-    }
-    if (listen_fd >= 0) {
-        close(listen_fd);
-        listen_fd = -1;
     }
 }
 

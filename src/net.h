@@ -43,10 +43,21 @@ enum {
 struct mp_http;
 struct mp_ws;
 
+/* TLS progress of a connection on a TLS listener (tls.h). */
+enum {
+    MP_TLS_HANDSHAKING = 1 << 0,         /* SSL_accept not done: on the request list */
+    MP_TLS_READ_WANTS_WRITE = 1 << 1,    /* SSL_read waits until the socket is writable */
+    MP_TLS_WRITE_WANTS_READ = 1 << 2,    /* SSL_write waits until the socket is readable */
+};
+
 /* One client connection. Idle WebSocket size: sizeof(mp_conn) plus its
  * mp_ws session and identity; see docs/benchmarks.md for the measured total. */
 typedef struct mp_conn {
-    ev_io io;                   /* EV_READ always; EV_WRITE only while the kernel pushed back */
+    /* EV_READ always; EV_WRITE only while the kernel pushed back. First
+     * member: the watcher is the connection, so io.data is free and holds
+     * the connection's SSL on a TLS listener (NULL on a plain one): plain
+     * connections pay nothing for TLS. */
+    ev_io io;
     mp_tnode tnode;             /* on one timeout list (request, idle, pong, linger) */
     mp_outq out;
     struct mp_conn *dirty_next; /* dirty or dead list link */
@@ -58,6 +69,7 @@ typedef struct mp_conn {
     uint16_t close_code;        /* for a pending slow-consumer close */
     uint16_t remote_port;
     uint8_t remote_family;      /* AF_INET or AF_INET6 */
+    uint8_t tls_flags;          /* MP_TLS_* */
     uint8_t remote_addr[16];    /* formatted only when asked: mp_conn_remote() */
 } mp_conn;
 
@@ -71,7 +83,8 @@ extern mp_tlist mp_idle_list;      /* WebSocket: silent for ping_interval -> pin
 extern mp_tlist mp_pong_list;      /* WebSocket: pinged, silent until idle_timeout -> close 4000 */
 extern mp_tlist mp_linger_list;    /* closing: wait for the peer's FIN */
 
-/* Binds and listens on cfg.listen_host:listen_port. Returns -1 with a log line. */
+/* Binds and listens on every cfg.listeners entry (TLS contexts must be
+ * loaded first: tls.h mp_tls_load). Returns -1 with a log line. */
 int mp_net_listen(void);
 
 /* Starts the accept watcher, the prepare pass and the timeout lists. */

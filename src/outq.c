@@ -98,7 +98,14 @@ void mp_outq_consume(mp_outq *q, size_t n, void (*done)(const mp_frame *f))
 
 uint32_t mp_outq_drop_unstarted(mp_outq *q)
 {
-    uint32_t keep = q->head_off > 0 ? 1 : 0, messages = 0;
+    return mp_outq_drop_uncommitted(q, 0);
+}
+
+uint32_t mp_outq_drop_uncommitted(mp_outq *q, size_t committed)
+{
+    uint32_t keep = 0, messages = 0;
+    for (size_t seen = 0; keep < q->count && (seen < committed || (keep == 0 && q->head_off > 0)); keep++)
+        seen += mp_frame_size(slot(q, keep)) - (keep == 0 ? q->head_off : 0);
     for (uint32_t i = keep; i < q->count; i++) {
         mp_frame *f = slot(q, i);
         messages += f->published > 0;

@@ -52,6 +52,10 @@ void mp_outq_consume(mp_outq *q, size_t n, void (*done)(const mp_frame *f));
  * Returns how many message frames (published > 0) it dropped. */
 uint32_t mp_outq_drop_unstarted(mp_outq *q);
 
+/* The same, but also keeps every frame with a byte among the first
+ * `committed` unsent bytes: a TLS record already holds them (net.c). */
+uint32_t mp_outq_drop_uncommitted(mp_outq *q, size_t committed);
+
 static inline int mp_outq_empty(const mp_outq *q) { return q->count == 0; }
 
 #endif

@@ -3,6 +3,8 @@
  * routes, limits, timeouts, history policies and plugin watches replaced.
  * Listeners and connections stay; a connection keeps its route when the
  * route's path survives (else it runs without plugins until it closes).
+ * TLS listeners reread their certificate and key: the new ones serve new
+ * connections, open ones keep theirs; a bad file refuses the whole reload.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +15,7 @@
 #include "reload.h"
 #include "server.h"
 #include "store.h"
+#include "tls.h"
 #include "ws.h"
 
 /* The store's limits from the config's history section. */
@@ -66,10 +69,15 @@ int mp_server_reload(char *summary, size_t summary_len, char *err, size_t errlen
     char *old_paths[nold > 0 ? nold : 1];
     for (int i = 0; i < nold; i++)
         old_paths[i] = strdup(mp.cfg.routes[i].path);
-    int rc = mp_lua_reload_config(&mp.cfg, summary, summary_len, err, errlen);
+    int rc = mp_tls_reload_prepare(err, errlen);
+    if (rc < 0)
+        mp.stats.reload_failures++;
+    else if ((rc = mp_lua_reload_config(&mp.cfg, summary, summary_len, err, errlen)) < 0)
+        mp_tls_reload_abort();
     if (rc < 0) {
         mp_error("config reload refused, the running config stays", "error=\"%s\"", mp_log_q(err));
     } else {
+        mp_tls_reload_commit();
         remap_routes(old_paths, nold);
         const mp_history_config *h = &mp.cfg.history;
         mp_store_policy policies[h->npolicies > 0 ? h->npolicies : 1], def;

@@ -63,9 +63,20 @@ typedef struct mp_history_config {
     uint64_t cursor_ttl_ms;
 } mp_history_config;
 
+/* One listening address; TLS when cert is set (tls.c loads the files). */
+#define MP_MAX_LISTENERS 8
+typedef struct mp_listener_config {
+    char host[64];
+    int port;
+    char cert[512];        /* "" = plain */
+    char key[512];
+} mp_listener_config;
+
 typedef struct mp_config {
-    char listen_host[64];
+    char listen_host[64];  /* the first listener's, for logs */
     int listen_port;
+    mp_listener_config listeners[MP_MAX_LISTENERS];
+    int nlisteners;        /* fixed at start: a reload keeps them (TLS files are reread) */
     int max_connections;
     size_t max_header_bytes;
     size_t max_body_bytes;

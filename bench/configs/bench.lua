@@ -3,6 +3,8 @@
 -- Environment (read when the server loads this file):
 --   MOONPUSH_BENCH_LISTEN  host:port to listen on (default 127.0.0.1:18080);
 --                          bench/run.sh and bench/quick pick a free port
+--   MOONPUSH_BENCH_TLS_LISTEN, MOONPUSH_BENCH_TLS_CERT, MOONPUSH_BENCH_TLS_KEY
+--                          a TLS listener beside the plain one (loadgen --tls-port)
 --   MOONPUSH_BENCH_USERS   how many unicast users to define (default 10000)
 --   MOONPUSH_BENCH_MAX_OUTBOUND, MOONPUSH_BENCH_PING_MS, MOONPUSH_BENCH_IDLE_MS
 --                          override limits.max_outbound_bytes (1048576),
@@ -49,7 +51,11 @@ for k = 0, users - 1 do
 end
 
 return {
-  listen = getenv("MOONPUSH_BENCH_LISTEN") or "127.0.0.1:18080",
+  listen = getenv("MOONPUSH_BENCH_TLS_LISTEN") and {
+    getenv("MOONPUSH_BENCH_LISTEN") or "127.0.0.1:18080",
+    { addr = getenv("MOONPUSH_BENCH_TLS_LISTEN"),
+      tls = { cert = getenv("MOONPUSH_BENCH_TLS_CERT"), key = getenv("MOONPUSH_BENCH_TLS_KEY") } },
+  } or getenv("MOONPUSH_BENCH_LISTEN") or "127.0.0.1:18080",
   max_connections = 100000,
 
   limits = {

@@ -136,6 +136,89 @@ local function parse_listen(s)
   return host, port
 end
 
+-- listen = "host:port", or a list whose items are "host:port" or
+-- { addr = "host:port", tls = { cert = FILE, key = FILE } }. TLS files are
+-- relative to the config's directory; they must be readable here, and
+-- src/tls.c then loads them (a bad file, a key that does not match the
+-- certificate) before the server starts. Returns a list of
+-- { host, port, tls = { cert, key } | nil }.
+local MAX_LISTENERS = 8      -- server.h MP_MAX_LISTENERS
+local MAX_TLS_PATH = 500     -- server.h mp_listener paths hold 512 bytes
+
+local function readable(file)
+  local f, why = io.open(file, "rb")
+  if not f then return nil, why end
+  f:close()
+  return true
+end
+
+local function check_tls(t, where, dir)
+  if type(t) ~= "table" then return nil, where .. " must be a table { cert = FILE, key = FILE }" end
+  local bad = unknown_key(t, { cert = true, key = true }, where .. ".")
+  if bad then return nil, bad end
+  local out = {}
+  for _, k in ipairs({ "cert", "key" }) do
+    local f = t[k]
+    if type(f) ~= "string" or f == "" then return nil, format("%s.%s must be a file path", where, k) end
+    if f:sub(1, 1) ~= "/" then f = dir .. "/" .. f end
+    if #f > MAX_TLS_PATH then return nil, format("%s.%s: path longer than %d bytes", where, k, MAX_TLS_PATH) end
+    local ok, why = readable(f)
+    if not ok then return nil, format("%s.%s: cannot read %s", where, k, why) end
+    out[k] = f
+  end
+  return out
+end
+
+local function check_listener(item, where, dir)
+  local addr, tls = item, nil
+  if type(item) == "table" then
+    local bad = unknown_key(item, { addr = true, tls = true }, where .. ".")
+    if bad then return nil, bad end
+    addr = item.addr
+    if item.tls ~= nil then
+      local err
+      tls, err = check_tls(item.tls, where .. ".tls", dir)
+      if not tls then return nil, err end
+    end
+  end
+  local host, port = parse_listen(addr)
+  if not host then return nil, format("%s must be \"host:port\", got %s", where, tostring(addr)) end
+  if #host > 63 then return nil, where .. ": host longer than 63 bytes" end
+  return { host = host, port = port, tls = tls }
+end
+
+function _M.check_listen(listen, dir)
+  if type(listen) ~= "table" then
+    local l = check_listener(listen, "listen", dir)
+    if not l then return nil, "listen must be \"host:port\", got " .. tostring(listen) end
+    return { l }
+  end
+  if #listen == 0 then return nil, "listen must be \"host:port\" or a non-empty list of listeners" end
+  if #listen > MAX_LISTENERS then return nil, format("listen: at most %d listeners", MAX_LISTENERS) end
+  for k in pairs(listen) do
+    if type(k) ~= "number" then return nil, "listen must be a list, found key " .. tostring(k) end
+  end
+  local out, seen = {}, {}
+  for i, item in ipairs(listen) do
+    local l, err = check_listener(item, format("listen[%d]", i), dir)
+    if not l then return nil, err end
+    local key = l.host .. ":" .. l.port
+    if seen[key] and l.port ~= 0 then return nil, format("listen[%d]: %s is listed twice", i, key) end
+    seen[key] = true
+    out[i] = l
+  end
+  return out
+end
+
+-- One string per listen setup, so a reload can tell whether it changed.
+local function listen_key(listeners)
+  local parts = {}
+  for i, l in ipairs(listeners) do
+    parts[i] = l.host .. ":" .. l.port .. (l.tls and (" tls " .. l.tls.cert .. " " .. l.tls.key) or "")
+  end
+  return table.concat(parts, ", ")
+end
+
 -- cors = { origins = "*" | { "https://app.example", ... }, max_age = 600, headers = { ... } }
 -- on publish, history and presence routes: browsers on those origins may
 -- call the route (src/cors.c answers the preflight and adds the headers).
@@ -391,9 +474,10 @@ function _M.load(path)
   if bad then return nil, bad end
 
   local out = {}
-  local host, port = parse_listen(cfg.listen or DEFAULTS.listen)
-  if not host then return nil, "listen must be \"host:port\", got " .. tostring(cfg.listen) end
-  out.listen_host, out.listen_port = host, port
+  out.listeners, err = _M.check_listen(cfg.listen or DEFAULTS.listen, dirname(path))
+  if not out.listeners then return nil, err end
+  out.listen_host, out.listen_port = out.listeners[1].host, out.listeners[1].port
+  out.listen_key = listen_key(out.listeners)
 
   out.max_connections = cfg.max_connections or DEFAULTS.max_connections
   if not positive_int(out.max_connections) then return nil, "max_connections must be " .. POSITIVE_INT end

@@ -195,7 +195,7 @@ local function diff(old, new)
       end
     end
   end
-  if old.listen_host ~= new.listen_host or old.listen_port ~= new.listen_port then
+  if old.listen_key ~= new.listen_key then
     changes[#changes + 1] = "listen changed: takes effect at restart"
   end
   sort(changes)
@@ -208,6 +208,7 @@ function _M.reload_config()
   if not cfg then return nil, err end
   local summary = diff(_M.config, cfg)
   cfg.listen_host, cfg.listen_port = _M.config.listen_host, _M.config.listen_port
+  cfg.listeners, cfg.listen_key = _M.config.listeners, _M.config.listen_key   -- TLS files are reread (tls.c)
   _M.config = cfg
   return cfg, summary
 end

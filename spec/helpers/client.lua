@@ -287,7 +287,8 @@ end
 local Raw = {}
 Raw.__index = Raw
 
--- opts.rcvbuf: SO_RCVBUF set before connecting (bytes).
+-- opts.rcvbuf: SO_RCVBUF set before connecting (bytes); opts.tls: a luaossl
+-- client context: TLS from the start (srv.port is then the TLS port).
 function M.tcp(srv, opts)
   opts = opts or {}
   local s = socket.connect { host = "127.0.0.1", port = srv.port, nodelay = true }
@@ -299,6 +300,10 @@ function M.tcp(srv, opts)
   s:setmode("b", "b")
   local ok, err = s:connect(opts.timeout or M.TIMEOUT)
   if not ok then error("TCP connect failed: " .. tostring(err), 2) end
+  if opts.tls then
+    ok, err = s:starttls(opts.tls, opts.timeout or M.TIMEOUT)
+    if not ok then error("TLS handshake failed: " .. tostring(err), 2) end
+  end
   return setmetatable({ sock = s, srv = srv }, Raw)
 end
 
@@ -533,13 +538,13 @@ local RawWS = setmetatable({}, { __index = Raw })
 RawWS.__index = RawWS
 
 -- Upgrade by hand. Returns the RawWS connection (errors unless 101 with a
--- correct Sec-WebSocket-Accept). opts as for upgrade_request, plus rcvbuf,
+-- correct Sec-WebSocket-Accept). opts as for upgrade_request, plus rcvbuf, tls,
 -- and welcome=false to leave the welcome frame unread (else c.welcome).
 function M.raw_ws(srv, opts)
   opts = opts or {}
   if type(opts) == "string" then opts = { token = opts } end
   local key = opts.key or M.ws_key()
-  local c = M.tcp(srv, { rcvbuf = opts.rcvbuf })
+  local c = M.tcp(srv, { rcvbuf = opts.rcvbuf, tls = opts.tls })
   setmetatable(c, RawWS)
   local o = {}
   for k, v in pairs(opts) do o[k] = v end

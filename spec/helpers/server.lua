@@ -333,7 +333,8 @@ end
 
 -- Start a server with the default config deep-merged with `overrides`.
 -- opts.config_fn(cfg) may edit the merged table before it is written;
--- opts.port listens on that port (a restart where clients expect it).
+-- opts.port listens on that port (a restart where clients expect it);
+-- opts.listen(port) returns the `listen` value (port: the plain one).
 function M.start(overrides, opts)
   opts = opts or {}
   local f = io.open(M.BIN, "rb")
@@ -349,7 +350,9 @@ function M.start(overrides, opts)
   local last_err
   for _ = 1, 3 do -- retry on a port race
     srv.port = opts.port or M.free_port()
-    cfg.listen = "127.0.0.1:" .. srv.port
+    -- opts.listen(port) may return a list of listeners (TLS specs); the
+    -- plain port stays the one waited for
+    cfg.listen = opts.listen and opts.listen(srv.port) or ("127.0.0.1:" .. srv.port)
     srv.config = cfg
     srv.dir = mkdtemp()
     srv.cfgfile = srv.dir .. "/moonpush.lua"

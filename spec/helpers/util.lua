@@ -5,6 +5,7 @@
 --   util.count(log, needle), util.lines_with(log, needle)
 --   util.read_file(path), util.write_file(path, s), util.replace_file(path, s)
 --   util.mkdtemp("moonpush-logs"), util.rm_rf(dir), util.shq(s)
+--   util.run(cmd) -> output (stdout and stderr), exit code
 
 local M = {}
 
@@ -106,6 +107,15 @@ end
 -- s quoted for sh.
 function M.shq(s)
   return "'" .. (tostring(s):gsub("'", "'\\''")) .. "'"
+end
+
+-- Runs a shell command; returns its output (stdout and stderr) and exit code.
+function M.run(cmd)
+  local p = io.popen("(" .. cmd .. ") 2>&1; echo \"__rc=$?\"")
+  local out = p:read("*a")
+  p:close()
+  local rc = tonumber(out:match("__rc=(%d+)%s*$"))
+  return (out:gsub("__rc=%d+%s*$", "")), rc
 end
 
 function M.rm_rf(dir)
