@@ -232,7 +232,7 @@ int open_admin_host(lua_State *l)
     luaL_register(l, NULL, fns);
     return 1;
 }
-/* ---- admin ------------------------------------------------------------ */
+/* ---- evaluating admin chunks ------------------------------------------ */
 
 static int push_admin_fn(const char *fn)
 {

@@ -7,8 +7,6 @@
 
 #include <stdlib.h>
 
-/* ---- auth --------------------------------------------------------------- */
-
 static void push_request(const mp_http_req *req)
 {
     lua_createtable(L, 0, 6);

@@ -8,8 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* ---- connection events -------------------------------------------------- */
-
 void push_conn(const mp_conn_info *c)
 {
     char id[24];

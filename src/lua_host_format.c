@@ -9,8 +9,6 @@
 
 #include "log.h"
 
-/* ---- delivery: format hooks --------------------------------------------- */
-
 int mp_lua_format(int route_index, const char *channel, unsigned long long seq, const char *id,
                   const char *data, size_t data_len, char **out, size_t *out_len)
 {

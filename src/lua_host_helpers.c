@@ -14,8 +14,6 @@
 
 int luaopen_moonpush_host(lua_State *L);   /* lua_api.c */
 
-/* ---- server-only helpers (moonpush.publish / online / channel_info) ------ */
-
 static int l_publish(lua_State *l)
 {
     size_t nlen, dlen;

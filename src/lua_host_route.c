@@ -7,8 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* ---- publish: route hooks ----------------------------------------------- */
-
 /* One allocation: the struct, its channel and kind pointers, then bytes for
  * the strings; *cursor is where the bytes start. */
 static mp_routed *routed_alloc(int nch, int nkinds, size_t bytes, char **cursor)
