@@ -14,38 +14,10 @@
 #include "hub.h"
 #include "lua_host.h"
 #include "procstat.h"
+#include "route_counters.h"
 #include "server.h"
 #include "store.h"
 #include "ws.h"
-
-
-static struct {
-    char path[64];
-    mp_route_counters c;
-} routes[MP_METRICS_MAX_ROUTES + 1];
-static int nroutes;
-
-mp_route_counters *mp_metrics_route(const char *path)
-{
-    for (int i = 0; i < nroutes; i++)
-        if (strcmp(routes[i].path, path) == 0)
-            return &routes[i].c;
-    if (nroutes < MP_METRICS_MAX_ROUTES) {
-        snprintf(routes[nroutes].path, sizeof routes[nroutes].path, "%s", path);
-        return &routes[nroutes++].c;
-    }
-    snprintf(routes[MP_METRICS_MAX_ROUTES].path, sizeof routes[0].path, "other");
-    return &routes[MP_METRICS_MAX_ROUTES].c;
-}
-
-void mp_metrics_denied(const char *route_path, int status)
-{
-    mp_route_counters *c = mp_metrics_route(route_path);
-    if (status == 429)
-        c->ratelimit_denials++;
-    else if (status == 401 || status == 403)
-        c->auth_denials++;
-}
 
 /* ---- exposition --------------------------------------------------------- */
 
@@ -113,13 +85,14 @@ static void route_counters(mp_buf *t)
         {"moonpush_ratelimit_denials_total", "requests refused by a rate limit (429), by route", offsetof(mp_route_counters, ratelimit_denials)},
         {"moonpush_route_messages_published_total", "messages published, by publish route", offsetof(mp_route_counters, published)},
     };
-    int n = nroutes + (routes[MP_METRICS_MAX_ROUTES].path[0] ? 1 : 0);
+    int n = mp_route_counters_count();
     for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++) {
         head(t, rows[r].name, "counter", rows[r].help);
         for (int i = 0; i < n; i++) {
-            int slot = i < nroutes ? i : MP_METRICS_MAX_ROUTES;
-            uint64_t v = *(const uint64_t *)((const char *)&routes[slot].c + rows[r].off);
-            mp_buf_printf(t, "%s{route=\"%s\"} %llu\n", rows[r].name, routes[slot].path, (unsigned long long)v);
+            const char *path;
+            const mp_route_counters *c = mp_route_counters_at(i, &path);
+            uint64_t v = *(const uint64_t *)((const char *)c + rows[r].off);
+            mp_buf_printf(t, "%s{route=\"%s\"} %llu\n", rows[r].name, path, (unsigned long long)v);
         }
     }
 }
@@ -226,7 +199,7 @@ void mp_metrics_handle(mp_http_req *req)
         mp_identity *id = NULL;
         mp_denial deny;
         if (mp_lua_auth(req, &id, &deny) < 0) {
-            mp_metrics_denied(req->route->path, deny.status);
+            mp_route_counters_denied(req->route->path, deny.status);
             mp_http_deny(req->conn, &deny);
             return;
         }

@@ -12,7 +12,7 @@
 #include "hub.h"
 #include "log.h"
 #include "lua_host.h"
-#include "metrics.h"
+#include "route_counters.h"
 #include "server.h"
 #include "store.h"
 
@@ -261,7 +261,7 @@ void mp_publish_handle(mp_http_req *req)
     mp_denial deny;
     if (mp_lua_auth(req, &pub, &deny) < 0) {
         mp.stats.auth_denials++;
-        mp_metrics_denied(req->route->path, deny.status);
+        mp_route_counters_denied(req->route->path, deny.status);
         mp_http_deny(c, &deny);
         return;
     }
@@ -299,7 +299,7 @@ void mp_publish_handle(mp_http_req *req)
             ok = run_route_hooks(req, pub, items, count) == 0;
         if (ok) {
             publish_all(c, items, count, batch);
-            mp_metrics_route(req->route->path)->published += count;
+            mp_route_counters_of(req->route->path)->published += count;
         }
     }
     free_items(items, count);

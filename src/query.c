@@ -11,7 +11,7 @@
 #include "buf.h"
 #include "hub.h"
 #include "lua_host.h"
-#include "metrics.h"
+#include "route_counters.h"
 #include "server.h"
 #include "store.h"
 #include "ws.h"
@@ -26,7 +26,7 @@ static int authorize(mp_http_req *req, const char *name)
     mp_denial deny;
     if (mp_lua_auth(req, &id, &deny) < 0) {
         mp.stats.auth_denials++;
-        mp_metrics_denied(req->route->path, deny.status);
+        mp_route_counters_denied(req->route->path, deny.status);
         mp_http_deny(req->conn, &deny);
         return -1;
     }

@@ -21,7 +21,7 @@
 #include "devices.h"
 #include "hub.h"
 #include "log.h"
-#include "metrics.h"
+#include "route_counters.h"
 #include "server.h"
 
 /* nettle rather than OpenSSL here: OpenSSL 3 sets up its provider machinery
@@ -216,7 +216,7 @@ void mp_ws_handshake(mp_http_req *req, const uint8_t *rest, size_t rest_len)
     mp_denial deny;
     if (mp_lua_auth(req, &id, &deny) < 0) {
         mp.stats.auth_denials++;
-        mp_metrics_denied(req->route->path, deny.status);
+        mp_route_counters_denied(req->route->path, deny.status);
         mp_http_deny(c, &deny);
         return;
     }
@@ -283,7 +283,7 @@ void mp_ws_handshake(mp_http_req *req, const uint8_t *rest, size_t rest_len)
     mp_devices_add(&devices, c);   /* room reserved above; replacing only made more */
     mp.nws++;
     mp.stats.ws_handshakes++;
-    mp_metrics_route(route->path)->handshakes++;
+    mp_route_counters_of(route->path)->handshakes++;
     mp_tlist_touch(&mp_idle_list, &c->tnode);
     join_channels(c, req, personal, id);
     free(id);                  /* the session holds its own copy; id's subscribe list is spent */
