@@ -107,6 +107,24 @@ return {
         } },
       },
     },
+    {
+      -- Server-Sent Events for clients that cannot use WebSocket:
+      --   new EventSource("http://host:8080/sse?token=bob&channels=news")
+      -- Same tokens and channel checks as /ws; a reconnect resumes every
+      -- channel from the last event id (docs/protocol.md, SSE). cors lets
+      -- pages on these origins open it.
+      path = "/sse",
+      type = "sse",
+      cors = { origins = { "http://127.0.0.1:8000", "http://localhost:8000" } },
+      plugins = {
+        { name = "auth_token", config = {
+            tokens = {
+              ["alice-laptop"] = { user = "alice", device = "laptop", kind = "web", channels = { "news" } },
+              ["bob"]          = { user = "bob", kind = "web", channels = { "*" } },
+            },
+        } },
+      },
+    },
     -- Backend reads: a channel's history, a user's connections.
     { path = "/history", type = "history", plugins = {
         { name = "auth_token", config = { publishers = { ["publisher-secret"] = { name = "backend", channels = { "*" } } } } },

@@ -6,7 +6,7 @@
 --   publishers = { [token] = { name = "backend", channels = { "*" } } }, -- /publish
 -- }
 -- The token comes from `Authorization: Bearer <token>` or `?token=`.
--- On a websocket route only `tokens` are accepted; on the backend routes
+-- On a websocket or sse route only `tokens` are accepted; on the backend routes
 -- (publish, history, presence, metrics) only `publishers`, whose `channels`
 -- say what they may publish to and read. Identities carry their role
 -- ("device" from tokens, "publisher" from publishers), so the core refuses a
@@ -47,7 +47,7 @@ function _M.auth(req, conf)
   end
   -- Never fall back from one book to the other: a device token is no
   -- publisher credential, and the reverse.
-  local device = req.route_type == "websocket"
+  local device = req.route_type == "websocket" or req.route_type == "sse"
   local book = device and conf.tokens or (not device and conf.publishers)
   local id = book and book[req.token]
   if not id then

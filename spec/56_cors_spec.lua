@@ -226,7 +226,7 @@ describe("CORS", function()
           for _, r in ipairs(c.routes) do if r.type == t then r.cors = { origins = "*" } end end
         end)
         assert.equals(1, rc, out)
-        assert.matches("cors applies to publish, history and presence routes only", out)
+        assert.matches("cors applies to publish, history, presence and sse routes only", out)
       end
     end)
   end)

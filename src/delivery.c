@@ -50,8 +50,13 @@ void mp_delivery_position(const char *channel, char epoch[32], uint64_t *last_se
     *last_seq = p.last_seq;
 }
 
-static void send_reset(mp_conn *c, const char *channel, const mp_store_history *h, const char *reason)
+static void send_reset(mp_conn *c, mp_sub *s, const mp_store_history *h, const char *reason)
 {
+    const char *channel = mp_hub_channel_name(s->ch);
+    if (c->sse) {
+        mp_sse_stream.send_reset(c, s, h, reason);
+        return;
+    }
     mp_ws_send_json(c, json_pack("{s:s, s:s, s:s, s:I, s:I, s:s}", "type", "reset", "channel", channel,
                                  "epoch", h->epoch, "first_seq", (json_int_t)h->first_seq,
                                  "last_seq", (json_int_t)h->last_seq, "reason", reason));
@@ -80,23 +85,25 @@ static void got_batch(mp_store *st, int status, const mp_store_history *h, void 
     }
     if (r->first) {
         if (h->since_state == MP_STORE_SINCE_EPOCH)
-            send_reset(r->c, r->channel, h, "epoch");
+            send_reset(r->c, r->s, h, "epoch");
         else if (h->since_state == MP_STORE_SINCE_GAP)
-            send_reset(r->c, r->channel, h, "gap");
+            send_reset(r->c, r->s, h, "gap");
         r->first = 0;
         if (h->since_state == MP_STORE_SINCE_AHEAD) {
             /* Nothing follows a reset ahead (docs/protocol.md "Resume"): the
              * client is at the head, live messages come next. Whatever a
              * read past the head returned (a since so large that since + 1
              * wraps reads from the start) is not sent. */
-            send_reset(r->c, r->channel, h, "ahead");
+            send_reset(r->c, r->s, h, "ahead");
             return;
         }
     }
     size_t pause_at = mp.cfg.max_outbound_bytes / 2;
     size_t i = 0;
     for (; i < h->count && r->c->out.bytes < pause_at; i++) {
-        if (mp_conn_send(r->c, mp_ws_wire_frame(r->c, h->items[i].frame)) < 0)
+        int sent = r->c->sse ? mp_sse_stream.send_stored(r->c, r->s, &h->items[i], h->epoch)
+                             : mp_conn_send(r->c, mp_ws_wire_frame(r->c, h->items[i].frame));
+        if (sent < 0)
             return;
         r->last = h->items[i].seq;
         r->count++;
@@ -111,12 +118,12 @@ static int replay_from(mp_conn *c, mp_sub *s, const char *epoch, uint64_t since,
     const char *channel = mp_hub_channel_name(s->ch);
     replay r = {c, s, channel, first, 0, since, 0};
     mp_store_read(mp.store, channel, epoch, since, REPLAY_BATCH, got_batch, &r);
-    while (r.more && c->state == MP_CONN_WS && c->out.bytes < mp.cfg.max_outbound_bytes / 2)
+    while (r.more && mp_conn_streaming(c) && c->out.bytes < mp.cfg.max_outbound_bytes / 2)
         mp_store_read(mp.store, channel, NULL, r.last, REPLAY_BATCH, got_batch, &r);
     if (r.count > 0 && r.last > s->sent_seq)
         s->sent_seq = r.last;
     mp.stats.messages_replayed += (uint64_t)r.count;
-    s->replaying = r.more && c->state == MP_CONN_WS;
+    s->replaying = r.more && mp_conn_streaming(c);
     if (s->replaying) {
         s->replay_after = r.last;
         c->flags |= MP_CONN_REPLAY;

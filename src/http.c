@@ -26,6 +26,7 @@
 #include "metrics.h"
 #include "publish.h"
 #include "query.h"
+#include "route_counters.h"
 #include "ws.h"
 
 enum { PART_NONE, PART_URL, PART_FIELD, PART_VALUE };
@@ -409,6 +410,17 @@ void mp_http_deny(mp_conn *c, const mp_denial *d)
     respond_error(c, d->status, extra, d->code, d->message);
 }
 
+int mp_http_authenticate(const mp_http_req *req, mp_identity **out)
+{
+    mp_denial deny;
+    if (mp_lua_auth(req, out, &deny) == 0)
+        return 0;
+    mp.stats.auth_denials++;
+    mp_route_counters_denied(req->route->path, deny.status);
+    mp_http_deny(req->conn, &deny);
+    return -1;
+}
+
 static void method_not_allowed(mp_conn *c, const char *allow)
 {
     char extra[64], body[160];
@@ -527,6 +539,12 @@ static void dispatch(mp_http *h, const uint8_t *rest, size_t rest_len)
             mp_query_history(&req);
         else
             mp_query_presence(&req);
+        break;
+    case MP_ROUTE_SSE:
+        if (strcmp(req.method, "GET") != 0)
+            method_not_allowed(c, "GET");
+        else
+            mp_sse_stream.open(&req);
         break;
     case MP_ROUTE_WEBSOCKET:
         if (strcmp(req.method, "GET") != 0)

@@ -49,6 +49,11 @@ void mp_http_respond_typed(mp_conn *c, int status, const char *content_type, con
  * for a 429 that says when). */
 void mp_http_deny(mp_conn *c, const mp_denial *d);
 
+struct mp_identity;
+/* Runs the route's auth chain (mp_lua_auth). Returns 0 with *out (caller
+ * frees), or counts the denial (stats, metrics), answers it and returns -1. */
+int mp_http_authenticate(const mp_http_req *req, struct mp_identity **out);
+
 /* Queues {"error":code,"message":message} with the given status. */
 void mp_http_error(mp_conn *c, int status, const char *code, const char *message);
 

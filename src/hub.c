@@ -149,11 +149,13 @@ static int kind_listed(const char *kind, char *const *kinds, int nkinds)
     return 0;
 }
 
-/* Queues the message to every subscriber of ch (see mp_hub_publish). */
-static uint32_t fanout(mp_channel *ch, uint64_t seq, const char *id, const char *data, size_t data_len,
-                       const mp_publish_opts *opts, mp_frame *f)
+/* Queues the message to every subscriber of ch (see mp_hub_publish). SSE
+ * subscribers share one event body, made from f on first use (sse.h, through mp_sse_stream). */
+static uint32_t fanout(mp_channel *ch, uint64_t seq, const char *epoch, const char *id, const char *data,
+                       size_t data_len, const mp_publish_opts *opts, mp_frame *f)
 {
     uint32_t recipients = 0;
+    mp_frame *sse_body = NULL;
     /* One slot per route: the formatted frame, made on first use. */
     int nroutes = mp.cfg.nroutes;
     mp_frame *formatted[nroutes > 0 ? nroutes : 1];
@@ -165,6 +167,11 @@ static uint32_t fanout(mp_channel *ch, uint64_t seq, const char *id, const char 
             continue;   /* still catching up from history, which holds this one too */
         if (opts->nkinds > 0 && !kind_listed(mp_ws_kind(c), opts->kinds, opts->nkinds))
             continue;
+        if (c->sse) {
+            if (mp_sse_stream.send_live(c, s, seq, epoch, f, &sse_body) == 0)
+                recipients++;
+            continue;
+        }
         mp_frame *send = f;
         int r = mp_ws_format_route(c);
         if (r >= 0 && r < nroutes) {
@@ -189,6 +196,7 @@ static uint32_t fanout(mp_channel *ch, uint64_t seq, const char *id, const char 
     for (int r = 0; r < nroutes; r++)
         if (tried[r] && formatted[r])
             mp_frame_unref(formatted[r]);
+    mp_frame_unref(sse_body);
     return recipients;
 }
 
@@ -197,14 +205,16 @@ static uint32_t fanout(mp_channel *ch, uint64_t seq, const char *id, const char 
 typedef struct store_result {
     int status;
     uint64_t seq;
+    char epoch[MP_STORE_EPOCH_MAX];   /* the channel's, for SSE event ids */
 } store_result;
 
 static void got_seq(mp_store *st, int status, uint64_t seq, const char *epoch, void *ud)
 {
-    (void)st; (void)epoch;
+    (void)st;
     store_result *r = ud;
     r->status = status;
     r->seq = seq;
+    snprintf(r->epoch, sizeof r->epoch, "%s", epoch ? epoch : "");
 }
 
 static void appended(mp_store *st, int status, void *ud)
@@ -220,7 +230,7 @@ int mp_hub_publish(const char *name, const char *data, size_t data_len, const mp
     static const mp_publish_opts defaults = {NULL, 0, 0, 1};
     if (!opts)
         opts = &defaults;
-    store_result sr = {MP_STORE_EUNAVAIL, 0};
+    store_result sr = {MP_STORE_EUNAVAIL, 0, ""};
     mp_store_next_seq(mp.store, name, got_seq, &sr);
     if (sr.status < 0) {
         mp.stats.publishes_refused++;
@@ -249,7 +259,7 @@ int mp_hub_publish(const char *name, const char *data, size_t data_len, const mp
     out->recipients = 0;
     mp_channel *ch = mp_hub_channel(name, 0);
     if (ch)
-        out->recipients = fanout(ch, seq, out->id, data, data_len, opts, f);
+        out->recipients = fanout(ch, seq, sr.epoch, out->id, data, data_len, opts, f);
     mp_frame_unref(f);
     mp.stats.messages_published++;
     mp.stats.frames_queued += out->recipients;

@@ -32,6 +32,7 @@ static int l_admin_stats(lua_State *l)
     lua_createtable(l, 0, 32);
     set_num(l, "connections", mp.nconns);
     set_num(l, "websockets", mp.nws);
+    set_num(l, "sse_streams", mp.nsse);
     set_num(l, "channels", (double)mp_hub_channel_count());
     set_num(l, "uptime_s", ev_now(mp.loop) - mp.started);
     set_num(l, "connections_accepted", (double)st->connections_accepted);

@@ -67,6 +67,7 @@ int read_routes(mp_config *cfg)
                 : strcmp(type, "history") == 0   ? MP_ROUTE_HISTORY
                 : strcmp(type, "presence") == 0  ? MP_ROUTE_PRESENCE
                 : strcmp(type, "metrics") == 0   ? MP_ROUTE_METRICS
+                : strcmp(type, "sse") == 0       ? MP_ROUTE_SSE
                                                  : MP_ROUTE_HEALTH;
         lua_pop(L, 2);
         r->budget = (int)num_field(t, NULL, "budget");

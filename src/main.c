@@ -75,9 +75,12 @@ static void close_going_away(mp_conn *c, void *arg)
 {
     (void)arg;
     char hint[64];
-    int n = snprintf(hint, sizeof hint, "{\"type\":\"reconnect\",\"after_ms\":%ld}",
-                     500 + random() % RECONNECT_SPREAD_MS);
-    mp_ws_send_text(c, hint, (size_t)n);
+    long after_ms = 500 + random() % RECONNECT_SPREAD_MS;
+    int n = snprintf(hint, sizeof hint, "{\"type\":\"reconnect\",\"after_ms\":%ld}", after_ms);
+    if (c->sse)
+        mp_sse_stream.going_away(c, after_ms);   /* an SSE `retry:` line instead */
+    else
+        mp_ws_send_text(c, hint, (size_t)n);
     mp_conn_close_stream(c, 1001, "server shutting down");
 }
 

@@ -147,7 +147,7 @@ static void render(mp_buf *t)
             r >= 0 && r < mp.cfg.nroutes ? mp.cfg.routes[r].path : "", cc.rows[i].kind,
             (unsigned long long)cc.rows[i].n);
     }
-    gauge(t, "moonpush_http_connections", "open connections still speaking HTTP", mp.nconns - mp.nws);
+    gauge(t, "moonpush_http_connections", "open connections still speaking HTTP", mp.nconns - mp.nws - mp.nsse);
     gauge(t, "moonpush_outbound_queue_bytes", "bytes queued to clients and not yet written", (double)cc.queued_bytes);
     gauge(t, "moonpush_channels", "channels with at least one subscriber", (double)mp_hub_channel_count());
     gauge(t, "moonpush_uptime_seconds", "seconds since start", ev_now(mp.loop) - mp.started);

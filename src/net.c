@@ -79,6 +79,8 @@ static void detach_session(mp_conn *c)
         mp_ws_session_free(c);
         mp.nws--;
     }
+    if (c->sse)
+        mp_sse_stream.session_free(c);
     if (c->http)
         mp_http_session_free(c);
 }
@@ -117,13 +119,13 @@ static void enter_closing(mp_conn *c)
 
 void mp_conn_close_stream(mp_conn *c, uint16_t code, const char *reason)
 {
-    if (c->state != MP_CONN_WS)
+    if (!mp_conn_streaming(c))
         return;
     if (c->flags & MP_CONN_SLOW)   /* it would never read them */
         mp.stats.dropped_slow += mp_outq_drop_uncommitted(&c->out, conn_ssl(c) ? mp_tls_committed(conn_ssl(c)) : 0);
     if (code)
         c->close_code = code;
-    mp_frame *f = code ? mp_frame_ws_close(code, reason) : NULL;
+    mp_frame *f = code && c->state == MP_CONN_WS ? mp_frame_ws_close(code, reason) : NULL;
     if (f) {
         mp_outq_push(&c->out, f);
         mp_frame_unref(f);
@@ -188,7 +190,7 @@ int mp_conn_send(mp_conn *c, mp_frame *f)
         mark_dirty(c);
         return -1;
     }
-    if (c->state == MP_CONN_WS && c->out.bytes > mp.cfg.max_outbound_bytes) {
+    if (mp_conn_streaming(c) && c->out.bytes > mp.cfg.max_outbound_bytes) {
         c->flags |= MP_CONN_SLOW;
         c->close_code = 4001;
     }
@@ -295,10 +297,13 @@ static int flush(mp_conn *c)
     } else if (write_plain(c) < 0) {
         return -1;
     }
-    if ((c->flags & MP_CONN_REPLAY) && c->state == MP_CONN_WS &&
+    if ((c->flags & MP_CONN_REPLAY) && mp_conn_streaming(c) &&
         c->out.bytes < MP_REPLAY_RESUME_BYTES(mp.cfg.max_outbound_bytes)) {
         c->flags &= (uint8_t)~MP_CONN_REPLAY;
-        mp_ws_continue_replays(c);          /* may queue more and set the flag again */
+        if (c->sse)
+            mp_sse_stream.continue_replays(c);
+        else
+            mp_ws_continue_replays(c);      /* may queue more and set the flag again */
     }
     want_write(c, needs_write(c));
     if (mp_outq_empty(&c->out) && (c->flags & MP_CONN_CLOSE_AFTER))
@@ -329,7 +334,7 @@ static void on_prepare(struct ev_loop *loop, ev_prepare *w, int revents)
             dead_head = c;
             continue;
         }
-        if ((c->flags & MP_CONN_SLOW) && c->state == MP_CONN_WS)
+        if ((c->flags & MP_CONN_SLOW) && mp_conn_streaming(c))
             close_slow(c);   /* re-marks dirty: handled later in this loop */
         else
             flush(c);
@@ -353,6 +358,8 @@ static void feed(mp_conn *c, size_t n)
     case MP_CONN_WS:
         mp_ws_feed(c, read_buf, n);
         break;
+    case MP_CONN_SSE:
+        break;   /* an event stream has no upstream: bytes are ignored, EOF closes */
     default:
         /* Closing. Once everything we had is out, the peer's next bytes
          * (its close reply) or FIN mean it has read our last frame. */
@@ -481,6 +488,12 @@ static void on_idle(mp_tlist *l, mp_tnode *n)
 {
     (void)l;
     mp_conn *c = conn_of_tnode(n);
+    if (c->sse) {
+        mp_sse_stream.heartbeat(c);             /* no pong to wait for: next beat after ping_ms */
+        if (c->sse)                      /* not ended (token expired) */
+            mp_tlist_touch(&mp_idle_list, n);
+        return;
+    }
     mp_ws_ping(c);
     mp_tlist_touch(&mp_pong_list, n);
 }

@@ -29,7 +29,7 @@
 #include "outq.h"
 #include "tlist.h"
 
-typedef enum { MP_CONN_HTTP, MP_CONN_WS, MP_CONN_CLOSING } mp_conn_state;
+typedef enum { MP_CONN_HTTP, MP_CONN_WS, MP_CONN_CLOSING, MP_CONN_SSE } mp_conn_state;
 
 enum {
     MP_CONN_DIRTY = 1 << 0,        /* on the dirty list: flush in this iteration */
@@ -42,6 +42,7 @@ enum {
 
 struct mp_http;
 struct mp_ws;
+struct mp_sse;
 
 /* TLS progress of a connection on a TLS listener (tls.h). */
 enum {
@@ -63,6 +64,7 @@ typedef struct mp_conn {
     struct mp_conn *dirty_next; /* dirty or dead list link */
     struct mp_http *http;       /* while state == MP_CONN_HTTP */
     struct mp_ws *ws;           /* while state == MP_CONN_WS */
+    struct mp_sse *sse;         /* while state == MP_CONN_SSE (sse.h) */
     uint64_t id;
     uint8_t state;
     uint8_t flags;
@@ -77,9 +79,43 @@ typedef struct mp_conn {
  * the next few calls: enough for one log line or one Lua call). */
 const char *mp_conn_remote(const mp_conn *c);
 
+/* Server-Sent Event streams (sse.c, docs/protocol.md SSE) as the code that
+ * may not include sse.h reaches them: the layers below the protocols (net
+ * timers, drain and close; hub fanout; delivery replays) and the protocol
+ * files that sse.c itself includes (http dispatch, ws accessors). One table,
+ * defined in sse.c, documented function by function in sse.h. */
+struct mp_http_req;
+struct mp_sub;
+struct mp_store_item;
+struct mp_store_history;
+struct mp_ws_desc;
+typedef struct mp_sse_ops {
+    void (*open)(struct mp_http_req *req);
+    void (*session_free)(struct mp_conn *c);
+    void (*heartbeat)(struct mp_conn *c);
+    void (*continue_replays)(struct mp_conn *c);
+    void (*going_away)(struct mp_conn *c, long after_ms);
+    void (*remap_routes)(const int *map);
+    int (*send_live)(struct mp_conn *c, struct mp_sub *s, uint64_t seq, const char *epoch, mp_frame *f,
+                     mp_frame **body);
+    int (*send_stored)(struct mp_conn *c, struct mp_sub *s, const struct mp_store_item *item, const char *epoch);
+    void (*send_reset)(struct mp_conn *c, struct mp_sub *s, const struct mp_store_history *h, const char *reason);
+    int (*describe)(const struct mp_conn *c, struct mp_ws_desc *d);
+    const char *(*kind)(const struct mp_conn *c);
+    const char *(*device)(const struct mp_conn *c);
+} mp_sse_ops;
+extern const mp_sse_ops mp_sse_stream;
+
+/* A connection that receives messages: a WebSocket or an SSE stream. Both
+ * have the same outbound bound, slow-consumer close and history replays. */
+static inline int mp_conn_streaming(const mp_conn *c)
+{
+    return c->state == MP_CONN_WS || c->state == MP_CONN_SSE;
+}
+
 /* Timeout lists (tlist.h), one per kind of wait. */
 extern mp_tlist mp_request_list;   /* HTTP: whole request within request_timeout */
-extern mp_tlist mp_idle_list;      /* WebSocket: silent for ping_interval -> ping */
+extern mp_tlist mp_idle_list;      /* WebSocket: silent for ping_interval -> ping; SSE: heartbeat */
 extern mp_tlist mp_pong_list;      /* WebSocket: pinged, silent until idle_timeout -> close 4000 */
 extern mp_tlist mp_linger_list;    /* closing: wait for the peer's FIN */
 
@@ -101,10 +137,10 @@ void mp_net_stop_accepting(void);
  * prepare pass; frames sent to it meanwhile are dropped. Returns 0 if queued. */
 int mp_conn_send(mp_conn *c, mp_frame *f);
 
-/* Closes a streaming (WebSocket) connection: sends a close frame with code
- * and reason, then shuts the connection down once the queue is written.
- * Unregisters it from the hub at once. Code 0: the close frame is queued
- * already (wslay answered a client's close). */
+/* Sends a close frame with code and reason, then shuts the connection down
+ * once the queue is written. Unregisters it from the hub at once. Code 0:
+ * the close frame is queued already (wslay answered a client's close). An
+ * SSE stream has no close frame: it just ends (code kept for on_close). */
 void mp_conn_close_stream(mp_conn *c, uint16_t code, const char *reason);
 
 /* Stops reading requests; shuts down once the queued answer is written. */
@@ -116,7 +152,7 @@ void mp_conn_close_after_flush(mp_conn *c);
 /* Drops the connection now (peer gone, write error). */
 void mp_conn_abort(mp_conn *c);
 
-/* Calls fn on every open WebSocket connection (shutdown, admin). fn may close it. */
+/* Calls fn on every open WebSocket and SSE connection (shutdown, admin). fn may close it. */
 void mp_net_each_ws(void (*fn)(mp_conn *c, void *arg), void *arg);
 
 /* Frees every connection (exit path). */

@@ -258,13 +258,8 @@ void mp_publish_handle(mp_http_req *req)
         return;
     }
     mp_identity *pub = NULL;
-    mp_denial deny;
-    if (mp_lua_auth(req, &pub, &deny) < 0) {
-        mp.stats.auth_denials++;
-        mp_route_counters_denied(req->route->path, deny.status);
-        mp_http_deny(c, &deny);
+    if (mp_http_authenticate(req, &pub) < 0)
         return;
-    }
     json_error_t jerr;
     json_t *root = json_loadb(req->body, req->body_len, JSON_DECODE_ANY, &jerr);
     if (!root) {

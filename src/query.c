@@ -23,13 +23,8 @@
 static int authorize(mp_http_req *req, const char *name)
 {
     mp_identity *id = NULL;
-    mp_denial deny;
-    if (mp_lua_auth(req, &id, &deny) < 0) {
-        mp.stats.auth_denials++;
-        mp_route_counters_denied(req->route->path, deny.status);
-        mp_http_deny(req->conn, &deny);
+    if (mp_http_authenticate(req, &id) < 0)
         return -1;
-    }
     int ok = mp_identity_allows(id, name);
     free(id);
     if (!ok) {

@@ -60,6 +60,7 @@ static void remap_routes(char **old_paths, int nold)
                 map[i] = k;
     }
     mp_ws_remap_routes(map);
+    mp_sse_stream.remap_routes(map);
 }
 
 /* The whole config again, or nothing. Listeners and connections stay. */

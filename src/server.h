@@ -11,7 +11,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-typedef enum { MP_ROUTE_WEBSOCKET, MP_ROUTE_PUBLISH, MP_ROUTE_HEALTH, MP_ROUTE_HISTORY, MP_ROUTE_PRESENCE, MP_ROUTE_METRICS } mp_route_type;
+typedef enum { MP_ROUTE_WEBSOCKET, MP_ROUTE_PUBLISH, MP_ROUTE_HEALTH, MP_ROUTE_HISTORY, MP_ROUTE_PRESENCE, MP_ROUTE_METRICS,
+               MP_ROUTE_SSE } mp_route_type;
 
 /* Which hooks some plugin of a route's chain has: C calls into Lua only for
  * those, so a route without plugins costs no Lua call at all. */
@@ -140,6 +141,7 @@ typedef struct mp_server {
     mp_stats stats;
     int nconns;              /* open client connections (HTTP + WebSocket) */
     int nws;                 /* of which WebSocket */
+    int nsse;                /* of which SSE streams */
     ev_tstamp started;
     char boot_id[9];         /* 8 hex chars, new each start: prefix of message ids */
     int stopping;

@@ -87,13 +87,13 @@ mp_frame *mp_ws_wire_frame(mp_conn *c, mp_frame *f)
 
 const char *mp_ws_kind(const mp_conn *c)
 {
-    return c->ws ? c->ws->ident.kind : "";
+    return c->ws ? c->ws->ident.kind : mp_sse_stream.kind(c);
 }
 
 int mp_ws_describe(const mp_conn *c, mp_ws_desc *d)
 {
     if (!c->ws)
-        return -1;
+        return mp_sse_stream.describe(c, d);
     d->user = c->ws->ident.user;
     d->device = c->ws->ident.device;
     d->kind = c->ws->ident.kind;
@@ -104,7 +104,7 @@ int mp_ws_describe(const mp_conn *c, mp_ws_desc *d)
 
 const char *mp_ws_device(const mp_conn *c)
 {
-    return c->ws ? c->ws->ident.device : "";
+    return c->ws ? c->ws->ident.device : mp_sse_stream.device(c);
 }
 
 int mp_ws_format_route(const mp_conn *c)

@@ -39,10 +39,10 @@ typedef struct mp_ws_desc {
     const struct mp_sub *subs;
 } mp_ws_desc;
 
-/* Fills d for a WebSocket connection; returns -1 for any other. */
+/* Fills d for a WebSocket or SSE connection; returns -1 for any other. */
 int mp_ws_describe(const mp_conn *c, mp_ws_desc *d);
 
-/* The device kind / device id of a WebSocket connection ("" otherwise). */
+/* The device kind / device id of a WebSocket or SSE connection ("" otherwise). */
 const char *mp_ws_kind(const mp_conn *c);
 const char *mp_ws_device(const mp_conn *c);
 
@@ -74,6 +74,12 @@ void mp_ws_send_json(mp_conn *c, struct json_t *obj);
 
 /* Queues a ping (the connection was silent for timeouts.ping_ms). */
 void mp_ws_ping(mp_conn *c);
+
+/* Checks the channels an identity asked for at connect (names, permissions,
+ * limits.max_subscriptions, room in the hub). Returns 0, or answers the
+ * request (400, 403, 503) and returns -1. SSE streams use it too. */
+struct mp_identity;
+int mp_ws_check_channels(mp_conn *c, const struct mp_identity *id);
 
 /* Unsubscribes everything and frees the session (called by net.c). */
 void mp_ws_session_free(mp_conn *c);

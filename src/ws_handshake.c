@@ -84,7 +84,7 @@ static void bad_handshake(mp_conn *c, const char *why)
 /* Checks the channels asked for at connect: names, permissions, count, room
  * in the hub. Returns 0, or answers the request and returns -1. Nothing is
  * created here: a refused handshake leaves no trace in the hub. */
-static int check_initial_channels(mp_conn *c, const mp_identity *id)
+int mp_ws_check_channels(mp_conn *c, const mp_identity *id)
 {
     char msg[200];
     if ((size_t)id->nsubscribe > mp.cfg.max_subscriptions) {
@@ -213,13 +213,8 @@ void mp_ws_handshake(mp_http_req *req, const uint8_t *rest, size_t rest_len)
         return bad_handshake(c, "Sec-WebSocket-Key must be 16 bytes in base64");
 
     mp_identity *id = NULL;
-    mp_denial deny;
-    if (mp_lua_auth(req, &id, &deny) < 0) {
-        mp.stats.auth_denials++;
-        mp_route_counters_denied(req->route->path, deny.status);
-        mp_http_deny(c, &deny);
+    if (mp_http_authenticate(req, &id) < 0)
         return;
-    }
     char personal[MP_NAME_MAX + 8];
     int plen = snprintf(personal, sizeof personal, "user:%s", id->user);
     if (plen < 0 || (size_t)plen >= sizeof personal || !mp_hub_valid_name(id->user, strlen(id->user)) ||
@@ -229,7 +224,7 @@ void mp_ws_handshake(mp_http_req *req, const uint8_t *rest, size_t rest_len)
         mp_http_error(c, 500, "plugin_error", "auth plugin returned an invalid user, device or kind");
         return;
     }
-    if (check_initial_channels(c, id) < 0) {
+    if (mp_ws_check_channels(c, id) < 0) {
         free(id);
         return;
     }

@@ -190,7 +190,7 @@ function _M.auth(req, conf)
     return nil, { status = 503, code = "unavailable", message = "token table unavailable" }
   end
   local id = entry.tokens[token]
-  local want = req.route_type == "websocket" and "user" or "name"
+  local want = (req.route_type == "websocket" or req.route_type == "sse") and "user" or "name"
   if not id or id[want] == nil then
     return nil, { status = 401, code = "unauthorized", message = "unknown token" }
   end

@@ -33,7 +33,7 @@ local DEFAULTS = {
   plugin_budget = 1000000,   -- Lua instructions per hook call
 }
 
-local ROUTE_TYPES = { websocket = true, publish = true, health = true, history = true, presence = true,
+local ROUTE_TYPES = { websocket = true, sse = true, publish = true, health = true, history = true, presence = true,
                       metrics = true }
 
 -- Keys a config may have: anything else is a typo, refused rather than ignored.
@@ -222,7 +222,7 @@ end
 -- cors = { origins = "*" | { "https://app.example", ... }, max_age = 600, headers = { ... } }
 -- on publish, history and presence routes: browsers on those origins may
 -- call the route (src/cors.c answers the preflight and adds the headers).
-local CORS_ROUTES = { publish = true, history = true, presence = true }
+local CORS_ROUTES = { publish = true, history = true, presence = true, sse = true }
 local CORS_MAX_AGE = 86400
 
 local function valid_origin(o)
@@ -235,7 +235,7 @@ end
 
 local function check_cors(c, rtype, where)
   where = where .. ".cors"
-  if not CORS_ROUTES[rtype] then return nil, where .. " applies to publish, history and presence routes only" end
+  if not CORS_ROUTES[rtype] then return nil, where .. " applies to publish, history, presence and sse routes only" end
   if type(c) ~= "table" then return nil, where .. " must be a table { origins = ..., max_age = ... }" end
   local bad = unknown_key(c, { origins = true, max_age = true, headers = true }, where .. ".")
   if bad then return nil, bad end
@@ -328,15 +328,27 @@ local function check_route(i, r, plugin_dirs)
   local path = r.path
   if #path > 1 then path = path:gsub("/+$", "") end
   if not ROUTE_TYPES[r.type] then
-    return nil, format("%s.type must be websocket, publish, history, presence, metrics or health, got %s", where, tostring(r.type))
+    return nil, format("%s.type must be websocket, sse, publish, history, presence, metrics or health, got %s", where, tostring(r.type))
   end
   if r.budget ~= nil and not positive_int(r.budget) then
     return nil, where .. ".budget must be " .. POSITIVE_INT .. " (Lua instructions per hook call)"
   end
   local chain, err = plugins.load_chain(r.plugins or {}, plugin_dirs, where, path)
   if not chain then return nil, err end
-  if r.type == "websocket" and not chain.has_auth then
-    return nil, where .. ": a websocket route needs a plugin with an auth hook"
+  if (r.type == "websocket" or r.type == "sse") and not chain.has_auth then
+    return nil, where .. ": a " .. r.type .. " route needs a plugin with an auth hook"
+  end
+  -- An SSE stream has no upstream: nothing can ack, send frames, or take
+  -- another shape than the standard envelope (docs/protocol.md, SSE).
+  if r.type == "sse" then
+    if r.acks ~= nil and r.acks ~= false then
+      return nil, where .. ".acks: an sse route has no upstream to ack with; use a websocket route for acks"
+    end
+    for _, h in ipairs({ "format", "on_message", "on_ack" }) do
+      if chain.hooks[h] then
+        return nil, format("%s: a plugin of this sse route has a %s hook, which sse routes do not run (no upstream, standard envelope only)", where, h)
+      end
+    end
   end
   if r.anonymous ~= nil then
     if type(r.anonymous) ~= "boolean" then return nil, where .. ".anonymous must be true or false" end

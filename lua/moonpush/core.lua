@@ -279,11 +279,11 @@ end
 
 -- ---- auth (+ the connect / publish rate limits) -----------------------------
 
--- What a route takes: a websocket route devices, every other route (publish,
--- history, presence, metrics) publishers. A token minted for one kind of
--- client is refused on the other (docs/plugins.md, "Identities").
+-- What a route takes: websocket and sse routes devices, every other route
+-- (publish, history, presence, metrics) publishers. A token minted for one
+-- kind of client is refused on the other (docs/plugins.md, "Identities").
 local function route_role(route)
-  return route.type == "websocket" and "device" or "publisher"
+  return (route.type == "websocket" or route.type == "sse") and "device" or "publisher"
 end
 
 local IDENTITY_KEYS = { user = true, name = true, device = true, kind = true, channels = true,
@@ -361,7 +361,7 @@ local function identity_for_c(route, req, id, role)
     kind = tostring(id.kind or "default"),
     allow = allow,
     expires = id.expires,
-    subscribe = route.type == "websocket" and split_channels(req.query.channels) or {},
+    subscribe = (route.type == "websocket" or route.type == "sse") and split_channels(req.query.channels) or {},
   }
 end
 
@@ -396,7 +396,7 @@ function _M.auth(route_index, raw)
     return denial(403, "origin_not_allowed", "Origin " .. tostring(req.headers.origin):sub(1, 100) ..
                   " may not open a WebSocket here: list it in the route's origins")
   end
-  if chain.hooks.ratelimit and route.type == "websocket" then
+  if chain.hooks.ratelimit and (route.type == "websocket" or route.type == "sse") then
     local ok, d = ratelimit(route, { phase = "connect", route = route.path, remote_addr = req.remote_addr,
                                      ip = req.ip, token = req.token })
     if not ok then return nil, d end
