@@ -142,7 +142,9 @@ static void mem_read(mp_store *base, const char *channel, const char *epoch, uin
     h.last_seq = ch->last_seq;
     h.since_state = mp_store_since_state(&h, epoch, since, &after);
 
-    size_t want = max < ch->live ? max : ch->live;
+    /* Ahead of the head there is nothing to read (and since + 1 may wrap). */
+    int ahead = h.since_state == MP_STORE_SINCE_AHEAD;
+    size_t want = ahead ? 0 : max < ch->live ? max : ch->live;
     mp_store_item *items = NULL;
     int own = st->reading;            /* nested read: don't clobber the outer one's items */
     if (want) {
@@ -163,7 +165,7 @@ static void mem_read(mp_store *base, const char *channel, const char *epoch, uin
             return;
         }
     }
-    for (uint32_t i = mem_find_pos(ch, after + 1); i < ch->count; i++) {
+    for (uint32_t i = ahead ? ch->count : mem_find_pos(ch, after + 1); i < ch->count; i++) {
         entry *e = mem_at(ch, i);
         if (!e->frame || e->expires_ms <= now)
             continue;

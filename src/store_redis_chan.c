@@ -71,9 +71,11 @@ static void got_history(mp_redis *r, const redisReply *rep, void *ud)
         h.first_seq = 1;
     uint64_t after;
     h.since_state = mp_store_since_state(&h, o->epoch, o->since, &after);
-    mp_store_item *items = raw.n ? calloc(raw.n, sizeof *items) : NULL;
-    int status = raw.n && !items ? MP_STORE_ENOMEM : MP_STORE_OK;
-    for (size_t i = 0; status == MP_STORE_OK && i < raw.n; i++) {
+    /* Ahead of the head nothing is read, whatever the script returned. */
+    size_t n = h.since_state == MP_STORE_SINCE_AHEAD ? 0 : raw.n;
+    mp_store_item *items = n ? calloc(n, sizeof *items) : NULL;
+    int status = n && !items ? MP_STORE_ENOMEM : MP_STORE_OK;
+    for (size_t i = 0; status == MP_STORE_OK && i < n; i++) {
         rec *rc = &raw.recs[i];
         size_t off, dlen;
         mp_frame *f = rs_envelope_frame(st, o->channel, rc->seq, rc->id, rc->env, rc->env_len, rc->published_ms,

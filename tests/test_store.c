@@ -647,6 +647,9 @@ static void test_since_beyond_head(void)
     CHECK(got.status == MP_STORE_OK && got.count == 0 && got.state == MP_STORE_SINCE_AHEAD);
     read_since(st, "c", NULL, 2, 10);
     CHECK(got.count == 0 && got.state == MP_STORE_SINCE_OK);
+    /* since + 1 wraps to 0 here: still ahead, and nothing is read */
+    read_since(st, "c", NULL, UINT64_MAX, 10);
+    CHECK(got.status == MP_STORE_OK && got.count == 0 && got.state == MP_STORE_SINCE_AHEAD);
     mp_store_free(st);
 }
 
