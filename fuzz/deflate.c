@@ -50,11 +50,11 @@ static void message(const uint8_t *data, size_t size)
     }
     if (len > MAX_OUT)
         abort();
-    mp_frame *f = mp_ws_frame(MP_WS_TEXT, out, len);
+    mp_frame *f = mp_frame_ws(MP_WS_TEXT, out, len);
     mp_frame *z = f ? mp_deflate_frame(f, 1 + (int)(size % 9)) : NULL;
     if (z) {
         size_t zlen;
-        const uint8_t *zp = mp_ws_frame_payload(z, &zlen);
+        const uint8_t *zp = mp_frame_ws_payload(z, &zlen);
         uint8_t *back = NULL;
         size_t blen = 0;
         if (mp_inflate_message(zp, zlen, MAX_OUT, &back, &blen) != MP_INFLATE_OK || blen != len ||

@@ -1,5 +1,5 @@
 -- moonpush: the module plugins require. C-backed helpers come from
--- "moonpush.host" (src/lua_api.c; inside the server lua_host.c adds
+-- "moonpush.host" (src/lua_api.c; inside the server lua_host_helpers.c adds
 -- publish/online/connections/channel_info); JSON is lua-cjson. See docs/plugins.md.
 
 local host = require "moonpush.host"

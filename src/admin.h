@@ -1,7 +1,7 @@
 /* admin.h — the administrators' door: a Unix socket (mode 0600) and, if
  * configured, a token-guarded TCP listener on loopback. Each line an admin
  * sends is a JSON request (docs/operations.md, "Admin wire protocol"); eval
- * and completion run in the server's Lua state through lua_host.c, under the
+ * and completion run in the server's Lua state through lua_host_admin.c, under the
  * plugin instruction budget. Admin connections are few and are not counted
  * against max_connections; their buffers are bounded (1 MiB a line).
  */

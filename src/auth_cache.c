@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "clock.h"
-#include "lua_host.h"
+#include "identity.h"
 #include "server.h"
 
 struct mp_auth_cache {

@@ -133,7 +133,7 @@ static z_stream *deflater(int level)
 static mp_frame *compress_frame(const mp_frame *f, int level)
 {
     size_t plen;
-    const uint8_t *payload = mp_ws_frame_payload(f, &plen);
+    const uint8_t *payload = mp_frame_ws_payload(f, &plen);
     z_stream *z = deflater(level);
     if (!z)
         return NULL;
@@ -156,7 +156,7 @@ static mp_frame *compress_frame(const mp_frame *f, int level)
         return NULL;
     }
     clen -= 4;
-    mp_ws_frame_seal(out, mp_frame_bytes(f)[0] & 0x0f, clen);
+    mp_frame_ws_seal(out, mp_frame_bytes(f)[0] & 0x0f, clen);
     out->data[out->off] |= 0x40;       /* RSV1: this message is compressed */
     out->published = f->published;
     mp_deflate_stats_now.frames++;

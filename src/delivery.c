@@ -9,7 +9,6 @@
 #include <time.h>
 
 #include "log.h"
-#include "metrics.h"
 #include "server.h"
 #include "store.h"
 #include "ws.h"
@@ -227,7 +226,7 @@ static void on_ack_timeout(struct ev_loop *loop, ev_timer *w, int revents)
         mp.stats.ack_timeout_closes++;
         mp_info("ack timeout", "conn=%llu user=%s device=%s tries=%d", (unsigned long long)c->id,
                 a->id->user, a->id->device, a->sends);
-        mp_conn_close_ws(c, 4004, "ack timeout");
+        mp_conn_close_stream(c, 4004, "ack timeout");
         return;
     }
     a->sends++;
@@ -278,6 +277,8 @@ void mp_acks_arm(mp_acks *a)
         start_timer(a);
 }
 
+mp_histogram mp_delivery_ack_latency;
+
 static void got_acked_item(mp_store *st, int status, const mp_store_history *h, void *ud)
 {
     (void)st; (void)ud;
@@ -286,7 +287,7 @@ static void got_acked_item(mp_store *st, int status, const mp_store_history *h, 
     struct timespec now;
     clock_gettime(CLOCK_REALTIME, &now);
     double now_ms = (double)now.tv_sec * 1000.0 + (double)now.tv_nsec / 1e6;
-    mp_metrics_ack_latency((now_ms - (double)h->items[0].published_ms) / 1000.0);
+    mp_histogram_observe(&mp_delivery_ack_latency, (now_ms - (double)h->items[0].published_ms) / 1000.0);
 }
 
 /* Publish-to-ack latency of the acked message, from its stored publish time

@@ -29,9 +29,11 @@
 
 #include <stdint.h>
 
+#include "histogram.h"
 #include "hub.h"
-#include "lua_host.h"
+#include "identity.h"
 #include "net.h"
+#include "server.h"
 
 typedef struct mp_acks mp_acks;
 
@@ -64,5 +66,8 @@ void mp_acks_arm(mp_acks *a);
 /* A cumulative ack of seq on s. Returns 0, or -1 if seq was never sent
  * (the caller answers bad_ack). Advances the device cursor in the store. */
 int mp_acks_ack(mp_acks *a, mp_sub *s, uint64_t seq);
+
+/* Publish-to-ack seconds of acked messages (metrics.c shows it). */
+extern mp_histogram mp_delivery_ack_latency;
 
 #endif

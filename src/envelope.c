@@ -1,6 +1,6 @@
 /* envelope.c — see envelope.h. The prefix is printed once per message into
  * a stack buffer; the frame is allocated once with room for the WebSocket
- * header in front, so the payload is never copied again (mp_ws_frame_seal). */
+ * header in front, so the payload is never copied again (mp_frame_ws_seal). */
 #include "envelope.h"
 
 #include <stdio.h>
@@ -48,7 +48,7 @@ mp_frame *mp_envelope_frame(const char *channel, uint64_t seq, const char *id,
     memcpy(p, prefix, n);
     memcpy(p + n, data, data_len);
     p[n + data_len] = '}';
-    mp_ws_frame_seal(f, MP_WS_TEXT, payload);
+    mp_frame_ws_seal(f, MP_WS_TEXT, payload);
     f->published = (double)published_ms / 1000.0;
     return f;
 }

@@ -38,7 +38,7 @@ void mp_frame_unref(mp_frame *f)
     }
 }
 
-size_t mp_ws_header(uint8_t *out, int opcode, uint64_t len)
+size_t mp_frame_ws_header(uint8_t *out, int opcode, uint64_t len)
 {
     out[0] = (uint8_t)(0x80 | (opcode & 0x0f));
     if (len < 126) {
@@ -57,19 +57,19 @@ size_t mp_ws_header(uint8_t *out, int opcode, uint64_t len)
     return 10;
 }
 
-mp_frame *mp_ws_frame(int opcode, const void *payload, size_t len)
+mp_frame *mp_frame_ws(int opcode, const void *payload, size_t len)
 {
     mp_frame *f = mp_frame_new(MP_WS_HEADER_MAX + len);
     if (!f)
         return NULL;
-    size_t h = mp_ws_header(f->data, opcode, len);
+    size_t h = mp_frame_ws_header(f->data, opcode, len);
     if (len)
         memcpy(f->data + h, payload, len);
     f->len = (uint32_t)(h + len);
     return f;
 }
 
-mp_frame *mp_ws_close_frame(uint16_t code, const char *reason)
+mp_frame *mp_frame_ws_close(uint16_t code, const char *reason)
 {
     uint8_t payload[125];
     size_t rlen = reason ? strlen(reason) : 0;
@@ -79,13 +79,13 @@ mp_frame *mp_ws_close_frame(uint16_t code, const char *reason)
     payload[1] = (uint8_t)code;
     if (rlen)
         memcpy(payload + 2, reason, rlen);
-    return mp_ws_frame(MP_WS_CLOSE, payload, rlen + 2);
+    return mp_frame_ws(MP_WS_CLOSE, payload, rlen + 2);
 }
 
-void mp_ws_frame_seal(mp_frame *f, int opcode, size_t payload_len)
+void mp_frame_ws_seal(mp_frame *f, int opcode, size_t payload_len)
 {
     uint8_t hdr[MP_WS_HEADER_MAX];
-    size_t h = mp_ws_header(hdr, opcode, payload_len);
+    size_t h = mp_frame_ws_header(hdr, opcode, payload_len);
     f->off = (uint32_t)(MP_WS_HEADER_MAX - h);
     memcpy(f->data + f->off, hdr, h);
     f->len = (uint32_t)(MP_WS_HEADER_MAX + payload_len);

@@ -42,20 +42,20 @@ void mp_frame_unref(mp_frame *f);
 
 /* Writes an unmasked WebSocket header (FIN set) for a payload of len bytes
  * into out, which has room for MP_WS_HEADER_MAX bytes; returns its size. */
-size_t mp_ws_header(uint8_t *out, int opcode, uint64_t len);
+size_t mp_frame_ws_header(uint8_t *out, int opcode, uint64_t len);
 
 /* A WebSocket frame: header + copy of payload. */
-mp_frame *mp_ws_frame(int opcode, const void *payload, size_t len);
+mp_frame *mp_frame_ws(int opcode, const void *payload, size_t len);
 
 /* A close frame with a code and a short reason (truncated to 123 bytes). */
-mp_frame *mp_ws_close_frame(uint16_t code, const char *reason);
+mp_frame *mp_frame_ws_close(uint16_t code, const char *reason);
 
 static inline size_t mp_frame_size(const mp_frame *f) { return f->len - f->off; }
 static inline const uint8_t *mp_frame_bytes(const mp_frame *f) { return f->data + f->off; }
 
 /* The payload of a finished server (unmasked) WebSocket frame: past its 2,
  * 4 or 10 byte header. */
-static inline const uint8_t *mp_ws_frame_payload(const mp_frame *f, size_t *len)
+static inline const uint8_t *mp_frame_ws_payload(const mp_frame *f, size_t *len)
 {
     const uint8_t *b = mp_frame_bytes(f);
     size_t h = (b[1] & 0x7f) < 126 ? 2 : (b[1] & 0x7f) == 126 ? 4 : 10;
@@ -66,6 +66,6 @@ static inline const uint8_t *mp_ws_frame_payload(const mp_frame *f, size_t *len)
 /* Turns a frame whose payload was written at data + MP_WS_HEADER_MAX into a
  * finished WebSocket frame: the header goes right before the payload (off
  * moves back to where it starts), so the payload is never copied. */
-void mp_ws_frame_seal(mp_frame *f, int opcode, size_t payload_len);
+void mp_frame_ws_seal(mp_frame *f, int opcode, size_t payload_len);
 
 #endif

@@ -27,6 +27,7 @@
 #include "metrics.h"
 #include "publish.h"
 #include "query.h"
+#include "route_counters.h"
 #include "ws.h"
 
 enum { PART_NONE, PART_URL, PART_FIELD, PART_VALUE };
@@ -442,7 +443,7 @@ int mp_http_authenticate(const mp_http_req *req, mp_identity **out)
         return 0;
     }
     mp.stats.auth_denials++;
-    mp_metrics_denied(req->route->path, deny.status);
+    mp_route_counters_denied(req->route->path, deny.status);
     mp_http_deny(req->conn, &deny);
     return -1;
 }

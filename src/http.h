@@ -14,29 +14,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "identity.h"
 #include "net.h"
+#include "request.h"
 #include "server.h"
-
-#define MP_HTTP_MAX_HEADERS 64
-
-typedef struct mp_http_header {
-    const char *name;     /* lower-cased, NUL-terminated, in the arena */
-    const char *value;    /* NUL-terminated, in the arena */
-} mp_http_header;
-
-/* A parsed request, valid during its handler call only. */
-typedef struct mp_http_req {
-    const char *method;
-    const char *path;     /* decoded? no: raw path, without query */
-    const char *query;    /* raw query string without '?', "" if none */
-    const mp_http_header *headers;
-    int nheaders;
-    const char *body;
-    size_t body_len;
-    const mp_route *route;
-    int route_index;
-    mp_conn *conn;
-} mp_http_req;
 
 int mp_http_session_new(mp_conn *c);
 void mp_http_session_free(mp_conn *c);
@@ -64,10 +45,9 @@ void mp_http_access_log(mp_conn *c, int status, size_t bytes);
 void mp_http_respond_typed(mp_conn *c, int status, const char *content_type, const char *extra_headers,
                            const char *body, size_t body_len);
 
-struct mp_denial;
 /* Answers a plugin's denial: its status, code and message (and Retry-After
  * for a 429 that says when). */
-void mp_http_deny(mp_conn *c, const struct mp_denial *d);
+void mp_http_deny(mp_conn *c, const mp_denial *d);
 
 struct mp_identity;
 /* Runs the route's auth chain (mp_lua_auth). Returns 0 with *out (caller

@@ -134,7 +134,7 @@ static mp_frame *format_frame(int route, const char *name, uint64_t seq, const c
         return mp_frame_ref(standard);
     if (r < 0)
         return NULL;
-    mp_frame *f = mp_ws_frame(MP_WS_TEXT, text, len);
+    mp_frame *f = mp_frame_ws(MP_WS_TEXT, text, len);
     free(text);
     if (f)
         f->published = standard->published;

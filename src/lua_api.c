@@ -5,7 +5,7 @@
  * Everything here is pure (no hub, no loop), so the same file also builds as
  * a loadable Lua module, build/moonpush/host.so, for plugin unit specs that
  * run without a server. Server-only helpers (publish, online, channel_info)
- * are added to the table by lua_host.c.
+ * are added to the table by lua_host_helpers.c.
  */
 #include <lauxlib.h>
 #include <lua.h>
@@ -173,7 +173,7 @@ static int l_limit(lua_State *L)
 /* file_stamp(path) -> { mtime_sec, mtime_nsec, size, inode }, or nil if it
  * cannot be stat'ed. The core takes it just before reading a plugin file, so
  * the file watch, which starts later, compares against what was loaded
- * rather than against the file as it is by then (lua_host.c). */
+ * rather than against the file as it is by then (lua_host_watch.c). */
 static int l_file_stamp(lua_State *L)
 {
     struct stat st;

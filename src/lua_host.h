@@ -5,33 +5,18 @@
  * calls hooks only through the functions below, never through the Lua API
  * elsewhere. Every call runs under pcall with the route's instruction budget:
  * a plugin that raises or loops fails its own request and nothing else.
+ *
+ * The identity and denial types the hooks answer with are in identity.h,
+ * the request they see in request.h. The implementation is split by concern
+ * over lua_host.c (the state, budget, protected calls) and lua_host_*.c;
+ * lua_host_int.h is their private header.
  */
 #ifndef MP_LUA_HOST_H
 #define MP_LUA_HOST_H
 
-#include "http.h"
+#include "identity.h"
+#include "request.h"
 #include "server.h"
-
-/* Who a request or connection is, as the route's auth plugin decided. One
- * allocation (strings follow the struct); release with free(). */
-typedef struct mp_identity {
-    char *user;           /* WebSocket: user id; publish: publisher name */
-    char *device;
-    char *kind;
-    int nallow;
-    char **allow;         /* channel patterns it may subscribe / publish to */
-    int nsubscribe;
-    char **subscribe;     /* channels asked for at connect (query `channels`) */
-    double expires;       /* unix seconds after which it is void; 0: never */
-    int no_cache;         /* the plugin said cache = false (auth_cache.h) */
-} mp_identity;
-
-typedef struct mp_denial {
-    int status;
-    int retry_after;      /* seconds, for 429; 0 if none */
-    char code[40];
-    char message[200];
-} mp_denial;
 
 /* A message after the route hooks: where it goes and what it carries. One
  * allocation per message; release with free(). */
@@ -124,15 +109,6 @@ typedef struct mp_plugin_stat {
 
 /* Per-plugin hook statistics (core.lua counts them); returns how many. */
 int mp_lua_plugin_stats(mp_plugin_stat *out, int max);
-
-/* 1 if name matches one of the identity's patterns ("*", "prefix*", exact). */
-int mp_identity_allows(const mp_identity *id, const char *name);
-
-/* The same for a device (WebSocket) identity: its own user:<user> is always
- * allowed, and another user's personal channel only by a pattern that names
- * the user: namespace itself ("user:bob", "user:*", "user:b*"): "*" or "u*"
- * never reach other users' personal channels. */
-int mp_identity_allows_device(const mp_identity *id, const char *name);
 
 void mp_lua_close(void);
 void mp_config_free(mp_config *cfg);

@@ -3,7 +3,7 @@
  * moonpush: publishers POST messages over HTTP, devices receive them over
  * WebSocket. Reading order for a newcomer (src/README.md maps every file
  * and the layers they sit in):
- *   main()            loads the config through Lua (lua_host.c), opens the
+ *   main()            loads the config through Lua (lua_host*.c), opens the
  *                     store (store.h; the memory store, store_mem.c),
  *                     listens (net.c)
  *   net.c on_accept   a connection starts as HTTP
@@ -81,7 +81,7 @@ static void close_going_away(mp_conn *c, void *arg)
         mp_sse_stream.going_away(c, after_ms);   /* an SSE `retry:` line instead */
     else
         mp_ws_send_text(c, hint, (size_t)n);
-    mp_conn_close_ws(c, 1001, "server shutting down");
+    mp_conn_close_stream(c, 1001, "server shutting down");
 }
 
 /* Exits the loop once every connection has said goodbye, or at the grace limit. */

@@ -8,91 +8,16 @@
 #include <string.h>
 
 #include "buf.h"
-#include "clock.h"
 #include "deflate.h"
+#include "delivery.h"
+#include "histogram.h"
 #include "hub.h"
 #include "lua_host.h"
 #include "procstat.h"
+#include "route_counters.h"
 #include "server.h"
 #include "store.h"
 #include "ws.h"
-
-static const double bucket_bounds[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
-                                       0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
-#define NBUCKETS (sizeof bucket_bounds / sizeof bucket_bounds[0])
-
-typedef struct histogram {
-    uint64_t counts[NBUCKETS + 1];   /* the last one is +Inf */
-    uint64_t n;
-    double sum;
-} histogram;
-
-static histogram deliver_latency, ack_latency;
-static uint64_t delivered;
-
-static struct {
-    char path[64];
-    mp_route_counters c;
-} routes[MP_METRICS_MAX_ROUTES + 1];
-static int nroutes;
-
-mp_route_counters *mp_metrics_route(const char *path)
-{
-    for (int i = 0; i < nroutes; i++)
-        if (strcmp(routes[i].path, path) == 0)
-            return &routes[i].c;
-    if (nroutes < MP_METRICS_MAX_ROUTES) {
-        snprintf(routes[nroutes].path, sizeof routes[nroutes].path, "%s", path);
-        return &routes[nroutes++].c;
-    }
-    snprintf(routes[MP_METRICS_MAX_ROUTES].path, sizeof routes[0].path, "other");
-    return &routes[MP_METRICS_MAX_ROUTES].c;
-}
-
-void mp_metrics_denied(const char *route_path, int status)
-{
-    mp_route_counters *c = mp_metrics_route(route_path);
-    if (status == 429)
-        c->ratelimit_denials++;
-    else if (status == 401 || status == 403)
-        c->auth_denials++;
-}
-
-static void observe(histogram *h, double v)
-{
-    if (v < 0)
-        v = 0;
-    size_t i = 0;
-    while (i < NBUCKETS && v > bucket_bounds[i])
-        i++;
-    h->counts[i]++;
-    h->n++;
-    h->sum += v;
-}
-
-/* The time the last writev finished, read once per writev that completed a
- * message frame (not once per frame, nor per recipient): frames completed by
- * one writev were all written at that moment. ev_now would not do: a frame
- * published and written in the same loop iteration would measure 0. */
-static double written_at;
-static uint64_t written_at_call = UINT64_MAX;
-
-void mp_metrics_written(const mp_frame *f)
-{
-    if (f->published > 0) {
-        if (written_at_call != mp.stats.writev_calls) {
-            written_at_call = mp.stats.writev_calls;
-            written_at = mp_clock_wall();
-        }
-        delivered++;
-        observe(&deliver_latency, written_at - f->published);
-    }
-}
-
-void mp_metrics_ack_latency(double seconds)
-{
-    observe(&ack_latency, seconds);
-}
 
 /* ---- exposition --------------------------------------------------------- */
 
@@ -113,15 +38,15 @@ static void gauge(mp_buf *t, const char *name, const char *help, double v)
     mp_buf_printf(t, "%s %.17g\n", name, v);
 }
 
-static void histogram_text(mp_buf *t, const char *name, const char *help, const histogram *h)
+static void histogram_text(mp_buf *t, const char *name, const char *help, const mp_histogram *h)
 {
     head(t, name, "histogram", help);
     uint64_t cum = 0;
-    for (size_t i = 0; i < NBUCKETS; i++) {
+    for (size_t i = 0; i < MP_HISTOGRAM_BUCKETS; i++) {
         cum += h->counts[i];
-        mp_buf_printf(t, "%s_bucket{le=\"%g\"} %llu\n", name, bucket_bounds[i], (unsigned long long)cum);
+        mp_buf_printf(t, "%s_bucket{le=\"%g\"} %llu\n", name, mp_histogram_bounds[i], (unsigned long long)cum);
     }
-    cum += h->counts[NBUCKETS];
+    cum += h->counts[MP_HISTOGRAM_BUCKETS];
     mp_buf_printf(t, "%s_bucket{le=\"+Inf\"} %llu\n%s_sum %.9g\n%s_count %llu\n", name, (unsigned long long)cum, name,
         h->sum, name, (unsigned long long)h->n);
 }
@@ -160,13 +85,14 @@ static void route_counters(mp_buf *t)
         {"moonpush_ratelimit_denials_total", "requests refused by a rate limit (429), by route", offsetof(mp_route_counters, ratelimit_denials)},
         {"moonpush_route_messages_published_total", "messages published, by publish route", offsetof(mp_route_counters, published)},
     };
-    int n = nroutes + (routes[MP_METRICS_MAX_ROUTES].path[0] ? 1 : 0);
+    int n = mp_route_counters_count();
     for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++) {
         head(t, rows[r].name, "counter", rows[r].help);
         for (int i = 0; i < n; i++) {
-            int slot = i < nroutes ? i : MP_METRICS_MAX_ROUTES;
-            uint64_t v = *(const uint64_t *)((const char *)&routes[slot].c + rows[r].off);
-            mp_buf_printf(t, "%s{route=\"%s\"} %llu\n", rows[r].name, routes[slot].path, (unsigned long long)v);
+            const char *path;
+            const mp_route_counters *c = mp_route_counters_at(i, &path);
+            uint64_t v = *(const uint64_t *)((const char *)c + rows[r].off);
+            mp_buf_printf(t, "%s{route=\"%s\"} %llu\n", rows[r].name, path, (unsigned long long)v);
         }
     }
 }
@@ -233,7 +159,7 @@ static void render(mp_buf *t)
     route_counters(t);
     counter(t, "moonpush_messages_published_total", "messages published", s->messages_published);
     counter(t, "moonpush_messages_queued_total", "message frames queued to connections (one per recipient)", s->frames_queued);
-    counter(t, "moonpush_messages_delivered_total", "message frames completely written to a socket", delivered);
+    counter(t, "moonpush_messages_delivered_total", "message frames completely written to a socket", mp_net_delivered);
     counter(t, "moonpush_messages_replayed_total", "message frames sent from history (resume, resend)", s->messages_replayed);
     counter(t, "moonpush_messages_acked_total", "acks received", s->acks);
     counter(t, "moonpush_messages_resent_total", "message frames resent for want of an ack", s->resends);
@@ -260,8 +186,8 @@ static void render(mp_buf *t)
     counter(t, "moonpush_history_trimmed_total", "messages dropped from history for their channel's max_messages", ss.trimmed);
     counter(t, "moonpush_publish_refused_total", "messages the store refused (history.max_channels, max_bytes, unreachable): answered 503, sent to nobody", s->publishes_refused);
     counter(t, "moonpush_history_expired_total", "messages aged out of history", ss.expired);
-    histogram_text(t, "moonpush_publish_to_deliver_seconds", "from publish until the frame was written to a socket", &deliver_latency);
-    histogram_text(t, "moonpush_publish_to_ack_seconds", "from publish until the device acked it", &ack_latency);
+    histogram_text(t, "moonpush_publish_to_deliver_seconds", "from publish until the frame was written to a socket", &mp_net_deliver_latency);
+    histogram_text(t, "moonpush_publish_to_ack_seconds", "from publish until the device acked it", &mp_delivery_ack_latency);
     plugin_counters(t);
     head(t, "moonpush_reloads_total", "counter", "config and plugin reloads, by result");
     mp_buf_printf(t, "moonpush_reloads_total{result=\"ok\"} %llu\n", (unsigned long long)s->reloads);
@@ -275,7 +201,7 @@ void mp_metrics_handle(mp_http_req *req)
         mp_identity *id = NULL;
         mp_denial deny;
         if (mp_lua_auth(req, &id, &deny) < 0) {
-            mp_metrics_denied(req->route->path, deny.status);
+            mp_route_counters_denied(req->route->path, deny.status);
             mp_http_deny(req->conn, &deny);
             return;
         }

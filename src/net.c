@@ -13,10 +13,9 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "http.h"
-#include "hub.h"
 #include "log.h"
-#include "metrics.h"
 #include "server.h"
 #include "tls.h"
 #include "ws.h"
@@ -118,7 +117,7 @@ static void enter_closing(mp_conn *c)
     mark_dirty(c);
 }
 
-void mp_conn_close_ws(mp_conn *c, uint16_t code, const char *reason)
+void mp_conn_close_stream(mp_conn *c, uint16_t code, const char *reason)
 {
     if (!mp_conn_streaming(c))
         return;
@@ -126,7 +125,7 @@ void mp_conn_close_ws(mp_conn *c, uint16_t code, const char *reason)
         mp.stats.dropped_slow += mp_outq_drop_uncommitted(&c->out, conn_ssl(c) ? mp_tls_committed(conn_ssl(c)) : 0);
     if (code)
         c->close_code = code;
-    mp_frame *f = code && c->state == MP_CONN_WS ? mp_ws_close_frame(code, reason) : NULL;
+    mp_frame *f = code && c->state == MP_CONN_WS ? mp_frame_ws_close(code, reason) : NULL;
     if (f) {
         mp_outq_push(&c->out, f);
         mp_frame_unref(f);
@@ -140,6 +139,28 @@ void mp_conn_close_after_flush(mp_conn *c)
     if (c->state == MP_CONN_CLOSING)
         return;
     enter_closing(c);
+}
+
+mp_histogram mp_net_deliver_latency;
+uint64_t mp_net_delivered;
+
+/* The time the last writev finished, read once per writev that completed a
+ * message frame (not once per frame, nor per recipient): frames completed by
+ * one writev were all written at that moment. ev_now would not do: a frame
+ * published and written in the same loop iteration would measure 0. */
+static double written_at;
+static uint64_t written_at_call = UINT64_MAX;
+
+static void count_written(const mp_frame *f)
+{
+    if (f->published > 0) {
+        if (written_at_call != mp.stats.writev_calls) {
+            written_at_call = mp.stats.writev_calls;
+            written_at = mp_clock_wall();
+        }
+        mp_net_delivered++;
+        mp_histogram_observe(&mp_net_deliver_latency, written_at - f->published);
+    }
 }
 
 /* The queue is written: stop sending, then wait briefly for the peer's FIN so
@@ -227,7 +248,7 @@ static int write_tls(mp_conn *c)
             return -1;
         }
         mp_tls_set_committed(conn_ssl(c), 0);
-        mp_outq_consume(&c->out, (size_t)w, mp_metrics_written);
+        mp_outq_consume(&c->out, (size_t)w, count_written);
         if (c->state == MP_CONN_CLOSING)
             mp_tlist_touch(&mp_linger_list, &c->tnode);
     }
@@ -250,7 +271,7 @@ static int write_plain(mp_conn *c)
             mp_conn_abort(c);
             return -1;
         }
-        mp_outq_consume(&c->out, (size_t)w, mp_metrics_written);
+        mp_outq_consume(&c->out, (size_t)w, count_written);
         if (c->state == MP_CONN_CLOSING && w > 0)
             mp_tlist_touch(&mp_linger_list, &c->tnode);   /* still reading: keep draining */
     }
@@ -297,7 +318,7 @@ static void close_slow(mp_conn *c)
         mp.stats.slow_consumer_closes++;
     mp_info("slow consumer closed", "conn=%llu queued_bytes=%zu code=%u",
             (unsigned long long)c->id, c->out.bytes, code);
-    mp_conn_close_ws(c, code, code == 4001 ? "slow consumer" : "internal error");
+    mp_conn_close_stream(c, code, code == 4001 ? "slow consumer" : "internal error");
     c->flags &= (uint8_t)~MP_CONN_SLOW;
 }
 
@@ -483,7 +504,7 @@ static void on_pong_timeout(mp_tlist *l, mp_tnode *n)
     mp_conn *c = conn_of_tnode(n);
     mp.stats.idle_timeout_closes++;
     mp_info("idle timeout", "conn=%llu remote=%s", (unsigned long long)c->id, mp_conn_remote(c));
-    mp_conn_close_ws(c, 4000, "idle timeout");
+    mp_conn_close_stream(c, 4000, "idle timeout");
 }
 
 /* No progress for LINGER_SECONDS while closing. During a shutdown drain a

@@ -10,7 +10,7 @@
  * iteration leaves in one syscall. A connection has one ev_io: it asks for
  * EV_WRITE only while the kernel pushed back (EAGAIN).
  *
- * Closing: mp_conn_close_ws() queues a close frame and lets the queue drain;
+ * Closing: mp_conn_close_stream() queues a close frame and lets the queue drain;
  * mp_conn_close_after_flush() does the same for an HTTP answer; both then
  * shut down writing and linger briefly to read the peer's remainder, so the
  * last frame is not lost to a reset. mp_conn_abort() drops everything. The
@@ -25,6 +25,7 @@
 #include <stdint.h>
 
 #include "frame.h"
+#include "histogram.h"
 #include "outq.h"
 #include "tlist.h"
 
@@ -140,7 +141,7 @@ int mp_conn_send(mp_conn *c, mp_frame *f);
  * once the queue is written. Unregisters it from the hub at once. Code 0:
  * the close frame is queued already (wslay answered a client's close). An
  * SSE stream has no close frame: it just ends (code kept for on_close). */
-void mp_conn_close_ws(mp_conn *c, uint16_t code, const char *reason);
+void mp_conn_close_stream(mp_conn *c, uint16_t code, const char *reason);
 
 /* Stops reading requests; shuts down once the queued answer is written. */
 void mp_conn_close_after_flush(mp_conn *c);
@@ -156,5 +157,10 @@ void mp_net_each_ws(void (*fn)(mp_conn *c, void *arg), void *arg);
 
 /* Frees every connection (exit path). */
 void mp_net_free_all(void);
+
+/* Message frames completely written to a socket, and the seconds from
+ * publish until then (metrics.c shows both). */
+extern uint64_t mp_net_delivered;
+extern mp_histogram mp_net_deliver_latency;
 
 #endif

@@ -12,7 +12,7 @@
 #include "hub.h"
 #include "log.h"
 #include "lua_host.h"
-#include "metrics.h"
+#include "route_counters.h"
 #include "server.h"
 #include "store.h"
 
@@ -294,7 +294,7 @@ void mp_publish_handle(mp_http_req *req)
             ok = run_route_hooks(req, pub, items, count) == 0;
         if (ok) {
             publish_all(c, items, count, batch);
-            mp_metrics_route(req->route->path)->published += count;
+            mp_route_counters_of(req->route->path)->published += count;
         }
     }
     free_items(items, count);

@@ -11,7 +11,7 @@
 #include "buf.h"
 #include "hub.h"
 #include "lua_host.h"
-#include "metrics.h"
+#include "route_counters.h"
 #include "server.h"
 #include "store.h"
 #include "ws.h"
@@ -72,7 +72,7 @@ static void got_history(mp_store *st, int status, const mp_store_history *h, voi
                   h->more ? "true" : "false");
     for (size_t i = 0; i < h->count; i++) {
         size_t plen;
-        const uint8_t *p = mp_ws_frame_payload(h->items[i].frame, &plen);
+        const uint8_t *p = mp_frame_ws_payload(h->items[i].frame, &plen);
         if (i)
             mp_buf_append(a, ",", 1);
         mp_buf_append(a, p, plen);

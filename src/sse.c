@@ -12,7 +12,7 @@
 #include "delivery.h"
 #include "log.h"
 #include "lua_host.h"
-#include "metrics.h"
+#include "route_counters.h"
 #include "server.h"
 #include "store.h"
 
@@ -138,7 +138,7 @@ static sse_pos *pos_of(mp_sse *s, const mp_sub *sub)
 static mp_frame *body_frame(const mp_frame *ws)
 {
     size_t len;
-    const uint8_t *payload = mp_ws_frame_payload(ws, &len);
+    const uint8_t *payload = mp_frame_ws_payload(ws, &len);
     mp_frame *f = mp_frame_new(len + 8);
     if (!f)
         return NULL;
@@ -251,7 +251,7 @@ void mp_sse_heartbeat(mp_conn *c)
     double expires = c->sse ? c->sse->ident->expires : 0;
     if (expires > 0 && ev_time() >= expires) {
         mp_info("sse token expired", "conn=%llu user=%s", (unsigned long long)c->id, c->sse->ident->user);
-        mp_conn_close_ws(c, 4005, "token expired");
+        mp_conn_close_stream(c, 4005, "token expired");
         return;
     }
     if (!heartbeat_frame)
@@ -527,7 +527,7 @@ void mp_sse_open(mp_http_req *req)
     mp.nsse++;
     s->conn = c;
     s->route_index = (int16_t)req->route_index;
-    mp_metrics_route(req->route->path)->handshakes++;
+    mp_route_counters_of(req->route->path)->handshakes++;
     mp_tlist_touch(&mp_idle_list, &c->tnode);   /* heartbeats from now */
     join(c, names, last ? want : NULL);
     send_welcome(c);

@@ -65,7 +65,7 @@ static void deliver(mem_store *st, watch *w, const live_event *ev)
             snprintf(w->epoch, sizeof w->epoch, "%s", ev->epoch);
             w->last = ev->seq;
             size_t plen;
-            const char *payload = (const char *)mp_ws_frame_payload(ev->frame, &plen);
+            const char *payload = (const char *)mp_frame_ws_payload(ev->frame, &plen);
             mp_store_live m = { ev->channel, ev->seq, ev->epoch, ev->id, ev->kinds, ev->published_ms,
                                 ev->frame, NULL, 0 };
             mp_envelope_split(payload, plen, ev->channel, ev->seq, ev->id, &m.data, &m.data_len);

@@ -173,7 +173,7 @@ mp_frame *rs_envelope_frame(rstore *st, const char *channel, uint64_t seq, const
         return NULL;
     }
     *data_off = (size_t)(data - env);
-    mp_frame *f = mp_ws_frame(MP_WS_TEXT, env, env_len);
+    mp_frame *f = mp_frame_ws(MP_WS_TEXT, env, env_len);
     if (f)
         f->published = (double)published_ms / 1000.0;
     return f;

@@ -156,7 +156,7 @@ wch *rs_deliver(rstore *st, wch *w, const char *epoch, uint64_t seq, const char 
     st->stats.recovered += from_history != 0;
     if (st->live.on_message) {
         size_t plen;
-        const char *payload = (const char *)mp_ws_frame_payload(f, &plen);
+        const char *payload = (const char *)mp_frame_ws_payload(f, &plen);
         mp_store_live m = { name, seq, ep, id, kinds, published_ms, f, payload + off, dlen };
         st->live.on_message(&st->base, &m, st->live.ud);
     }

@@ -6,7 +6,7 @@
 #include "auth_cache.h"
 #include "check.h"
 #include "clock.h"
-#include "lua_host.h"
+#include "identity.h"
 #include "server.h"
 
 mp_server mp;

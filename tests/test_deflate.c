@@ -62,7 +62,7 @@ static mp_frame *text_frame(size_t len)
     char *s = malloc(len);
     for (size_t i = 0; i < len; i++)
         s[i] = "{\"id\":12,\"name\":\"item\"},"[i % 24];
-    mp_frame *f = mp_ws_frame(MP_WS_TEXT, s, len);
+    mp_frame *f = mp_frame_ws(MP_WS_TEXT, s, len);
     free(s);
     return f;
 }
@@ -80,8 +80,8 @@ static void test_compress_once_and_back(void)
         CHECK(mp_frame_bytes(z)[0] == (0x80 | 0x40 | MP_WS_TEXT));   /* FIN, RSV1, text */
         CHECK(z->published == 42.5);
         size_t zlen, plen;
-        const uint8_t *zp = mp_ws_frame_payload(z, &zlen);
-        const uint8_t *pp = mp_ws_frame_payload(f, &plen);
+        const uint8_t *zp = mp_frame_ws_payload(z, &zlen);
+        const uint8_t *pp = mp_frame_ws_payload(f, &plen);
         uint8_t *out = NULL;
         size_t olen = 0;
         CHECK(mp_inflate_message(zp, zlen, plen, &out, &olen) == MP_INFLATE_OK);
@@ -99,10 +99,10 @@ static void test_inflate_bounds(void)
     size_t big = 1 << 20;
     mp_frame *f = mp_frame_new(MP_WS_HEADER_MAX + big);
     memset(f->data + MP_WS_HEADER_MAX, 0, big);
-    mp_ws_frame_seal(f, MP_WS_TEXT, big);
+    mp_frame_ws_seal(f, MP_WS_TEXT, big);
     mp_frame *z = mp_deflate_frame(f, 9);
     size_t zlen;
-    const uint8_t *zp = mp_ws_frame_payload(z, &zlen);
+    const uint8_t *zp = mp_frame_ws_payload(z, &zlen);
     CHECK(zlen < 2048);
     uint8_t *out = NULL;
     size_t olen;

@@ -12,11 +12,11 @@ mp_server mp;
 static void test_headers(void)
 {
     uint8_t h[MP_WS_HEADER_MAX];
-    CHECK(mp_ws_header(h, MP_WS_TEXT, 5) == 2 && h[0] == 0x81 && h[1] == 5);
-    CHECK(mp_ws_header(h, MP_WS_TEXT, 125) == 2 && h[1] == 125);
-    CHECK(mp_ws_header(h, MP_WS_TEXT, 126) == 4 && h[1] == 126 && h[2] == 0 && h[3] == 126);
-    CHECK(mp_ws_header(h, MP_WS_BINARY, 65535) == 4 && h[0] == 0x82 && h[2] == 0xff && h[3] == 0xff);
-    CHECK(mp_ws_header(h, MP_WS_TEXT, 65536) == 10 && h[1] == 127 && h[7] == 1 && h[8] == 0 && h[9] == 0);
+    CHECK(mp_frame_ws_header(h, MP_WS_TEXT, 5) == 2 && h[0] == 0x81 && h[1] == 5);
+    CHECK(mp_frame_ws_header(h, MP_WS_TEXT, 125) == 2 && h[1] == 125);
+    CHECK(mp_frame_ws_header(h, MP_WS_TEXT, 126) == 4 && h[1] == 126 && h[2] == 0 && h[3] == 126);
+    CHECK(mp_frame_ws_header(h, MP_WS_BINARY, 65535) == 4 && h[0] == 0x82 && h[2] == 0xff && h[3] == 0xff);
+    CHECK(mp_frame_ws_header(h, MP_WS_TEXT, 65536) == 10 && h[1] == 127 && h[7] == 1 && h[8] == 0 && h[9] == 0);
 }
 
 static void test_seal_writes_header_before_payload(void)
@@ -24,9 +24,9 @@ static void test_seal_writes_header_before_payload(void)
     for (size_t len = 0; len < 70000; len += len < 200 ? 1 : 997) {
         mp_frame *f = mp_frame_new(MP_WS_HEADER_MAX + len);
         memset(f->data + MP_WS_HEADER_MAX, 'x', len);
-        mp_ws_frame_seal(f, MP_WS_TEXT, len);
+        mp_frame_ws_seal(f, MP_WS_TEXT, len);
         uint8_t h[MP_WS_HEADER_MAX];
-        size_t hl = mp_ws_header(h, MP_WS_TEXT, len);
+        size_t hl = mp_frame_ws_header(h, MP_WS_TEXT, len);
         CHECK(mp_frame_size(f) == hl + len);
         CHECK(memcmp(mp_frame_bytes(f), h, hl) == 0);
         mp_frame_unref(f);
@@ -35,7 +35,7 @@ static void test_seal_writes_header_before_payload(void)
 
 static void test_close_frame(void)
 {
-    mp_frame *f = mp_ws_close_frame(4001, "slow consumer");
+    mp_frame *f = mp_frame_ws_close(4001, "slow consumer");
     const uint8_t *b = mp_frame_bytes(f);
     CHECK(b[0] == 0x88 && b[1] == 15 && b[2] == 0x0f && b[3] == 0xa1);
     CHECK(memcmp(b + 4, "slow consumer", 13) == 0);
@@ -43,14 +43,14 @@ static void test_close_frame(void)
     char long_reason[300];
     memset(long_reason, 'r', sizeof long_reason - 1);
     long_reason[sizeof long_reason - 1] = '\0';
-    f = mp_ws_close_frame(1000, long_reason);
+    f = mp_frame_ws_close(1000, long_reason);
     CHECK(mp_frame_bytes(f)[1] == 125);   /* control frames carry at most 125 bytes */
     mp_frame_unref(f);
 }
 
 static void test_shared_frame_refcount(void)
 {
-    mp_frame *f = mp_ws_frame(MP_WS_TEXT, "hello", 5);
+    mp_frame *f = mp_frame_ws(MP_WS_TEXT, "hello", 5);
     mp_outq qs[100];
     for (int i = 0; i < 100; i++) {
         mp_outq_init(&qs[i]);
@@ -76,7 +76,7 @@ static void test_outq_partial_writes_and_growth(void)
     for (int i = 0; i < 50; i++) {
         char payload[64];
         int n = snprintf(payload, sizeof payload, "message %d", i);
-        frames[i] = mp_ws_frame(MP_WS_TEXT, payload, (size_t)n);
+        frames[i] = mp_frame_ws(MP_WS_TEXT, payload, (size_t)n);
         total += mp_frame_size(frames[i]);
         CHECK(mp_outq_push(&q, frames[i]) == 0);
     }
@@ -114,7 +114,7 @@ static void test_drop_unstarted_keeps_partial_head(void)
 {
     mp_outq q;
     mp_outq_init(&q);
-    mp_frame *a = mp_ws_frame(MP_WS_TEXT, "aaaa", 4), *b = mp_ws_frame(MP_WS_TEXT, "bbbb", 4);
+    mp_frame *a = mp_frame_ws(MP_WS_TEXT, "aaaa", 4), *b = mp_frame_ws(MP_WS_TEXT, "bbbb", 4);
     mp_outq_push(&q, a);
     mp_outq_push(&q, b);
     mp_outq_push(&q, b);

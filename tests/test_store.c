@@ -87,7 +87,7 @@ static mp_frame *make_frame(uint64_t seq)
 {
     char payload[64];
     int n = snprintf(payload, sizeof payload, "{\"seq\":%llu}", (unsigned long long)seq);
-    return mp_ws_frame(MP_WS_TEXT, payload, (size_t)n);
+    return mp_frame_ws(MP_WS_TEXT, payload, (size_t)n);
 }
 
 /* Publishes one stored message; returns its seq. The frame is the store's
@@ -1278,7 +1278,7 @@ static void test_publish_retains_the_standard_envelope(void)
     mp_frame *want = mp_envelope_frame("news", 2, "m-1", "[2]", 3, 0);
     const char *text = "{\"type\":\"message\",\"channel\":\"news\",\"seq\":2,\"id\":\"m-1\",\"data\":[2]}";
     size_t plen;
-    const uint8_t *payload = mp_ws_frame_payload(got.frames[1], &plen);
+    const uint8_t *payload = mp_frame_ws_payload(got.frames[1], &plen);
     CHECK(plen == strlen(text) && memcmp(payload, text, plen) == 0);
     CHECK(mp_frame_size(want) == mp_frame_size(got.frames[1]) &&
           memcmp(mp_frame_bytes(want), mp_frame_bytes(got.frames[1]), mp_frame_size(want)) == 0);

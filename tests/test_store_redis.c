@@ -545,7 +545,7 @@ static void on_read(mp_store *st, int status, const mp_store_history *h, void *u
     hist.count = h->count;
     for (size_t i = 0; i < h->count && i < MAXITEMS; i++) {
         size_t len;
-        const uint8_t *p = mp_ws_frame_payload(h->items[i].frame, &len);
+        const uint8_t *p = mp_frame_ws_payload(h->items[i].frame, &len);
         hist.seqs[i] = h->items[i].seq;
         hist.expires[i] = h->items[i].expires_ms;
         snprintf(hist.payload[i], sizeof hist.payload[i], "%.*s", (int)len, (const char *)p);

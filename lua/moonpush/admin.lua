@@ -1,5 +1,5 @@
 -- moonpush.admin: what an administrator types runs here (src/admin.c sends
--- each chunk through lua_host.c). eval() compiles a chunk as an expression
+-- each chunk through lua_host_admin.c). eval() compiles a chunk as an expression
 -- or a statement, runs it in the admin environment under the plugin
 -- budget, and pretty-prints what it returns; complete() offers names.
 

@@ -1,4 +1,4 @@
--- moonpush.core: the Lua side of the C<->Lua boundary (src/lua_host.c).
+-- moonpush.core: the Lua side of the C<->Lua boundary (src/lua_host*.c).
 --
 -- C calls only the functions of this module. They run a route's plugin
 -- chain for one phase and turn what plugins return into plain values C
