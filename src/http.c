@@ -19,6 +19,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "auth_cache.h"
 #include "clock.h"
 #include "cors.h"
 #include "log.h"
@@ -55,6 +56,7 @@ typedef struct mp_http {
     ev_tstamp started_at;        /* for the access log */
     const char *route_path;      /* set at dispatch, for the access log */
     char cors_origin[MP_CORS_ORIGIN_MAX];   /* the allowed Origin to echo, or "" (cors.c) */
+    mp_auth_cache *auth_cache;   /* the last allowed request's identity (auth_cache.h) */
 } mp_http;
 
 static http_parser_settings settings;
@@ -410,11 +412,36 @@ void mp_http_deny(mp_conn *c, const mp_denial *d)
     respond_error(c, d->status, extra, d->code, d->message);
 }
 
+/* A keep-alive connection repeating its credentials gets its last answer
+ * again (auth_cache.h says when that is safe) instead of a Lua call. */
+static void auth_key(const mp_http_req *req, mp_auth_key *k)
+{
+    mp_auth_key_init(k, req->route_index);
+    for (int i = 0; i < req->nheaders; i++)
+        if (strcmp(req->headers[i].name, "authorization") == 0)
+            mp_auth_key_header(k, req->headers[i].value);
+    mp_auth_key_query(k, req->query);
+}
+
 int mp_http_authenticate(const mp_http_req *req, mp_identity **out)
 {
-    mp_denial deny;
-    if (mp_lua_auth(req, out, &deny) == 0)
+    mp_http *h = req->conn->http;
+    int cacheable = h && mp_auth_cache_eligible(req->route);
+    mp_auth_key key;
+    if (cacheable)
+        auth_key(req, &key);
+    if (cacheable && (*out = mp_auth_cache_get(h->auth_cache, &key)) != NULL) {
+        mp.stats.auth_cache_hits++;
         return 0;
+    }
+    if (cacheable)
+        mp.stats.auth_cache_misses++;
+    mp_denial deny;
+    if (mp_lua_auth(req, out, &deny) == 0) {
+        if (cacheable)
+            mp_auth_cache_put(&h->auth_cache, &key, *out);
+        return 0;
+    }
     mp.stats.auth_denials++;
     mp_route_counters_denied(req->route->path, deny.status);
     mp_http_deny(req->conn, &deny);
@@ -582,6 +609,7 @@ int mp_http_session_new(mp_conn *c)
 
 static void http_free(mp_http *h)
 {
+    mp_auth_cache_free(h->auth_cache);
     free(h->arena);
     free(h->body);
     free(h);

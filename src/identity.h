@@ -20,6 +20,7 @@ typedef struct mp_identity {
     int nsubscribe;
     char **subscribe;     /* channels asked for at connect (query `channels`) */
     double expires;       /* unix seconds after which it is void; 0: never */
+    int no_cache;         /* the plugin said cache = false (auth_cache.h) */
 } mp_identity;
 
 /* A refusal: the HTTP status (or WS close) and the JSON error it answers. */

@@ -46,6 +46,7 @@ static mp_identity *read_identity(int idx)
     copy_list(&cursor, idx, "allow", id->allow, nallow);
     copy_list(&cursor, idx, "subscribe", id->subscribe, nsub);
     id->expires = num_field(idx, NULL, "expires");
+    id->no_cache = num_field(idx, NULL, "no_cache") != 0;
     return id;
 }
 

@@ -154,6 +154,8 @@ static void render(mp_buf *t)
     counter(t, "moonpush_connections_accepted_total", "TCP connections accepted", s->connections_accepted);
     counter(t, "moonpush_connections_rejected_total", "connections refused at max_connections or out of fds", s->connections_rejected);
     counter(t, "moonpush_http_requests_total", "HTTP requests parsed", s->http_requests);
+    counter(t, "moonpush_auth_cache_hits_total", "requests on a keep-alive connection answered by its cached identity (no auth hook call)", s->auth_cache_hits);
+    counter(t, "moonpush_auth_cache_misses_total", "cacheable requests that ran the auth chain", s->auth_cache_misses);
     route_counters(t);
     counter(t, "moonpush_messages_published_total", "messages published", s->messages_published);
     counter(t, "moonpush_messages_queued_total", "message frames queued to connections (one per recipient)", s->frames_queued);

@@ -130,6 +130,8 @@ typedef struct mp_stats {
     uint64_t dropped_format;         /* recipients skipped because a format hook failed */
     uint64_t reloads;
     uint64_t reload_failures;
+    uint64_t auth_cache_hits;        /* requests answered by a connection's cached identity */
+    uint64_t auth_cache_misses;      /* cacheable requests that ran the auth chain */
 } mp_stats;
 
 struct mp_store;

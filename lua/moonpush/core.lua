@@ -287,8 +287,8 @@ local function route_role(route)
 end
 
 local IDENTITY_KEYS = { user = true, name = true, device = true, kind = true, channels = true,
-                        role = true, expires = true }
-local IDENTITY_KEY_LIST = "user, name, device, kind, channels, role, expires"
+                        role = true, expires = true, cache = true }
+local IDENTITY_KEY_LIST = "user, name, device, kind, channels, role, expires, cache"
 
 -- An identity the core cannot read is the plugin's bug, never "anonymous":
 -- 500 plugin_error to the client, the plugin and the key in the log.
@@ -341,6 +341,9 @@ local function check_identity(route, id, plugin)
   if expires ~= nil and (type(expires) ~= "number" or expires ~= expires) then
     return bad_identity(plugin, "expires must be a number (unix seconds)")
   end
+  if id.cache ~= nil and type(id.cache) ~= "boolean" then
+    return bad_identity(plugin, "cache must be a boolean")
+  end
   local want = route_role(route)
   if role ~= want then
     return denial(403, "forbidden", format("a %s token is not accepted on a %s route (it takes %s tokens)",
@@ -361,6 +364,8 @@ local function identity_for_c(route, req, id, role)
     kind = tostring(id.kind or "default"),
     allow = allow,
     expires = id.expires,
+    -- cache = false: never reuse this answer on a keep-alive connection (auth_cache.h)
+    no_cache = id.cache == false and 1 or 0,
     subscribe = (route.type == "websocket" or route.type == "sse") and split_channels(req.query.channels) or {},
   }
 end
