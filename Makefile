@@ -17,8 +17,9 @@ PKGS    := libev-dev libwslay-dev libluajit-5.1-dev luajit libhiredis-dev \
            libhttp-parser-dev libjansson-dev libssl-dev nettle-dev uthash-dev \
            lua-busted lua-http lua-cjson redis-server pkg-config libedit-dev \
            python3-prometheus-client zlib1g-dev
-# Only the browser specs need these: `make test` installs them, `make run` not.
-TEST_PKGS := chromium
+# Only specs need these (Chromium for the browser specs, curl and openssl as
+# real SSE and TLS clients): `make test` installs them, `make run` not.
+TEST_PKGS := chromium curl openssl
 CFLAGS  ?= -O2 -g
 MP_CFLAGS = $(CFLAGS) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Isrc \
            $(shell pkg-config --cflags luajit 2>/dev/null)

@@ -163,8 +163,10 @@ snap="$work/snap"
 mkdir -p "$snap/bench/configs" "$snap/bench/plugins"
 cp "$tree/moonpush" "$snap/moonpush"
 cp -R "$tree/lua" "$tree/plugins" "$snap/"
-cp "$CONFIG" "$snap/bench/configs/bench.lua"
-cp "$ROOT"/bench/plugins/*.lua "$snap/bench/plugins/"   # the config's plugin_path: ../plugins first
+# A --rev runs with its own bench config and plugins: today's config may name
+# options an older server refuses.
+cp "$tree/bench/configs/bench.lua" "$snap/bench/configs/bench.lua"
+cp "$tree"/bench/plugins/*.lua "$snap/bench/plugins/"   # the config's plugin_path: ../plugins first
 SERVER="$snap/moonpush"
 CONFIG="$snap/bench/configs/bench.lua"
 unset MOONPUSH_LUA_DIR
